@@ -1,0 +1,54 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from winnow import __version__
+from winnow.api.errors import install_error_handlers
+from winnow.api.middleware import RequestContextMiddleware
+from winnow.api.openapi import API_PREFIX, install_openapi
+from winnow.api.routes import health, keys
+from winnow.config import Settings, get_settings
+from winnow.logs import configure_logging
+from winnow.runtime import Runtime
+from winnow.system import prime_cpu_counter
+
+log = logging.getLogger("winnow")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the database is opened and migrated when the app starts."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime.open(settings)
+        app.state.runtime = runtime
+        prime_cpu_counter()
+        log.info("winnow %s ready", __version__, extra={"data_dir": str(settings.data_dir)})
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(
+        title="Winnow",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=f"{API_PREFIX}/redoc",
+    )
+    install_error_handlers(app)
+    install_openapi(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(health.public, prefix=API_PREFIX)
+    app.include_router(health.router, prefix=API_PREFIX)
+    app.include_router(keys.router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,74 @@
+"""Annotated dependencies: the runtime, the caller's key, per-class rate limits, admin-only."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from winnow.auth import Principal
+from winnow.config import Settings
+from winnow.errors import AuthenticationFailed, PermissionDenied
+from winnow.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_settings(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def current_key(request: Request, runtime: RuntimeDep) -> Principal:
+    """The Principal behind ``Authorization: Bearer <key>``; 401 when missing, malformed or unknown."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise AuthenticationFailed("Missing API key", "send 'Authorization: Bearer <key>'")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise AuthenticationFailed("Malformed Authorization header", "expected 'Bearer <key>'")
+    secret = secret.strip()
+    principal = runtime.keys.from_cache(secret)
+    if principal is None:
+        principal = await run_in_threadpool(runtime.keys.authenticate, secret)
+    request.state.key_name = principal.name
+    return principal
+
+
+CurrentKey = Annotated[Principal, Depends(current_key)]
+
+
+def rate_limited(klass: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates, then counts the request against ``klass``'s limit."""
+
+    async def dependency(response: Response, principal: CurrentKey, runtime: RuntimeDep) -> Principal:
+        state = await runtime.limiter.hit(principal, klass)
+        response.headers.update(state.headers())
+        return principal
+
+    dependency.__name__ = f"rate_limited_{klass}"
+    return dependency
+
+
+GenerationKey = Annotated[Principal, Depends(rate_limited("generation"))]
+BatchKey = Annotated[Principal, Depends(rate_limited("batch"))]
+OtherKey = Annotated[Principal, Depends(rate_limited("other"))]
+
+
+async def admin_key(principal: OtherKey) -> Principal:
+    if not principal.is_admin:
+        raise PermissionDenied("This route needs an admin key", f"key {principal.name!r} is not an admin")
+    return principal
+
+
+AdminKey = Annotated[Principal, Depends(admin_key)]

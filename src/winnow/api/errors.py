@@ -1,0 +1,106 @@
+"""Turns every error into the spec's ``ErrorResponse`` (one place, one shape)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from winnow.errors import CODE_BY_STATUS, WinnowError
+from winnow.schemas.common import ErrorResponse
+
+log = logging.getLogger("winnow.api")
+
+_MESSAGES = {
+    400: "Invalid request",
+    401: "Missing or invalid API key",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+def error_body(code: str, message: str, details: str | None = None) -> bytes:
+    """The JSON bytes of an ErrorResponse (``details`` left out when empty, as the spec types it)."""
+    return ErrorResponse(error=code, message=message, details=details).model_dump_json(exclude_none=True).encode()
+
+
+def error_response(
+    status: int, code: str, message: str, details: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(json.loads(error_body(code, message, details)), status_code=status, headers=headers or None)
+
+
+def _field(loc: tuple[object, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        where, rest = parts[0], parts[1:]
+        return f"{'.'.join(rest) or where}" + ("" if where == "body" else f" ({where})")
+    return ".".join(parts)
+
+
+def describe_validation(exc: RequestValidationError) -> str:
+    """'max_tokens: Input should be less than or equal to 2048; prompt: Field required'."""
+    items = []
+    for err in exc.errors()[:10]:
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "json_invalid":
+            items.append(f"body: invalid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
+            continue
+        items.append(f"{_field(tuple(err.get('loc', ())))}: {msg}")
+    return "; ".join(items)
+
+
+async def _winnow_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, WinnowError)
+    if exc.status_code >= 500:
+        log.warning("%s: %s (%s)", exc.code, exc.message, exc.details)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(400, "validation_error", "Invalid request parameters", describe_validation(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    code = CODE_BY_STATUS.get(status, "http_error")
+    message = _MESSAGES.get(status, "Request failed")
+    if status in (404, 405) and str(exc.detail).lower() == message.lower():
+        detail: str | None = f"{request.method} {request.url.path}"
+    else:
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != message else None
+    headers = dict(exc.headers or {})
+    if status == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return error_response(status, code, message, detail, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method any route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+        match, _ = route.matches(request.scope)
+        if match == Match.PARTIAL:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(WinnowError, _winnow_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

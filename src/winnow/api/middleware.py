@@ -1,0 +1,100 @@
+"""One pure-ASGI middleware for every request: request id, body-size cap, access log, last-resort 500.
+
+Pure ASGI (not BaseHTTPMiddleware) so that streaming responses pass through untouched and the
+per-request cost stays in microseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from winnow.api.errors import error_body
+from winnow.errors import PayloadTooLarge
+
+log = logging.getLogger("winnow.access")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        async def send_error(code: int, err: str, msg: str, details: str | None = None) -> None:
+            body = error_body(err, msg, details)
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send_wrapper({"type": "http.response.start", "status": code, "headers": headers})
+            await send_wrapper({"type": "http.response.body", "body": body})
+
+        declared = _header(scope, b"content-length")
+        limit = self.max_body_bytes
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await send_error(413, PayloadTooLarge.code, "Request body too large", f"limit is {limit} bytes")
+                return
+            received = 0
+
+            async def receive_capped() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        # FastAPI turns other exceptions raised while reading a body into a 400.
+                        raise HTTPException(413, f"limit is {limit} bytes")
+                return message
+
+            await self.app(scope, receive_capped, send_wrapper)
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id})
+            if not response_started:
+                await send_error(500, "internal_error", "Internal server error", f"request id {request_id}")
+            else:
+                raise
+        finally:
+            log.info(
+                "%s %s",
+                scope.get("method"),
+                scope.get("path"),
+                extra={
+                    "status": status,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "key": state.get("key_name", "-"),
+                    "request_id": request_id,
+                },
+            )

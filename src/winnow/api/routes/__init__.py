@@ -1,0 +1,1 @@
+"""Thin routers: validate, authorize, delegate to services."""

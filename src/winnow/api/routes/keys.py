@@ -1,0 +1,43 @@
+"""Admin-only key management over HTTP (the CLI's ``winnow keys`` does the same locally)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from winnow.api.deps import AdminKey, RuntimeDep
+from winnow.schemas.common import ErrorResponse, now_utc
+from winnow.schemas.keys import KeyCreated, KeyCreateRequest, KeyInfo, KeyList
+
+router = APIRouter(
+    prefix="/keys",
+    tags=["Keys"],
+    responses={403: {"model": ErrorResponse, "description": "The key is not an admin key"}},
+)
+
+
+@router.post(
+    "",
+    summary="Create an API key",
+    response_model=KeyCreated,
+    status_code=201,
+    responses={409: {"model": ErrorResponse, "description": "A live key has this name"}},
+)
+def create_key(body: KeyCreateRequest, runtime: RuntimeDep, _admin: AdminKey) -> KeyCreated:
+    limits = body.rate_limits.model_dump(exclude_none=True) if body.rate_limits else None
+    return runtime.keys.create(body.name, admin=body.admin, rate_limits=limits)
+
+
+@router.get("", summary="List API keys", response_model=KeyList)
+def list_keys(runtime: RuntimeDep, _admin: AdminKey, include_revoked: bool = Query(False)) -> KeyList:
+    keys = runtime.keys.list(include_revoked=include_revoked)
+    return KeyList(keys=keys, count=len(keys), timestamp=now_utc())
+
+
+@router.delete(
+    "/{name}",
+    summary="Revoke an API key",
+    response_model=KeyInfo,
+    responses={404: {"model": ErrorResponse, "description": "No live key has this name"}},
+)
+def revoke_key(name: str, runtime: RuntimeDep, _admin: AdminKey) -> KeyInfo:
+    return runtime.keys.revoke(name)

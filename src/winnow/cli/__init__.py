@@ -1,0 +1,63 @@
+"""The ``winnow`` command line: thin Typer commands over the same services as the API."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from winnow import __version__
+from winnow.cli.common import ConfigOption, load_settings
+from winnow.cli.keys import keys_app
+
+app = typer.Typer(name="winnow", help=__doc__, no_args_is_help=True, add_completion=False)
+config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(config_app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"winnow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version")
+    ] = False,
+) -> None:
+    """Winnow: one API over local and commercial LLMs, and synthetic training data."""
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from config: 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from config: 8000)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Start the API server (uvicorn)."""
+    import uvicorn
+
+    settings = load_settings(config)
+    uvicorn.run(
+        "winnow.api.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None) -> None:
+    """Print the effective configuration (secrets masked) as JSON."""
+    typer.echo(json.dumps(load_settings(config).masked(), indent=2))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,87 @@
+"""``winnow keys``: create, list and revoke API keys in the configured database."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from winnow.cli.common import ConfigOption, open_runtime
+from winnow.errors import WinnowError
+
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+def _fail(exc: WinnowError) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc.message}" + (f" ({exc.details})" if exc.details else ""))
+    return typer.Exit(1)
+
+
+@keys_app.command("create")
+def create(
+    name: str,
+    admin: Annotated[bool, typer.Option("--admin", help="May manage other keys")] = False,
+    rate_limits: Annotated[
+        str | None, typer.Option("--rate-limits", help='JSON overrides, e.g. {"generation": "200/minute"}')
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a key. The secret is printed once, as the last line of stdout."""
+    runtime = open_runtime(config)
+    try:
+        overrides = json.loads(rate_limits) if rate_limits else None
+        created = runtime.keys.create(name, admin=admin, rate_limits=overrides)
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error:[/red] --rate-limits is not JSON: {exc}")
+        raise typer.Exit(1) from exc
+    except WinnowError as exc:
+        raise _fail(exc) from exc
+    finally:
+        runtime.close()
+    err.print(f"created key [bold]{created.name}[/bold] (admin={created.admin}); store it now, it is not shown again")
+    typer.echo(created.key)
+
+
+@keys_app.command("list")
+def list_keys(
+    all_: Annotated[bool, typer.Option("--all", help="Include revoked keys")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """List keys (never their secrets)."""
+    runtime = open_runtime(config)
+    try:
+        keys = runtime.keys.list(include_revoked=all_)
+    finally:
+        runtime.close()
+    if as_json:
+        typer.echo(json.dumps([k.model_dump(mode="json") for k in keys], indent=2))
+        return
+    table = Table("name", "prefix", "admin", "rate limits", "created", "revoked")
+    for k in keys:
+        table.add_row(
+            k.name,
+            k.prefix + "…",
+            "yes" if k.admin else "",
+            json.dumps(k.rate_limits) if k.rate_limits else "",
+            k.created_at.isoformat(timespec="seconds"),
+            k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+        )
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def revoke(name: str, config: ConfigOption = None) -> None:
+    """Revoke the live key called NAME."""
+    runtime = open_runtime(config)
+    try:
+        info = runtime.keys.revoke(name)
+    except WinnowError as exc:
+        raise _fail(exc) from exc
+    finally:
+        runtime.close()
+    typer.echo(f"revoked {info.name}")

@@ -1,0 +1,172 @@
+"""Winnow's one configuration object.
+
+Precedence, highest first: explicit keyword arguments, ``WINNOW_*`` environment variables
+(nested fields with ``__``, e.g. ``WINNOW_RATE_LIMITS__GENERATION=200/minute``), the YAML file
+named by ``WINNOW_CONFIG`` (``winnow serve --config FILE`` sets it), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_ENV_VAR = "WINNOW_CONFIG"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class RateLimits(BaseModel):
+    """Per-key limits in the `limits` library's notation (``"100/minute"``, ``"5/second"``)."""
+
+    generation: str = "100/minute"
+    batch: str = "10/minute"
+    other: str = "1000/minute"
+
+    @field_validator("generation", "batch", "other")
+    @classmethod
+    def _parseable(cls, value: str) -> str:
+        from limits import parse_many
+
+        parse_many(value)  # raises ValueError on nonsense
+        return value
+
+
+class ModelConfig(BaseModel):
+    """One entry of the model registry (local or commercial)."""
+
+    id: str
+    name: str | None = None
+    type: Literal["fine-tuned", "commercial"] = "fine-tuned"
+    provider: str = "transformers"
+    description: str | None = None
+    # transformers provider
+    path: str | None = None
+    base_model: str | None = None
+    adapter_path: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    # openai-compatible provider
+    base_url: str | None = None
+    api_key_env: str | None = None
+    upstream_model: str | None = None
+    timeout_s: float = 60.0
+    max_retries: int = 2
+    # shared
+    context_length: int | None = None
+    capabilities: list[str] = Field(default_factory=lambda: ["text-generation", "chat"])
+    input_price_per_mtok: float = 0.0
+    output_price_per_mtok: float = 0.0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Thresholds(BaseModel):
+    """When /status warns and /ready refuses."""
+
+    memory_warn_percent: float = 90.0
+    disk_warn_percent: float = 90.0
+    cpu_warn_percent: float = 95.0
+    min_memory_available_mb: int = 256
+    min_disk_free_mb: int = 512
+
+
+def _default_models() -> list[ModelConfig]:
+    demo = REPO_ROOT / "examples" / "models"
+    return [
+        ModelConfig(
+            id="demo-lm",
+            name="demo-lm",
+            provider="transformers",
+            path=str(demo / "demo-lm"),
+            description="Tiny arithmetic causal LM shipped with Winnow (examples/train_demo_models.py)",
+            context_length=64,
+        )
+    ]
+
+
+class Settings(BaseSettings):
+    """Everything Winnow reads from its environment, typed and validated once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WINNOW_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    data_dir: Path = Path(".winnow")
+    database_url: str | None = None
+    redis_url: str | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = False
+    max_body_bytes: int = 10 * 1024 * 1024
+
+    rate_limits: RateLimits = RateLimits()
+    key_cache_ttl_s: float = 5.0
+    thresholds: Thresholds = Thresholds()
+
+    models: list[ModelConfig] = Field(default_factory=_default_models)
+    data_roots: list[Path] = Field(default_factory=list)
+    openai_api_key: SecretStr | None = None
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'winnow.db'}"
+
+    @property
+    def effective_data_roots(self) -> list[Path]:
+        """Directories that client-supplied paths may point into (the data dir always)."""
+        return [self.data_dir, *(p.expanduser().resolve() for p in self.data_roots)]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = os.environ.get(CONFIG_ENV_VAR)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file:
+            if not Path(yaml_file).is_file():
+                raise FileNotFoundError(f"{CONFIG_ENV_VAR}={yaml_file}: no such file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return (*sources, file_secret_settings)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as JSON-able data, secrets and URL passwords masked."""
+        data = self.model_dump(mode="json")
+        for key in ("database_url", "redis_url"):
+            data[key] = _mask_url(data[key])
+        data["effective_database_url"] = _mask_url(self.effective_database_url)
+        return data
+
+
+def _mask_url(url: str | None) -> str | None:
+    if not url or "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

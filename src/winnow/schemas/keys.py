@@ -1,0 +1,49 @@
+"""Wire models of Winnow's key-management routes (``/api/v1/keys``)."""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field
+
+from winnow.schemas.common import RequestModel, Timestamp, WireModel
+
+RATE_CLASSES = ("generation", "batch", "other")
+
+
+# One limit in the `limits` library's notation: "100/minute", "5 per second", "1000/2 hours".
+LIMIT_PATTERN = r"^[1-9][0-9]{0,8} *(/|per) *([1-9][0-9]{0,5} *)?(second|minute|hour|day|month|year)s?$"
+
+
+class KeyRateLimits(RequestModel):
+    """Per-class overrides of the server's default limits; unset classes keep the default."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    generation: str | None = Field(default=None, pattern=LIMIT_PATTERN, examples=["200/minute"])
+    batch: str | None = Field(default=None, pattern=LIMIT_PATTERN)
+    other: str | None = Field(default=None, pattern=LIMIT_PATTERN)
+
+
+class KeyCreateRequest(RequestModel):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+    admin: bool = False
+    rate_limits: KeyRateLimits | None = None
+
+
+class KeyInfo(WireModel):
+    id: int
+    name: str
+    prefix: str = Field(description="First characters of the key, to tell keys apart")
+    admin: bool
+    rate_limits: dict[str, str] | None = None
+    created_at: Timestamp
+    revoked_at: Timestamp | None = None
+
+
+class KeyCreated(KeyInfo):
+    key: str = Field(description="The secret. Shown once; only its hash is stored.")
+
+
+class KeyList(WireModel):
+    keys: list[KeyInfo]
+    count: int
+    timestamp: Timestamp

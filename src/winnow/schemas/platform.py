@@ -1,0 +1,153 @@
+"""Wire models of ``spec/llm_platform.yaml``, field for field."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from winnow.schemas.common import RequestModel, Timestamp, WireModel, now_utc
+
+
+class HealthResponse(WireModel):
+    status: Literal["healthy", "unhealthy"]
+    timestamp: Timestamp = Field(default_factory=now_utc)
+    version: str
+
+
+class MemoryInfo(WireModel):
+    total: int
+    available: int
+    percent: float
+    used: int
+
+
+class DiskInfo(WireModel):
+    total: int
+    free: int
+    used: int
+    percent: float
+
+
+class CpuInfo(WireModel):
+    percent: float
+    count: int
+
+
+class SystemInfo(WireModel):
+    memory: MemoryInfo
+    disk: DiskInfo
+    cpu: CpuInfo
+
+
+class EnvironmentInfo(WireModel):
+    python_version: str
+    platform: str
+
+
+class DetailedStatusResponse(WireModel):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    timestamp: Timestamp = Field(default_factory=now_utc)
+    version: str
+    system: SystemInfo
+    environment: EnvironmentInfo
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ReadinessChecks(WireModel):
+    memory_available: bool
+    disk_available: bool
+    database: bool = Field(description="The database answered a trivial query")
+    models: bool = Field(description="At least one configured model can serve (true when none configured)")
+
+
+class ReadinessResponse(WireModel):
+    ready: bool
+    timestamp: Timestamp = Field(default_factory=now_utc)
+    checks: ReadinessChecks
+    failing: list[str] = Field(default_factory=list, description="Names of the checks that failed")
+
+
+class Model(WireModel):
+    id: str = Field(description="Unique model identifier", examples=["gpt-4"])
+    name: str = Field(description="Human readable model name")
+    type: Literal["commercial", "fine-tuned"]
+    provider: str
+    description: str | None = None
+    status: Literal["available", "unavailable"]
+    capabilities: list[str] = Field(default_factory=list)
+    context_length: int | None = None
+
+
+class ModelsListResponse(WireModel):
+    models: list[Model]
+    count: int
+    timestamp: Timestamp = Field(default_factory=now_utc)
+
+
+class ModelInfoResponse(WireModel):
+    model: Model
+    timestamp: Timestamp = Field(default_factory=now_utc)
+
+
+class SamplingFields(RequestModel):
+    max_tokens: int = Field(default=100, ge=1, le=2048, description="Maximum number of tokens to generate")
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy)")
+    top_p: float = Field(default=1.0, ge=0.0, le=1.0, description="Nucleus sampling parameter")
+
+
+class GenerateRequest(SamplingFields):
+    prompt: str = Field(min_length=1, max_length=10000, description="Input prompt for text generation")
+    model_id: str = Field(description="Model identifier to use for generation")
+
+
+class GenerationParameters(WireModel):
+    max_tokens: int
+    temperature: float
+    top_p: float
+
+
+class GenerationMetrics(WireModel):
+    latency_ms: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class GenerateResponse(WireModel):
+    text: str
+    model_id: str
+    prompt: str
+    parameters: GenerationParameters
+    metrics: GenerationMetrics
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    timestamp: Timestamp = Field(default_factory=now_utc)
+
+
+class BatchGenerateRequest(SamplingFields):
+    prompts: list[str] = Field(min_length=1, max_length=10, description="List of prompts for batch generation")
+    model_id: str
+
+
+class BatchResult(WireModel):
+    index: int
+    prompt: str
+    text: str | None = None
+    success: bool
+    error: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchMetrics(WireModel):
+    total_latency_ms: int
+    successful_generations: int
+    failed_generations: int
+    average_latency_ms: int
+
+
+class BatchGenerateResponse(WireModel):
+    results: list[BatchResult]
+    model_id: str
+    parameters: GenerationParameters
+    metrics: BatchMetrics
+    timestamp: Timestamp = Field(default_factory=now_utc)

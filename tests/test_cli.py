@@ -1,0 +1,59 @@
+"""The CLI drives the same services as the API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from winnow import __version__
+from winnow.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"WINNOW_DATA_DIR": str(tmp_path / "cli")}
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"winnow {__version__}"
+
+
+def test_keys_create_prints_key_last_then_list_and_revoke(env: dict[str, str]) -> None:
+    created = runner.invoke(app, ["keys", "create", "ops", "--admin"], env=env)
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("wn-") and len(key) > 40
+    listed = runner.invoke(app, ["keys", "list", "--json"], env=env)
+    rows = json.loads(listed.stdout)
+    assert [(r["name"], r["admin"]) for r in rows] == [("ops", True)]
+    assert key not in listed.stdout
+    assert runner.invoke(app, ["keys", "create", "ops"], env=env).exit_code == 1
+    assert runner.invoke(app, ["keys", "revoke", "ops"], env=env).exit_code == 0
+    assert json.loads(runner.invoke(app, ["keys", "list", "--json"], env=env).stdout) == []
+    assert runner.invoke(app, ["keys", "revoke", "ops"], env=env).exit_code == 1
+
+
+def test_keys_create_with_rate_limits(env: dict[str, str]) -> None:
+    ok = runner.invoke(app, ["keys", "create", "svc", "--rate-limits", '{"generation": "5/second"}'], env=env)
+    assert ok.exit_code == 0, ok.output
+    rows = json.loads(runner.invoke(app, ["keys", "list", "--json"], env=env).stdout)
+    assert rows[0]["rate_limits"] == {"generation": "5/second"}
+    assert runner.invoke(app, ["keys", "create", "x", "--rate-limits", '{"gen": "1/s"}'], env=env).exit_code == 1
+
+
+def test_config_show_masks_secrets_and_reads_yaml(env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("database_url: postgresql://u:pw-secret@db/x\nport: 9001\n")
+    result = runner.invoke(
+        app, ["config", "show", "--config", str(config)], env={**env, "WINNOW_OPENAI_API_KEY": "sk-abc"}
+    )
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["port"] == 9001
+    assert "pw-secret" not in result.stdout and "sk-abc" not in result.stdout

@@ -1,0 +1,87 @@
+"""Per-key, per-class rate limits: 429 with Retry-After and X-RateLimit-* headers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import REDIS_URL, bearer, reachable
+from tests.spec import assert_error
+from winnow.auth import Principal, RateLimiter
+from winnow.config import RateLimits
+from winnow.errors import RateLimitExceeded
+from winnow.runtime import Runtime
+
+
+def test_1001st_other_request_is_429_and_another_key_is_unaffected(client: TestClient, runtime: Runtime) -> None:
+    first = runtime.keys.create("first").key
+    second = runtime.keys.create("second").key
+    for i in range(1000):
+        response = client.get("/api/v1/status", headers=bearer(first))
+        assert response.status_code == 200, (i, response.text)
+    assert response.headers["x-ratelimit-limit"] == "1000"
+    assert response.headers["x-ratelimit-remaining"] == "0"
+    refused = client.get("/api/v1/status", headers=bearer(first))
+    body = assert_error(refused, 429, "rate_limit_exceeded")
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+    assert int(refused.headers["x-ratelimit-reset"]) > 0
+    assert "other" in body["details"]
+    other = client.get("/api/v1/status", headers=bearer(second))
+    assert other.status_code == 200
+    assert other.headers["x-ratelimit-remaining"] == "999"
+
+
+def test_per_key_override_beats_the_default(client: TestClient, runtime: Runtime) -> None:
+    key = runtime.keys.create("tight", rate_limits={"other": "3/minute"}).key
+    codes = [client.get("/api/v1/status", headers=bearer(key)).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+
+
+def test_probes_are_not_rate_limited(client: TestClient) -> None:
+    assert {client.get("/api/v1/health").status_code for _ in range(50)} == {200}
+
+
+def _principal(name: str, **limits: str) -> Principal:
+    return Principal(id=1, name=name, is_admin=False, rate_limits=limits, key_id=uuid.uuid4().hex)
+
+
+def test_classes_are_counted_separately() -> None:
+    limiter = RateLimiter(RateLimits(generation="2/minute", batch="1/minute", other="5/minute"))
+    who = _principal("p")
+
+    async def run() -> None:
+        await limiter.hit(who, "batch")
+        with pytest.raises(RateLimitExceeded):
+            await limiter.hit(who, "batch")
+        await limiter.hit(who, "generation")
+        await limiter.hit(who, "generation")
+        with pytest.raises(RateLimitExceeded) as refused:
+            await limiter.hit(who, "generation")
+        assert refused.value.headers["X-RateLimit-Limit"] == "2"
+        state = await limiter.hit(who, "other")
+        assert state.remaining == 4
+
+    asyncio.run(run())
+
+
+@pytest.mark.skipif(not reachable("127.0.0.1", 6379), reason="no Redis server on 127.0.0.1:6379")
+def test_two_limiters_sharing_redis_enforce_one_limit() -> None:
+    limits = RateLimits(generation="5/minute")
+    who = _principal("shared")
+
+    async def run() -> list[bool]:
+        a, b = RateLimiter(limits, REDIS_URL), RateLimiter(limits, REDIS_URL)
+        outcomes = []
+        for i in range(8):
+            try:
+                await (a if i % 2 else b).hit(who, "generation")
+                outcomes.append(True)
+            except RateLimitExceeded:
+                outcomes.append(False)
+        return outcomes
+
+    assert asyncio.run(run()) == [True] * 5 + [False] * 3
