@@ -18,17 +18,22 @@ from winnow.api import create_app
 from winnow.config import CONFIG_ENV_VAR, Settings
 from winnow.runtime import Runtime
 
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_LM = ROOT / "examples" / "models" / "demo-lm"
+DEMO_PROMPTS = ROOT / "examples" / "prompts" / "arithmetic.jsonl"
 POSTGRES_URL = os.environ.get("WINNOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("WINNOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No developer's WINNOW_* variables leak into a test."""
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No developer's WINNOW_* variables leak into a test, nor a test's into the next
+    (``--config`` sets WINNOW_CONFIG for the processes a command starts)."""
     for name in list(os.environ):
         if name.startswith("WINNOW_") and not name.startswith("WINNOW_TEST_"):
             monkeypatch.delenv(name)
-    monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
+    yield
+    os.environ.pop(CONFIG_ENV_VAR, None)
 
 
 @pytest.fixture

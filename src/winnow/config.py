@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     thresholds: Thresholds = Thresholds()
 
     models: list[ModelConfig] = Field(default_factory=_default_models)
+    local_memory_budget_mb: int = Field(0, description="Budget for resident local models; 0 = no limit")
+    local_max_batch_rows: int = Field(64, ge=1, description="Most rows (prompts x n) in one local generate call")
+    local_batch_wait_ms: float = Field(10.0, ge=0, description="Most a batch waits while requests keep arriving")
+    local_torch_threads: int = Field(
+        0, ge=0, description="torch intra-op threads for local models; 0 = one less than the CPU count (min 1)"
+    )
+    model_probe_ttl_s: float = Field(30.0, description="How long an upstream probe result stays fresh")
     data_roots: list[Path] = Field(default_factory=list)
     openai_api_key: SecretStr | None = None
 

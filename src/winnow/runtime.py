@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from winnow.auth import KeyService, RateLimiter
 from winnow.config import Settings
 from winnow.db import Database
+from winnow.models.registry import ModelRegistry
+from winnow.models.service import GenerationService
 
 
 @dataclass
@@ -15,6 +18,9 @@ class Runtime:
     db: Database
     keys: KeyService
     limiter: RateLimiter
+    models: ModelRegistry
+    generation: GenerationService
+    started_at: float = field(default_factory=time.time)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -22,12 +28,19 @@ class Runtime:
         db = Database(settings.effective_database_url)
         if migrate:
             db.migrate()
+        models = ModelRegistry(settings)
         return cls(
             settings=settings,
             db=db,
             keys=KeyService(db, cache_ttl_s=settings.key_cache_ttl_s),
             limiter=RateLimiter(settings.rate_limits, settings.redis_url),
+            models=models,
+            generation=GenerationService(models),
         )
 
     def close(self) -> None:
         self.db.dispose()
+
+    async def aclose(self) -> None:
+        await self.models.close()
+        self.close()

@@ -12,7 +12,7 @@ from winnow import __version__
 from winnow.api.errors import install_error_handlers
 from winnow.api.middleware import RequestContextMiddleware
 from winnow.api.openapi import API_PREFIX, install_openapi
-from winnow.api.routes import health, keys
+from winnow.api.routes import generate, health, keys, models, openai
 from winnow.config import Settings, get_settings
 from winnow.logs import configure_logging
 from winnow.runtime import Runtime
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            runtime.close()
+            await runtime.aclose()
 
     app = FastAPI(
         title="Winnow",
@@ -51,4 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.public, prefix=API_PREFIX)
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(keys.router, prefix=API_PREFIX)
+    app.include_router(models.router, prefix=API_PREFIX)
+    app.include_router(generate.router, prefix=API_PREFIX)
+    app.include_router(openai.router)
     return app

@@ -7,7 +7,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -29,15 +29,44 @@ _MESSAGES = {
 }
 
 
-def error_body(code: str, message: str, details: str | None = None) -> bytes:
-    """The JSON bytes of an ErrorResponse (``details`` left out when empty, as the spec types it)."""
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_body(code: str, message: str, details: str | None = None, *, path: str = "", status: int = 500) -> bytes:
+    """The JSON bytes of an error: the spec's ErrorResponse (``details`` left out when empty, as the
+    spec types it), or OpenAI's ``{"error": {...}}`` on the OpenAI-compatible ``/v1`` surface."""
+    if path.startswith(OPENAI_PREFIX):
+        body: dict[str, object] = {
+            "error": {
+                "message": f"{message}: {details}" if details else message,
+                "type": _OPENAI_TYPES.get(status, "api_error"),
+                "param": None,
+                "code": code,
+            }
+        }
+        return json.dumps(body).encode()
     return ErrorResponse(error=code, message=message, details=details).model_dump_json(exclude_none=True).encode()
 
 
 def error_response(
-    status: int, code: str, message: str, details: str | None = None, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(json.loads(error_body(code, message, details)), status_code=status, headers=headers or None)
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = error_body(code, message, details, path=request.url.path, status=status)
+    return Response(body, status_code=status, headers=headers or None, media_type="application/json")
 
 
 def _field(loc: tuple[object, ...]) -> str:
@@ -60,19 +89,19 @@ def describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(items)
 
 
-async def _winnow_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _winnow_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WinnowError)
     if exc.status_code >= 500:
         log.warning("%s: %s (%s)", exc.code, exc.message, exc.details)
-    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+    return error_response(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return error_response(400, "validation_error", "Invalid request parameters", describe_validation(exc))
+    return error_response(request, 400, "validation_error", "Invalid request parameters", describe_validation(exc))
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     code = CODE_BY_STATUS.get(status, "http_error")
@@ -84,7 +113,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     headers = dict(exc.headers or {})
     if status == 405:
         headers["Allow"] = ", ".join(_allowed_methods(request))
-    return error_response(status, code, message, detail, headers)
+    return error_response(request, status, code, message, detail, headers)
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -56,7 +56,7 @@ class RequestContextMiddleware:
             await send(message)
 
         async def send_error(code: int, err: str, msg: str, details: str | None = None) -> None:
-            body = error_body(err, msg, details)
+            body = error_body(err, msg, details, path=scope.get("path", ""), status=code)
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
             await send_wrapper({"type": "http.response.start", "status": code, "headers": headers})
             await send_wrapper({"type": "http.response.body", "body": body})

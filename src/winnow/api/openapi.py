@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from winnow import __version__
 from winnow.schemas import platform, sdg
-from winnow.schemas.common import ErrorResponse
+from winnow.schemas.common import ErrorResponse, OpenAIErrorResponse
 
 API_PREFIX = "/api/v1"
 PUBLIC_PATHS = {f"{API_PREFIX}/health", f"{API_PREFIX}/ready", "/metrics"}
@@ -37,9 +37,11 @@ SEED_SCHEMAS: tuple[type[BaseModel], ...] = (
     sdg.SyntheticDataGeneration,
     sdg.Message,
     sdg.Completion,
+    OpenAIErrorResponse,
 )
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+_OPENAI_ERROR_REF = {"$ref": "#/components/schemas/OpenAIErrorResponse"}
 _DESCRIPTIONS = {
     "400": "Invalid request parameters",
     "401": "Missing, malformed, unknown or revoked API key",
@@ -55,10 +57,10 @@ _RATE_HEADERS = {
 }
 
 
-def _error(status: str) -> dict[str, Any]:
+def _error(status: str, openai_surface: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "description": _DESCRIPTIONS[status],
-        "content": {"application/json": {"schema": _ERROR_REF}},
+        "content": {"application/json": {"schema": _OPENAI_ERROR_REF if openai_surface else _ERROR_REF}},
     }
     if status == "429":
         body["headers"] = _RATE_HEADERS
@@ -114,8 +116,13 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             else:
                 operation["security"] = [{"ApiKeyAuth": []}]
                 wanted += ["401", "429"]
+            openai_surface = path.startswith("/v1/")
+            for status, response in responses.items():
+                if openai_surface and status[0] in "45":  # declared via ErrorResponse models
+                    for media in response.get("content", {}).values():
+                        media["schema"] = _OPENAI_ERROR_REF
             for status in wanted:
-                responses.setdefault(status, _error(status))
+                responses.setdefault(status, _error(status, openai_surface))
     return doc
 
 

@@ -10,11 +10,14 @@ import typer
 from winnow import __version__
 from winnow.cli.common import ConfigOption, load_settings
 from winnow.cli.keys import keys_app
+from winnow.cli.models import generate, models_app
 
 app = typer.Typer(name="winnow", help=__doc__, no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
+app.command("generate")(generate)
 
 
 def _version(value: bool) -> None:

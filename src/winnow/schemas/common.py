@@ -26,9 +26,8 @@ class WireModel(BaseModel):
 
 
 class RequestModel(WireModel):
-    """A request body: JSON types are taken as sent (no "5" for 5, no 0 for false)."""
-
-    model_config = ConfigDict(populate_by_name=True, strict=True)
+    """A request body. Numbers follow JSON Schema (5.0 is an integer); booleans are strict (see
+    ``StrictBool`` fields) and strings are never made from numbers."""
 
 
 class ErrorResponse(WireModel):
@@ -38,3 +37,16 @@ class ErrorResponse(WireModel):
     message: str = Field(description="Human readable error message")
     details: str | None = Field(default=None, description="Additional error details")
     timestamp: Timestamp = Field(default_factory=now_utc)
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorResponse(BaseModel):
+    """The error body on the OpenAI-compatible ``/v1`` surface, as OpenAI clients expect it."""
+
+    error: OpenAIErrorDetail

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictBool
 
 from winnow.schemas.common import RequestModel, Timestamp, WireModel
 
@@ -16,7 +16,7 @@ LIMIT_PATTERN = r"^[1-9][0-9]{0,8} *(/|per) *([1-9][0-9]{0,5} *)?(second|minute|
 class KeyRateLimits(RequestModel):
     """Per-class overrides of the server's default limits; unset classes keep the default."""
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(extra="forbid")
 
     generation: str | None = Field(default=None, pattern=LIMIT_PATTERN, examples=["200/minute"])
     batch: str | None = Field(default=None, pattern=LIMIT_PATTERN)
@@ -25,7 +25,7 @@ class KeyRateLimits(RequestModel):
 
 class KeyCreateRequest(RequestModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
-    admin: bool = False
+    admin: StrictBool = False
     rate_limits: KeyRateLimits | None = None
 
 

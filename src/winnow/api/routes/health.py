@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from winnow import __version__
 from winnow.api.deps import OtherKey, RuntimeDep
@@ -27,9 +28,10 @@ async def health() -> HealthResponse:
     response_model=ReadinessResponse,
     responses={503: {"model": ReadinessResponse, "description": "Service not ready"}},
 )
-def ready(runtime: RuntimeDep) -> JSONResponse:
+async def ready(runtime: RuntimeDep) -> JSONResponse:
     settings = runtime.settings
-    result = readiness(runtime.db, settings.data_dir, settings.thresholds)
+    models_ready = await runtime.models.any_available()
+    result = await run_in_threadpool(readiness, runtime.db, settings.data_dir, settings.thresholds, models_ready)
     return JSONResponse(result.model_dump(mode="json"), status_code=200 if result.ready else 503)
 
 

@@ -1,0 +1,229 @@
+"""Local generation throughput: Winnow against the naive loop and the bare batched ``model.generate``.
+
+In one run, on the same prompts, greedy, same max_new_tokens:
+  (a) naive loop   - one ``model.generate`` per prompt
+  (b) bare batched - one left-padded ``model.generate`` per batch (the limit for this stack)
+  (c) Winnow       - ``TransformersProvider.generate`` (tokenize, dynamic batching, decode) per batch
+  (d) served       - ``POST /api/v1/generate`` on a real ``winnow serve`` under 1 and 32 concurrent clients
+and prints output tokens/s and the ratios the targets are stated in.
+
+    python bench/generation.py                  # demo-lm, 128 prompts
+    python bench/generation.py --prompts 256 --max-tokens 8 --skip-served
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def load_prompts(path: Path, count: int) -> list[str]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    prompts = [r["prompt"] for r in rows]
+    while len(prompts) < count:
+        prompts += prompts
+    return prompts[:count]
+
+
+def bare_setup(model_dir: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval()
+    return tok, model
+
+
+def render(tok: Any, prompt: str) -> str:
+    if tok.chat_template:
+        return str(
+            tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+        )
+    return prompt
+
+
+def count_new(tok: Any, new_tokens: Any) -> int:
+    """Output tokens as Winnow counts them: up to and including the first EOS."""
+    total = 0
+    eos = tok.eos_token_id
+    for row in new_tokens.tolist():
+        n = len(row)
+        for i, t in enumerate(row):
+            if t == eos:
+                n = i + 1
+                break
+        total += n
+    return total
+
+
+def bare_generate(tok: Any, model: Any, prompts: list[str], batch: int, max_new: int) -> tuple[int, float]:
+    import torch
+
+    tokens = 0
+    started = time.perf_counter()
+    for i in range(0, len(prompts), batch):
+        texts = [render(tok, p) for p in prompts[i : i + batch]]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not tok.chat_template)
+        with torch.inference_mode():
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        tokens += count_new(tok, out[:, enc["input_ids"].shape[1] :])
+    return tokens, time.perf_counter() - started
+
+
+def winnow_generate(prompts: list[str], batch: int, max_new: int, model_dir: Path) -> tuple[int, float]:
+    import torch
+
+    from winnow.config import ModelConfig, Settings
+    from winnow.models.base import SamplingParams
+    from winnow.models.providers.transformers import TransformersProvider
+
+    settings = Settings(
+        local_max_batch_rows=max(batch, 1), local_batch_wait_ms=0, local_torch_threads=torch.get_num_threads()
+    )
+    provider = TransformersProvider(ModelConfig(id="bench", path=str(model_dir)), settings)
+    params = SamplingParams(max_tokens=max_new, temperature=0.0)
+
+    async def run() -> tuple[int, float]:
+        await provider.generate([prompts[0]], params)  # load + warm up
+        started = time.perf_counter()
+        tokens = 0
+        for i in range(0, len(prompts), batch):
+            for result in await provider.generate(prompts[i : i + batch], params):
+                tokens += result.output_tokens
+        elapsed = time.perf_counter() - started
+        await provider.close()
+        return tokens, elapsed
+
+    return asyncio.run(run())
+
+
+def served(prompts: list[str], clients: int, max_new: int, model_dir: Path) -> tuple[int, float]:
+    import httpx
+
+    data = Path(tempfile.mkdtemp(prefix="winnow-bench-"))
+    config = data / "bench.yaml"
+    config.write_text(json.dumps({"models": [{"id": "bench", "path": str(model_dir)}]}))
+    env = {
+        **os.environ,
+        "WINNOW_DATA_DIR": str(data),
+        "WINNOW_CONFIG": str(config),
+        "WINNOW_RATE_LIMITS__GENERATION": "1000000/minute",
+        "WINNOW_LOG_LEVEL": "WARNING",
+    }
+    key = subprocess.run(
+        [sys.executable, "-m", "winnow", "keys", "create", "bench"], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
+    port = 18000 + os.getpid() % 1000
+    server = subprocess.Popen([sys.executable, "-m", "winnow", "serve", "--port", str(port)], env=env)
+    url = f"http://127.0.0.1:{port}/api/v1/generate"
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+
+        async def run() -> tuple[int, float]:
+            limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+            async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+                body = {"model_id": "bench", "prompt": prompts[0], "max_tokens": max_new, "temperature": 0}
+                (await client.post(url, json=body, headers=headers)).raise_for_status()  # load + warm up
+                queue = list(prompts)
+                tokens = 0
+
+                async def worker() -> None:
+                    nonlocal tokens
+                    while queue:
+                        prompt = queue.pop()
+                        body = {"model_id": "bench", "prompt": prompt, "max_tokens": max_new, "temperature": 0}
+                        response = await client.post(url, json=body, headers=headers)
+                        response.raise_for_status()
+                        tokens += response.json()["metrics"]["output_tokens"]
+
+                started = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(clients)))
+                return tokens, time.perf_counter() - started
+
+        return asyncio.run(run())
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=ROOT / "examples/models/demo-lm")
+    parser.add_argument("--prompt-file", type=Path, default=ROOT / "examples/prompts/arithmetic.jsonl")
+    parser.add_argument("--prompts", type=int, default=128)
+    parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--batch-sizes", default="1,8,32,64")
+    parser.add_argument("--skip-served", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads for every contender (0 = Winnow's default)"
+    )
+    args = parser.parse_args()
+    import torch
+
+    from winnow.models.providers.transformers import torch_threads
+
+    threads = torch_threads(args.threads)
+    torch.set_num_threads(threads)  # the same for the bare calls and for Winnow
+    os.environ["WINNOW_LOCAL_TORCH_THREADS"] = str(threads)
+
+    prompts = load_prompts(args.prompt_file, args.prompts)
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
+    tok, model = bare_setup(args.model)
+    bare_generate(tok, model, prompts[:8], 8, args.max_tokens)  # warm up
+    print(
+        f"# {args.prompts} prompts, greedy, max_new_tokens={args.max_tokens}, torch threads={torch.get_num_threads()}"
+    )
+    rate: dict[str, float] = {}
+
+    def record(name: str, tokens: int, seconds: float) -> None:
+        rate[name] = tokens / seconds
+        print(f"{name:<28} {tokens:>7} tokens  {seconds:8.2f} s  {rate[name]:10.1f} tok/s", flush=True)
+
+    naive_prompts = prompts[: min(len(prompts), 64)]
+    record("naive loop (bs=1 each)", *bare_generate(tok, model, naive_prompts, 1, args.max_tokens))
+    for bs in sizes:
+        record(f"bare generate bs={bs}", *bare_generate(tok, model, prompts, bs, args.max_tokens))
+        record(f"winnow local bs={bs}", *winnow_generate(prompts, bs, args.max_tokens, args.model))
+    if not args.skip_served:
+        for clients in (1, 32):
+            record(f"served /generate c={clients}", *served(prompts, clients, args.max_tokens, args.model))
+
+    print("\n# ratios")
+    naive = rate["naive loop (bs=1 each)"]
+    for bs in sizes:
+        print(
+            f"winnow bs={bs:<3} / bare bs={bs:<3} = {rate[f'winnow local bs={bs}'] / rate[f'bare generate bs={bs}']:.2f}"
+            f"   winnow bs={bs} / naive = {rate[f'winnow local bs={bs}'] / naive:.1f}x"
+        )
+    if not args.skip_served:
+        bare32 = rate.get("bare generate bs=32")
+        if bare32:
+            print(f"served c=32 / bare bs=32 = {rate['served /generate c=32'] / bare32:.2f}  (target >= 0.8)")
+        print(f"served c=32 / served c=1 = {rate['served /generate c=32'] / rate['served /generate c=1']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""POST /generate and /generate/batch, per the platform spec."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from winnow.api.deps import BatchKey, GenerationKey, RuntimeDep
+from winnow.schemas.common import ErrorResponse
+from winnow.schemas.platform import BatchGenerateRequest, BatchGenerateResponse, GenerateRequest, GenerateResponse
+
+router = APIRouter(
+    prefix="/generate",
+    tags=["Generation"],
+    responses={
+        404: {"model": ErrorResponse, "description": "Model not found"},
+        502: {"model": ErrorResponse, "description": "The upstream provider failed"},
+        503: {"model": ErrorResponse, "description": "The model cannot be loaded"},
+        504: {"model": ErrorResponse, "description": "The upstream provider timed out"},
+    },
+)
+
+
+@router.post("", summary="Generate text", response_model=GenerateResponse)
+async def generate(body: GenerateRequest, runtime: RuntimeDep, _key: GenerationKey) -> GenerateResponse:
+    return await runtime.generation.generate(body)
+
+
+@router.post("/batch", summary="Batch text generation", response_model=BatchGenerateResponse)
+async def generate_batch(body: BatchGenerateRequest, runtime: RuntimeDep, _key: BatchKey) -> BatchGenerateResponse:
+    return await runtime.generation.generate_batch(body)

@@ -1,0 +1,233 @@
+"""The OpenAI-compatible surface: /v1/models, /v1/chat/completions, /v1/completions (SSE streaming too).
+
+Local models are served through the generation service; models behind an OpenAI-compatible
+upstream are forwarded as-is (one pooled client, no re-validation), so upstream-only fields such
+as tools or logprobs pass through untouched. Errors here use OpenAI's error shape.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from winnow.api.deps import GenerationKey, OtherKey, RuntimeDep
+from winnow.errors import WinnowError
+from winnow.models.base import ChatMessage, Prompt, SamplingParams, StreamDelta
+from winnow.models.providers.openai import OpenAIProvider
+from winnow.runtime import Runtime
+from winnow.schemas.common import OpenAIErrorResponse
+from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, usage
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["OpenAI-compatible"],
+    responses={
+        status: {"model": OpenAIErrorResponse, "description": description}
+        for status, description in (
+            (404, "Model not found"),
+            (502, "The upstream provider failed"),
+            (503, "The model cannot be loaded"),
+            (504, "The upstream provider timed out"),
+        )
+    },
+)
+
+# With no max_tokens, a local model may generate up to the rest of its context (as vLLM does).
+_UNBOUNDED = 1 << 30
+
+
+def _sse(payload: dict[str, Any] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+def _params(body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=max_tokens or _UNBOUNDED,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        n=body.n,
+        stop=body.stop_list(),
+        seed=body.seed,
+    )
+
+
+async def _forward(
+    provider: OpenAIProvider, path: str, body: ChatCompletionRequest | CompletionRequest
+) -> JSONResponse | StreamingResponse:
+    """An upstream model's request, as the client sent it (unknown fields included)."""
+    raw = body.model_dump(exclude_unset=True)
+    if body.stream:
+        chunks = provider.forward_stream(path, raw)
+        return StreamingResponse(_forward_stream(chunks), media_type="text/event-stream")
+    return JSONResponse(await provider.forward(path, raw))
+
+
+async def _forward_stream(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield _sse(chunk)
+    except WinnowError as exc:
+        yield _sse({"error": {"message": exc.message, "type": "api_error", "code": exc.code}})
+    yield _sse("[DONE]")
+
+
+async def _stream_response(
+    runtime: Runtime,
+    model: str,
+    prompt: Prompt,
+    params: SamplingParams,
+    include_usage: bool,
+    chat: bool,
+) -> StreamingResponse:
+    provider = runtime.models.provider(model)
+    deltas = aiter(provider.stream(prompt, params))
+    first = await deltas.__anext__()  # errors before the first token still become HTTP errors
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+    created = int(time.time())
+    kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(delta: StreamDelta | None, role: bool = False) -> dict[str, Any]:
+        text = delta.text if delta else ""
+        finish = delta.finish_reason if delta else None
+        if chat:
+            content: dict[str, Any] = {"role": "assistant", "content": text} if role else {}
+            if text and not role:
+                content["content"] = text
+            choice: dict[str, Any] = {"index": 0, "delta": content, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+        return {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice]}
+
+    async def events() -> AsyncIterator[bytes]:
+        if chat:
+            yield _sse(chunk(None, role=True))
+        delta: StreamDelta | None = first
+        try:
+            while delta is not None:
+                if delta.text or delta.finish_reason:
+                    yield _sse(chunk(delta))
+                if delta.finish_reason:
+                    if include_usage:
+                        body = {"id": ident, "object": kind, "created": created, "model": model, "choices": []}
+                        yield _sse({**body, "usage": usage(delta.input_tokens, delta.output_tokens)})
+                    break
+                delta = await anext(deltas, None)
+        except WinnowError as exc:
+            yield _sse({"error": {"message": exc.message, "type": "api_error", "code": exc.code}})
+        finally:
+            aclose = getattr(deltas, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        yield _sse("[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/models", summary="List models (OpenAI format)", response_model=ModelList)
+async def list_models(runtime: RuntimeDep, _key: OtherKey) -> ModelList:
+    created = int(runtime.started_at)
+    return ModelList(
+        data=[
+            ModelCard(
+                id=config.id,
+                created=created,
+                owned_by="winnow" if config.provider == "transformers" else config.provider,
+            )
+            for config in runtime.settings.models
+        ]
+    )
+
+
+@router.post("/chat/completions", summary="Chat completion (OpenAI format)")
+async def chat_completions(body: ChatCompletionRequest, runtime: RuntimeDep, _key: GenerationKey) -> Any:
+    provider = runtime.models.provider(body.model)
+    if isinstance(provider, OpenAIProvider):
+        return await _forward(provider, "/chat/completions", body)
+    prompt = [ChatMessage("system" if m.role == "developer" else m.role, m.text()) for m in body.messages]
+    params = _params(body, body.max_completion_tokens or body.max_tokens)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    if body.stream and body.n == 1:
+        return await _stream_response(runtime, body.model, prompt, params, include_usage, chat=True)
+    (result,), _ = await runtime.generation.run(body.model, [prompt], params)
+    if result.error is not None:
+        raise result.error
+    response = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": c.text},
+                "logprobs": None,
+                "finish_reason": c.finish_reason,
+            }
+            for i, c in enumerate(result.completions)
+        ],
+        "usage": usage(result.input_tokens, result.output_tokens),
+    }
+    if body.stream:  # n > 1: each choice arrives whole, as one chunk
+        return StreamingResponse(_whole_as_stream(response, include_usage), media_type="text/event-stream")
+    return JSONResponse(response)
+
+
+async def _whole_as_stream(response: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
+    head = {k: response[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    for choice in response["choices"]:
+        delta = {"role": "assistant", "content": choice["message"]["content"]}
+        yield _sse(
+            {**head, "choices": [{"index": choice["index"], "delta": delta, "finish_reason": choice["finish_reason"]}]}
+        )
+    if include_usage:
+        yield _sse({**head, "choices": [], "usage": response["usage"]})
+    yield _sse("[DONE]")
+
+
+@router.post("/completions", summary="Text completion (OpenAI format)")
+async def completions(body: CompletionRequest, runtime: RuntimeDep, _key: GenerationKey) -> Any:
+    provider = runtime.models.provider(body.model)
+    if isinstance(provider, OpenAIProvider):
+        return await _forward(provider, "/completions", body)
+    prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    params = _params(body, body.max_tokens or 16)  # OpenAI's default for /completions
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    if body.stream and body.n == 1 and len(prompts) == 1:
+        return await _stream_response(runtime, body.model, prompts[0], params, include_usage, chat=False)
+    results, _ = await runtime.generation.run(body.model, list(prompts), params)
+    choices: list[dict[str, Any]] = []
+    prompt_tokens = completion_tokens = 0
+    for result in results:
+        if result.error is not None:
+            raise result.error
+        prompt_tokens += result.input_tokens
+        completion_tokens += result.output_tokens
+        for c in result.completions:
+            choices.append({"index": len(choices), "text": c.text, "logprobs": None, "finish_reason": c.finish_reason})
+    response = {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": body.model,
+        "choices": choices,
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
+    if body.stream:
+        head = {k: response[k] for k in ("id", "object", "created", "model")}
+
+        async def events() -> AsyncIterator[bytes]:
+            for choice in choices:
+                yield _sse({**head, "choices": [choice]})
+            if include_usage:
+                yield _sse({**head, "choices": [], "usage": response["usage"]})
+            yield _sse("[DONE]")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+    return JSONResponse(response)

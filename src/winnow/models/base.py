@@ -1,0 +1,105 @@
+"""The provider interface: a batch of prompts or chats in, texts with finish reasons and token counts out.
+
+Every provider — local transformers, an OpenAI-compatible upstream, a user's plugin registered
+under the ``winnow.providers`` entry-point group — implements ``Provider``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from winnow.config import ModelConfig, Settings
+from winnow.models.pool import ModelPool
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+# A plain prompt (sent as-is or wrapped by a chat template, per model) or a chat.
+Prompt = str | Sequence[ChatMessage]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 100
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 1.0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass
+class Completion:
+    """One generated continuation."""
+
+    text: str
+    finish_reason: FinishReason
+    output_tokens: int
+
+
+@dataclass
+class GenerationResult:
+    """Everything generated for one prompt: ``n`` completions, or the reason there are none."""
+
+    completions: list[Completion] = field(default_factory=list)
+    input_tokens: int = 0
+    error: Exception | None = None
+    latency_ms: float | None = None  # set by providers that time each prompt on its own
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(c.output_tokens for c in self.completions)
+
+
+@dataclass
+class StreamDelta:
+    """A piece of a streamed completion; the last one carries the finish reason and usage."""
+
+    text: str
+    finish_reason: FinishReason | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Provider(abc.ABC):
+    """Generates text for one configured model."""
+
+    name: ClassVar[str]
+
+    def __init__(self, config: ModelConfig, settings: Settings, pool: ModelPool | None = None) -> None:
+        self.config = config
+        self.settings = settings
+        self.pool = pool or ModelPool()  # shared by local providers: one memory budget
+
+    @abc.abstractmethod
+    async def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
+        """One result per prompt, in order. A prompt that cannot be served gets ``error``;
+        a failure of the whole backend raises a WinnowError."""
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamDelta]:
+        """Stream one completion. Providers without native streaming yield it whole."""
+        (result,) = await self.generate([prompt], params)
+        if result.error is not None:
+            raise result.error
+        completion = result.completions[0]
+        yield StreamDelta(completion.text, completion.finish_reason, result.input_tokens, completion.output_tokens)
+
+    @abc.abstractmethod
+    async def available(self) -> bool:
+        """Measured availability: files present and loadable, or the upstream answered a cheap probe."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (models, connections)."""

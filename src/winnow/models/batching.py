@@ -1,0 +1,163 @@
+"""Dynamic batching: concurrent requests for one local model are gathered into one padded ``generate``.
+
+Requests queue up while a batch runs; the next batch takes everything compatible that is waiting
+(up to ``max_batch_rows`` rows, each prompt x n counts as n rows). Before a batch starts it waits
+while requests are still arriving, at most ``max_wait_ms``, so that a wave of concurrent clients
+lands in one batch and a lone request waits only one short poll. Requests batch together when they share the
+sampling distribution (temperature, top_p, seed); items carry their own max_tokens, n and stop,
+and the batch runs to the longest max_tokens among them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from winnow.models.base import SamplingParams
+
+_POLL_S = 0.0005
+Item = TypeVar("Item")
+Out = TypeVar("Out")
+
+
+def batch_key(params: SamplingParams) -> tuple[object, ...]:
+    if params.greedy:
+        return ("greedy", params.seed)
+    return (params.temperature, params.top_p, params.seed)
+
+
+@dataclass
+class _Pending(Generic[Item, Out]):
+    items: list[Item]
+    params: SamplingParams
+    rows: int
+    future: asyncio.Future[list[Out]]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    rows: int = 0
+    last_batch_rows: int = 0
+
+    @property
+    def mean_batch_rows(self) -> float:
+        return self.rows / self.batches if self.batches else 0.0
+
+
+class BatchingEngine(Generic[Item, Out]):
+    """Runs ``run(items, params) -> outputs`` (blocking, on ``executor``) over gathered batches."""
+
+    def __init__(
+        self,
+        run: Callable[[list[Item], SamplingParams], list[Out]],
+        executor: Executor,
+        rows_of: Callable[[Item], int],
+        max_batch_rows: int = 64,
+        max_wait_ms: float = 2.0,
+    ) -> None:
+        self._run = run
+        self._executor = executor
+        self._rows_of = rows_of
+        self.max_batch_rows = max_batch_rows
+        self.max_wait_s = max_wait_ms / 1000
+        self._queue: list[_Pending[Item, Out]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self.stats = BatchStats()
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(p.rows for p in self._queue)
+
+    async def submit(self, items: Sequence[Item], params: SamplingParams) -> list[Out]:
+        """Outputs for ``items`` in order; large submissions are split into batches."""
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
+            self._wakeup = asyncio.Event()
+            self._worker = loop.create_task(self._serve(), name="winnow-batching")
+        pending: list[_Pending[Item, Out]] = []
+        chunk: list[Item] = []
+        rows = 0
+        for item in items:
+            item_rows = self._rows_of(item)
+            if chunk and rows + item_rows > self.max_batch_rows:
+                pending.append(_Pending(chunk, params, rows, loop.create_future()))
+                chunk, rows = [], 0
+            chunk.append(item)
+            rows += item_rows
+        if chunk:
+            pending.append(_Pending(chunk, params, rows, loop.create_future()))
+        self._queue.extend(pending)
+        assert self._wakeup is not None
+        self._wakeup.set()
+        results = await asyncio.gather(*(p.future for p in pending))
+        return [out for part in results for out in part]
+
+    async def _gather_company(self) -> None:
+        """Wait while requests keep arriving (a wave of concurrent clients), at most max_wait;
+        a lone request waits one short poll."""
+        deadline = time.perf_counter() + self.max_wait_s
+        seen = self.queue_depth
+        while seen < self.max_batch_rows and time.perf_counter() < deadline:
+            await asyncio.sleep(_POLL_S)
+            if self.queue_depth == seen:
+                return
+            seen = self.queue_depth
+
+    def _take_batch(self) -> list[_Pending[Item, Out]]:
+        first = self._queue[0]
+        key = batch_key(first.params)
+        batch: list[_Pending[Item, Out]] = []
+        rows = 0
+        for pending in list(self._queue):
+            if batch_key(pending.params) != key or (batch and rows + pending.rows > self.max_batch_rows):
+                continue
+            batch.append(pending)
+            rows += pending.rows
+            self._queue.remove(pending)
+        return batch
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wakeup is not None
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._gather_company()
+            batch = self._take_batch()
+            items = [item for pending in batch for item in pending.items]
+            merged = _merge_params([p.params for p in batch])
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._run, items, merged)
+            except Exception as exc:  # the whole batch failed: every caller hears why
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                continue
+            self.stats.batches += 1
+            self.stats.rows += sum(p.rows for p in batch)
+            self.stats.last_batch_rows = sum(p.rows for p in batch)
+            offset = 0
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_result(outputs[offset : offset + len(pending.items)])
+                offset += len(pending.items)
+
+
+def _merge_params(params: list[SamplingParams]) -> SamplingParams:
+    """One distribution for the batch (they share batch_key); the longest max_tokens bounds it."""
+    first = params[0]
+    return SamplingParams(
+        max_tokens=max(p.max_tokens for p in params),
+        temperature=first.temperature,
+        top_p=first.top_p,
+        n=1,
+        seed=first.seed,
+    )

@@ -1,0 +1,92 @@
+"""The model registry: configured models, each served by a provider found by name.
+
+Providers come from the ``winnow.providers`` entry-point group (Winnow's built-ins register there
+too, see pyproject.toml), so a plugin package adds one with::
+
+    [project.entry-points."winnow.providers"]
+    my-backend = "my_pkg.provider:MyProvider"
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import cache
+from importlib.metadata import entry_points
+
+from winnow.config import ModelConfig, Settings
+from winnow.errors import ModelNotFound
+from winnow.models.base import Provider
+from winnow.models.pool import ModelPool
+from winnow.schemas.platform import Model
+
+ENTRY_POINT_GROUP = "winnow.providers"
+
+
+@cache
+def provider_classes() -> dict[str, type[Provider]]:
+    """Every provider class by name, from the ``winnow.providers`` entry points."""
+    found: dict[str, type[Provider]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Provider)):
+            raise TypeError(f"entry point {ep.name!r} ({ep.value}) is not a winnow Provider subclass")
+        found[ep.name] = cls
+    return found
+
+
+class ModelRegistry:
+    """Configured models by id, each with its provider instance (created once, loaded lazily)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = ModelPool(settings.local_memory_budget_mb * 1024 * 1024)
+        classes = provider_classes()
+        self._providers: dict[str, Provider] = {}
+        self._configs: dict[str, ModelConfig] = {}
+        for config in settings.models:
+            if config.id in self._configs:
+                raise ValueError(f"model id {config.id!r} is configured twice")
+            cls = classes.get(config.provider)
+            if cls is None:
+                raise ValueError(f"model {config.id!r}: unknown provider {config.provider!r}; known: {sorted(classes)}")
+            self._configs[config.id] = config
+            self._providers[config.id] = cls(config, settings, pool=self.pool)
+
+    def ids(self) -> list[str]:
+        return list(self._configs)
+
+    def config(self, model_id: str) -> ModelConfig:
+        try:
+            return self._configs[model_id]
+        except KeyError:
+            raise ModelNotFound(f"Model {model_id!r} not found", f"available: {', '.join(self._configs)}") from None
+
+    def provider(self, model_id: str) -> Provider:
+        self.config(model_id)
+        return self._providers[model_id]
+
+    async def describe(self, model_id: str) -> Model:
+        config = self.config(model_id)
+        available = await self._providers[model_id].available()
+        return Model(
+            id=config.id,
+            name=config.name or config.id,
+            type=config.type,
+            provider="local" if config.provider == "transformers" else config.provider,
+            description=config.description,
+            status="available" if available else "unavailable",
+            capabilities=config.capabilities,
+            context_length=config.context_length,
+        )
+
+    async def describe_all(self) -> list[Model]:
+        return list(await asyncio.gather(*(self.describe(model_id) for model_id in self._configs)))
+
+    async def any_available(self) -> bool:
+        if not self._configs:
+            return True
+        return any(m.status == "available" for m in await self.describe_all())
+
+    async def close(self) -> None:
+        await asyncio.gather(*(p.close() for p in self._providers.values()))
+        self.pool.clear()

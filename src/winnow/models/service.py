@@ -1,0 +1,118 @@
+"""Generation as the platform spec describes it (/generate, /generate/batch), over any provider.
+
+The HTTP routes, the OpenAI-compatible surface and the CLI all call this one service, so that
+later concerns (usage, cost, budgets, metrics) hook in at one place.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from winnow.models.base import GenerationResult, Prompt, SamplingParams
+from winnow.models.registry import ModelRegistry
+from winnow.schemas.platform import (
+    BatchGenerateRequest,
+    BatchGenerateResponse,
+    BatchMetrics,
+    BatchResult,
+    GenerateRequest,
+    GenerateResponse,
+    GenerationMetrics,
+    GenerationParameters,
+)
+
+
+def generation_id() -> str:
+    return f"gen-{uuid.uuid4().hex}"
+
+
+class GenerationService:
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    async def run(
+        self, model_id: str, prompts: list[Prompt], params: SamplingParams
+    ) -> tuple[list[GenerationResult], float]:
+        """Results for ``prompts`` and the wall time in ms. Raises ModelNotFound / backend errors."""
+        provider = self.registry.provider(model_id)
+        started = time.perf_counter()
+        results = await provider.generate(prompts, params)
+        return results, (time.perf_counter() - started) * 1000
+
+    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        params = SamplingParams(request.max_tokens, request.temperature, request.top_p)
+        (result,), latency = await self.run(request.model_id, [request.prompt], params)
+        if result.error is not None:
+            raise result.error
+        completion = result.completions[0]
+        return GenerateResponse(
+            text=completion.text,
+            model_id=request.model_id,
+            prompt=request.prompt,
+            parameters=GenerationParameters(
+                max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p
+            ),
+            metrics=GenerationMetrics(
+                latency_ms=round(latency),
+                input_tokens=result.input_tokens,
+                output_tokens=completion.output_tokens,
+                total_tokens=result.input_tokens + completion.output_tokens,
+            ),
+            metadata=self._metadata(request.model_id, result, 0),
+        )
+
+    async def generate_batch(self, request: BatchGenerateRequest) -> BatchGenerateResponse:
+        params = SamplingParams(request.max_tokens, request.temperature, request.top_p)
+        prompts: list[Prompt] = list(request.prompts)
+        results, latency = await self.run(request.model_id, prompts, params)
+        items: list[BatchResult] = []
+        latencies: list[float] = []
+        for index, (prompt, result) in enumerate(zip(request.prompts, results, strict=True)):
+            if result.error is not None:
+                message = getattr(result.error, "message", str(result.error))
+                details = getattr(result.error, "details", None)
+                items.append(
+                    BatchResult(
+                        index=index,
+                        prompt=prompt,
+                        success=False,
+                        error=f"{message}: {details}" if details else message,
+                    )
+                )
+                continue
+            latencies.append(result.latency_ms if result.latency_ms is not None else latency)
+            items.append(
+                BatchResult(
+                    index=index,
+                    prompt=prompt,
+                    text=result.completions[0].text,
+                    success=True,
+                    metadata=self._metadata(request.model_id, result, 0),
+                )
+            )
+        ok = sum(item.success for item in items)
+        return BatchGenerateResponse(
+            results=items,
+            model_id=request.model_id,
+            parameters=GenerationParameters(
+                max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p
+            ),
+            metrics=BatchMetrics(
+                total_latency_ms=round(latency),
+                successful_generations=ok,
+                failed_generations=len(items) - ok,
+                average_latency_ms=round(sum(latencies) / len(latencies)) if latencies else 0,
+            ),
+        )
+
+    def _metadata(self, model_id: str, result: GenerationResult, choice: int) -> dict[str, object]:
+        completion = result.completions[choice]
+        config = self.registry.config(model_id)
+        return {
+            "generation_id": generation_id(),
+            "finish_reason": completion.finish_reason,
+            "provider": config.provider,
+            "input_tokens": result.input_tokens,
+            "output_tokens": completion.output_tokens,
+        }
