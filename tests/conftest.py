@@ -38,7 +38,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data")
+    """Embedded defaults in a fresh data dir; no worker processes (tests that need one ask)."""
+    return Settings(data_dir=tmp_path / "data", workers=0)
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
-        self.env = {**os.environ, "WINNOW_DATA_DIR": str(data_dir), **(env or {})}
+        self.env = {**os.environ, "WINNOW_DATA_DIR": str(data_dir), "WINNOW_WORKERS": "0", **(env or {})}
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -17,11 +17,15 @@ _unlimited = "100000/minute"
 app = create_app(
     Settings(
         data_dir=tempfile.mkdtemp(prefix="winnow-fuzz-"),
+        workers=0,
         rate_limits=RateLimits(generation=_unlimited, batch=_unlimited, other=_unlimited),
     )
 )
 schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", app)
 _keys: dict[str, str] = {}
+# Operations that check more than a schema can say (a file's content, that a named model exists):
+# a schema-valid body may rightly be a 400 there. Every other check still runs on them.
+SEMANTIC = {"/api/v1/synthetic_data_generation/submit_job", "/api/v1/files"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,7 +41,7 @@ def _running_app() -> Iterator[None]:
 def test_api_conforms_to_its_openapi(case) -> None:  # type: ignore[no-untyped-def]
     # negative_data_rejection is left out: like OpenAI's API, Winnow ignores unknown query
     # parameters and headers on purpose. Strict body typing is tested in test_errors.py.
-    case.call_and_validate(
-        headers={"Authorization": f"Bearer {_keys['admin']}"},
-        excluded_checks=[schemathesis.checks.negative_data_rejection],
-    )
+    excluded = [schemathesis.checks.negative_data_rejection]
+    if case.operation.path in SEMANTIC:
+        excluded.append(schemathesis.checks.positive_data_acceptance)
+    case.call_and_validate(headers={"Authorization": f"Bearer {_keys['admin']}"}, excluded_checks=excluded)

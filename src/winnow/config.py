@@ -68,6 +68,20 @@ class ModelConfig(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class RewardModelConfig(BaseModel):
+    """One entry of the reward-model registry."""
+
+    id: str
+    provider: str = "classifier"
+    description: str | None = None
+    path: str | None = None  # classifier: a local AutoModelForSequenceClassification directory
+    device: str = "auto"
+    batch_size: int = Field(64, ge=1)
+    judge_model: str | None = None  # llm-judge: a configured generation model id
+    rubric: str | None = None  # llm-judge: prompt with {prompt} and {response}
+    unparsed_score: float = 0.0  # llm-judge: the score when the judge's answer has no number
+
+
 class Thresholds(BaseModel):
     """When /status warns and /ready refuses."""
 
@@ -76,6 +90,17 @@ class Thresholds(BaseModel):
     cpu_warn_percent: float = 95.0
     min_memory_available_mb: int = 256
     min_disk_free_mb: int = 512
+
+
+def _default_reward_models() -> list[RewardModelConfig]:
+    return [
+        RewardModelConfig(
+            id="demo-rm",
+            provider="classifier",
+            path=str(REPO_ROOT / "examples" / "models" / "demo-rm"),
+            description="Tiny reward model shipped with Winnow: is a demo-lm arithmetic answer correct?",
+        )
+    ]
 
 
 def _default_models() -> list[ModelConfig]:
@@ -108,6 +133,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
     max_body_bytes: int = 10 * 1024 * 1024
+    max_upload_bytes: int = Field(1024**3, description="Body cap for POST /api/v1/files (prompt uploads)")
 
     rate_limits: RateLimits = RateLimits()
     key_cache_ttl_s: float = 5.0
@@ -121,7 +147,14 @@ class Settings(BaseSettings):
         0, ge=0, description="torch intra-op threads for local models; 0 = one less than the CPU count (min 1)"
     )
     model_probe_ttl_s: float = Field(30.0, description="How long an upstream probe result stays fresh")
+    reward_models: list[RewardModelConfig] = Field(default_factory=_default_reward_models)
     data_roots: list[Path] = Field(default_factory=list)
+    workers: int = Field(
+        1, ge=0, description="SDG worker processes `winnow serve` starts (0 = run `winnow worker` yourself)"
+    )
+    job_lease_s: float = Field(
+        30.0, gt=0, description="A running job's lease; a worker that stops renewing it loses the job"
+    )
     openai_api_key: SecretStr | None = None
 
     @field_validator("data_dir", mode="after")
@@ -154,6 +187,13 @@ class Settings(BaseSettings):
                 raise FileNotFoundError(f"{CONFIG_ENV_VAR}={yaml_file}: no such file")
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return (*sources, file_secret_settings)
+
+    def dump_for_child(self) -> dict[str, Any]:
+        """Everything a worker process needs to be configured exactly like this one (secrets included)."""
+        data = self.model_dump(mode="json")
+        if self.openai_api_key is not None:
+            data["openai_api_key"] = self.openai_api_key.get_secret_value()
+        return data
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as JSON-able data, secrets and URL passwords masked."""

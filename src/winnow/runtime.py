@@ -10,6 +10,8 @@ from winnow.config import Settings
 from winnow.db import Database
 from winnow.models.registry import ModelRegistry
 from winnow.models.service import GenerationService
+from winnow.sdg.reward import RewardModelRegistry
+from winnow.sdg.service import JobStore
 
 
 @dataclass
@@ -20,6 +22,8 @@ class Runtime:
     limiter: RateLimiter
     models: ModelRegistry
     generation: GenerationService
+    rewards: RewardModelRegistry
+    jobs: JobStore
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -36,11 +40,14 @@ class Runtime:
             limiter=RateLimiter(settings.rate_limits, settings.redis_url),
             models=models,
             generation=GenerationService(models),
+            rewards=RewardModelRegistry(settings, models),
+            jobs=JobStore(db, settings),
         )
 
     def close(self) -> None:
         self.db.dispose()
 
     async def aclose(self) -> None:
+        await self.rewards.close()
         await self.models.close()
         self.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,10 +13,11 @@ from winnow import __version__
 from winnow.api.errors import install_error_handlers
 from winnow.api.middleware import RequestContextMiddleware
 from winnow.api.openapi import API_PREFIX, install_openapi
-from winnow.api.routes import generate, health, keys, models, openai
+from winnow.api.routes import files, generate, health, keys, models, openai, sdg
 from winnow.config import Settings, get_settings
 from winnow.logs import configure_logging
 from winnow.runtime import Runtime
+from winnow.sdg.processes import WorkerProcesses
 from winnow.system import prime_cpu_counter
 
 log = logging.getLogger("winnow")
@@ -31,10 +33,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = Runtime.open(settings)
         app.state.runtime = runtime
         prime_cpu_counter()
-        log.info("winnow %s ready", __version__, extra={"data_dir": str(settings.data_dir)})
+        workers = WorkerProcesses(settings)
+        workers.start()
+        supervisor = asyncio.create_task(workers.supervise_forever()) if settings.workers else None
+        log.info(
+            "winnow %s ready", __version__, extra={"data_dir": str(settings.data_dir), "workers": settings.workers}
+        )
         try:
             yield
         finally:
+            if supervisor is not None:
+                supervisor.cancel()
+            workers.stop()
             await runtime.aclose()
 
     app = FastAPI(
@@ -47,11 +57,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        upload_prefix=f"{API_PREFIX}/files",
+    )
     app.include_router(health.public, prefix=API_PREFIX)
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(keys.router, prefix=API_PREFIX)
     app.include_router(models.router, prefix=API_PREFIX)
     app.include_router(generate.router, prefix=API_PREFIX)
+    app.include_router(sdg.router, prefix=API_PREFIX)
+    app.include_router(files.router, prefix=API_PREFIX)
     app.include_router(openai.router)
     return app

@@ -1,4 +1,7 @@
-"""Annotated dependencies: the runtime, the caller's key, per-class rate limits, admin-only."""
+"""Annotated dependencies: the runtime, the caller's key, per-class rate limits, admin-only.
+
+All are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop
+per dependency per request."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from winnow.errors import AuthenticationFailed, PermissionDenied
 from winnow.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -22,7 +25,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 

@@ -30,9 +30,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int, upload_prefix: str) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.upload_prefix = upload_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +64,8 @@ class RequestContextMiddleware:
             await send_wrapper({"type": "http.response.body", "body": body})
 
         declared = _header(scope, b"content-length")
-        limit = self.max_body_bytes
+        path: str = scope.get("path", "")
+        limit = self.max_upload_bytes if path.startswith(self.upload_prefix) else self.max_body_bytes
         try:
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 await send_error(413, PayloadTooLarge.code, "Request body too large", f"limit is {limit} bytes")

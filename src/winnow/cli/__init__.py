@@ -11,6 +11,7 @@ from winnow import __version__
 from winnow.cli.common import ConfigOption, load_settings
 from winnow.cli.keys import keys_app
 from winnow.cli.models import generate, models_app
+from winnow.cli.sdg import sdg_app, worker
 
 app = typer.Typer(name="winnow", help=__doc__, no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
@@ -18,6 +19,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.command("generate")(generate)
+app.add_typer(sdg_app, name="sdg")
+app.command("worker")(worker)
 
 
 def _version(value: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, String, text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -41,3 +41,30 @@ class ApiKey(Base):
             postgresql_where=text("revoked_at IS NULL"),
         ),
     )
+
+
+class SdgJob(Base):
+    """A synthetic-data job: its spec, where it stands, and the checkpoint it resumes from."""
+
+    __tablename__ = "sdg_jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_key_id: Mapped[int] = mapped_column(Integer, index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|completed|failed|cancelled
+    stage: Mapped[str] = mapped_column(String(32), default="queued")
+    prompts_path: Mapped[str] = mapped_column(Text)
+    prompts_total: Mapped[int] = mapped_column(Integer)
+    prompts_sha256: Mapped[str] = mapped_column(String(64))
+    output_path: Mapped[str] = mapped_column(Text)
+    checkpoint: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker: Mapped[str | None] = mapped_column(String(200), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    output_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

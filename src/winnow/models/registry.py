@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from functools import cache
-from importlib.metadata import entry_points
 
 from winnow.config import ModelConfig, Settings
 from winnow.errors import ModelNotFound
 from winnow.models.base import Provider
 from winnow.models.pool import ModelPool
+from winnow.plugins import load_group
 from winnow.schemas.platform import Model
 
 ENTRY_POINT_GROUP = "winnow.providers"
@@ -25,13 +25,9 @@ ENTRY_POINT_GROUP = "winnow.providers"
 @cache
 def provider_classes() -> dict[str, type[Provider]]:
     """Every provider class by name, from the ``winnow.providers`` entry points."""
-    found: dict[str, type[Provider]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        cls = ep.load()
-        if not (isinstance(cls, type) and issubclass(cls, Provider)):
-            raise TypeError(f"entry point {ep.name!r} ({ep.value}) is not a winnow Provider subclass")
-        found[ep.name] = cls
-    return found
+    return load_group(
+        ENTRY_POINT_GROUP, lambda c: isinstance(c, type) and issubclass(c, Provider), "a Provider subclass"
+    )
 
 
 class ModelRegistry:

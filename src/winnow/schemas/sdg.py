@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, RootModel
 
-from winnow.schemas.common import Timestamp, WireModel
+from winnow.schemas.common import RequestModel, Timestamp, WireModel
 
 
 class UserMessage(WireModel):
@@ -74,3 +74,49 @@ class SyntheticDataGeneration(WireModel):
     created: Timestamp
     status: str
     output_file_path: str | None = None
+
+
+class SubmitJobRequest(RequestModel):
+    """The seed's submit_job body (all twelve parameters), plus a few of Winnow's own."""
+
+    model: str = Field(description="Model identifier for batch inference.")
+    prompts_path: str = Field(min_length=1, description="JSONL prompts, inside the server's data directories")
+    batch_size: int = Field(32, ge=1, le=4096, description="Number of prompts to process in each batch.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_gen_len: int = Field(100, ge=1, le=8192, description="Maximum length of generated responses (tokens).")
+    num_generations: int = Field(1, ge=1, le=64, description="Number of generations per prompt.")
+    reward_model: str = Field(description="Identifier for the reward model used for scoring.")
+    scoring_function: str = Field("raw", description="raw, sigmoid, zscore, rank, exact_match[:field], ...")
+    filtering_function: FilteringFunction = Field(default_factory=lambda: FilteringFunction(name="none"))
+    system_prompt: str | None = Field(None, description="Sent first with every prompt that has none")
+    seed: int | None = Field(None, description="Makes sampling reproducible (per chunk)")
+
+
+class JobCounts(WireModel):
+    prompts_total: int = 0
+    prompts_read: int = 0
+    prompts_generated: int = 0
+    responses_generated: int = 0
+    responses_scored: int = 0
+    rows_kept: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class JobDetails(SyntheticDataGeneration):
+    """``job_status``'s answer: the seed's four fields, then progress, ETA and timings."""
+
+    stage: str
+    counts: JobCounts
+    eta_seconds: float | None = None
+    error: str | None = None
+    started: Timestamp | None = None
+    finished: Timestamp | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobList(WireModel):
+    jobs: list[JobDetails]
+    count: int

@@ -79,7 +79,7 @@ class LoadedModel:
         source = config.path or config.base_model
         if not source or not Path(source).is_dir():
             raise ServiceUnavailable(f"Model {config.id!r} has no local directory", f"path={source!r}")
-        self.device = _device(config.device)
+        self.device = resolve_device(config.device)
         dtype = _dtype(config.dtype, self.device)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(source, local_files_only=True)
         self.tokenizer.padding_side = "left"
@@ -265,7 +265,7 @@ def configure_torch_threads(requested: int) -> None:
         torch.set_num_threads(wanted)
 
 
-def _device(requested: str) -> str:
+def resolve_device(requested: str) -> str:
     if requested != "auto":
         return requested
     import torch

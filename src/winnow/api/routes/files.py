@@ -1,0 +1,66 @@
+"""POST /files: upload a prompts file into the data dir (a remote client cannot write server paths)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from fastapi import APIRouter, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from winnow.api.deps import OtherKey, RuntimeDep
+from winnow.schemas.common import ErrorResponse, Timestamp, WireModel, now_utc
+from winnow.sdg.inputs import validate_file
+
+router = APIRouter(prefix="/files", tags=["Files"])
+
+
+class FileInfo(WireModel):
+    id: str
+    filename: str
+    bytes: int
+    rows: int
+    path: str
+    created_at: Timestamp
+
+
+def _store(upload: UploadFile, target: Path) -> tuple[int, int]:
+    """Stream the upload to disk, validate it as a prompts file, then give it its final name."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    size = 0
+    with tmp.open("wb") as out:
+        while block := upload.file.read(1 << 20):
+            out.write(block)
+            size += len(block)
+        out.flush()
+        os.fsync(out.fileno())
+    try:
+        rows = validate_file(tmp).rows
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(target)
+    return size, rows
+
+
+@router.post(
+    "",
+    summary="Upload a JSONL prompts file (validated); use the returned path as prompts_path",
+    response_model=FileInfo,
+    status_code=201,
+    responses={400: {"model": ErrorResponse, "description": "Not a valid prompts file"}},
+)
+async def upload_file(file: UploadFile, runtime: RuntimeDep, key: OtherKey) -> FileInfo:
+    file_id = f"file-{uuid.uuid4().hex[:24]}"
+    target = runtime.settings.data_dir / "files" / str(key.id) / f"{file_id}.jsonl"
+    size, rows = await run_in_threadpool(_store, file, target)
+    return FileInfo(
+        id=file_id,
+        filename=file.filename or f"{file_id}.jsonl",
+        bytes=size,
+        rows=rows,
+        path=str(target),
+        created_at=now_utc(),
+    )

@@ -1,0 +1,139 @@
+"""The seed's SDG routes (submit_job, job_status) and what Batch-API users expect beside them:
+list, cancel, download the output, its summary and histogram."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from winnow.api.deps import BatchKey, OtherKey, RuntimeDep
+from winnow.auth import Principal
+from winnow.errors import InvalidRequest, NotFound
+from winnow.runtime import Runtime
+from winnow.schemas.common import ErrorResponse
+from winnow.schemas.sdg import JobDetails, JobList, SubmitJobRequest
+from winnow.sdg.report import histogram_path, summary_path
+from winnow.sdg.service import JOB_ID, check_spec
+
+JobIdPath = Annotated[str, Path(pattern=JOB_ID.pattern, description="job- followed by 24 hex digits")]
+
+router = APIRouter(
+    prefix="/synthetic_data_generation",
+    tags=["Synthetic data generation"],
+    responses={404: {"model": ErrorResponse, "description": "Job not found"}},
+)
+
+
+def _check_owner_path(runtime: Runtime, path: FilePath, owner: Principal) -> None:
+    """Uploaded files live under files/<key id>/: a key may use only its own."""
+    uploads = (runtime.settings.data_dir / "files").resolve()
+    if path.is_relative_to(uploads) and not path.is_relative_to(uploads / str(owner.id)) and not owner.is_admin:
+        raise InvalidRequest("prompts_path is another key's file", str(path))
+
+
+@router.post(
+    "/submit_job",
+    summary="Submit a job for synthetic data generation.",
+    description="Batch Inference > Reward Scoring > Filtering > Response. Answers at once with the queued job.",
+    response_model=JobDetails,
+    response_model_exclude_none=True,
+)
+async def submit_job(body: SubmitJobRequest, runtime: RuntimeDep, key: BatchKey) -> JobDetails:
+    prompts = await run_in_threadpool(check_spec, body, runtime.settings, runtime.models, runtime.rewards)
+    _check_owner_path(runtime, prompts.path, key)
+    return await run_in_threadpool(runtime.jobs.create, body, prompts, key)
+
+
+@router.get(
+    "/job_status",
+    summary="Get the status of a submitted job",
+    response_model=JobDetails,
+    response_model_exclude_none=True,
+    responses={400: {"model": ErrorResponse, "description": "Invalid job ID provided"}},
+)
+async def job_status(
+    runtime: RuntimeDep,
+    key: OtherKey,
+    job_id: str = Query(..., description="Unique identifier for the job", pattern=JOB_ID.pattern),
+) -> JobDetails:
+    return await run_in_threadpool(runtime.jobs.get, job_id, key)
+
+
+@router.get("/jobs", summary="List my jobs, newest first", response_model=JobList, response_model_exclude_none=True)
+async def list_jobs(
+    runtime: RuntimeDep,
+    key: OtherKey,
+    limit: int = Query(100, ge=1, le=1000),
+    status: str | None = Query(None, pattern="^(queued|running|completed|failed|cancelled)$"),
+) -> JobList:
+    jobs = await run_in_threadpool(runtime.jobs.list, key, limit, status)
+    return JobList(jobs=jobs, count=len(jobs))
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    summary="Cancel a queued or running job",
+    response_model=JobDetails,
+    response_model_exclude_none=True,
+    responses={409: {"model": ErrorResponse, "description": "The job has already ended"}},
+)
+async def cancel_job(job_id: JobIdPath, runtime: RuntimeDep, key: OtherKey) -> JobDetails:
+    return await run_in_threadpool(runtime.jobs.cancel, job_id, key)
+
+
+def _output_path(output: FilePath) -> FilePath:
+    return output
+
+
+_FILES: dict[str, tuple[Callable[[FilePath], FilePath], str]] = {
+    "output": (_output_path, "application/jsonl"),
+    "summary": (summary_path, "application/json"),
+    "histogram": (histogram_path, "image/png"),
+}
+
+
+async def _artifact(runtime: Runtime, job_id: str, key: Principal, artifact: str) -> FileResponse:
+    output = await run_in_threadpool(runtime.jobs.output, job_id, key)
+    locate, media_type = _FILES[artifact]
+    path = locate(output)
+    if not path.exists():
+        raise NotFound(f"The job has no {artifact}", job_id)
+    return FileResponse(path, media_type=media_type, filename=f"{job_id}-{path.name}")
+
+
+_NOT_DONE: dict[int | str, dict[str, Any]] = {409: {"model": ErrorResponse, "description": "The job has not completed"}}
+
+
+@router.get(
+    "/jobs/{job_id}/output",
+    summary="Download a completed job's PromptResponseScore JSONL",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/jsonl": {}}}, **_NOT_DONE},
+)
+async def job_output(job_id: JobIdPath, runtime: RuntimeDep, key: OtherKey) -> FileResponse:
+    return await _artifact(runtime, job_id, key, "output")
+
+
+@router.get(
+    "/jobs/{job_id}/summary",
+    summary="A completed job's summary: counts, kept ratio, score statistics, durations, tokens",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/json": {}}}, **_NOT_DONE},
+)
+async def job_summary(job_id: JobIdPath, runtime: RuntimeDep, key: OtherKey) -> FileResponse:
+    return await _artifact(runtime, job_id, key, "summary")
+
+
+@router.get(
+    "/jobs/{job_id}/histogram",
+    summary="A completed job's score histogram (PNG): raw reward of all responses vs score of kept rows",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}, **_NOT_DONE},
+)
+async def job_histogram(job_id: JobIdPath, runtime: RuntimeDep, key: OtherKey) -> FileResponse:
+    return await _artifact(runtime, job_id, key, "histogram")

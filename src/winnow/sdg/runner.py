@@ -1,0 +1,261 @@
+"""The local executor: runs the stages chunk by chunk with a checkpoint after every chunk.
+
+Crash safety. Every chunk appends its rows to files in the job's work directory, flushes and
+fsyncs them, then saves a checkpoint naming the byte offset of every file and the chunks done.
+A resumed job first truncates each file to its checkpointed offset (dropping a chunk that was
+written but not checkpointed), then goes on from the next chunk: no row is lost, none doubled.
+The final output is written to a temporary name and renamed, so it appears whole or not at all.
+
+Memory stays bounded by one chunk: prompts are streamed, and filters that need the whole dataset
+(global percentile / top-p) work from a spill file and a memory-mapped array of its scores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import numpy as np
+
+from winnow.models.base import Provider, SamplingParams
+from winnow.schemas.sdg import JobCounts, SubmitJobRequest
+from winnow.sdg import stages
+from winnow.sdg.filters import GlobalFilter
+from winnow.sdg.inputs import read_rows
+from winnow.sdg.report import write_histogram, write_summary
+from winnow.sdg.reward import RewardModel
+from winnow.sdg.rows import Candidate, PromptRow
+from winnow.sdg.scoring import ScoringFn
+
+FILES = ("partial", "spill", "spill_scores", "raw_scores", "kept_scores", "errors")
+
+
+class JobCancelled(Exception):
+    """The job was cancelled between two chunks."""
+
+
+class Checkpoint(Protocol):
+    def load(self) -> dict[str, Any]: ...
+
+    def save(self, state: dict[str, Any], stage: str) -> None:
+        """Persist ``state``; raise JobCancelled when the job has been cancelled."""
+
+
+class FileCheckpoint:
+    """A checkpoint in a JSON file (for in-process runs): written to a temp name, fsynced, renamed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Any]:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def save(self, state: dict[str, Any], stage: str) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w") as handle:
+            json.dump({**state, "stage": stage}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(self.path)
+
+
+@dataclass
+class JobPlan:
+    """A validated job: its spec and the resolved pieces that run it."""
+
+    spec: SubmitJobRequest
+    prompts: Path
+    prompts_total: int
+    provider: Provider
+    reward: RewardModel
+    scoring: ScoringFn
+    scoring_arg: str | None
+    chunk_filter: Callable[[list[Candidate]], list[Candidate]]
+    global_filter: GlobalFilter | None
+
+
+@dataclass
+class Progress:
+    counts: JobCounts
+    stage: str
+    chunks_done: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _open_files(work: Path, offsets: dict[str, int]) -> dict[str, BinaryIO]:
+    """Each work file opened for appending, first cut back to its checkpointed length."""
+    handles: dict[str, BinaryIO] = {}
+    for name in FILES:
+        path = work / name
+        path.touch()
+        with path.open("r+b") as handle:
+            handle.truncate(offsets.get(name, 0))
+        handles[name] = path.open("ab")
+    return handles
+
+
+def _row_json(candidate: Candidate) -> bytes:
+    return candidate.to_output().model_dump_json().encode() + b"\n"
+
+
+class LocalRunner:
+    """Runs one job in this process, resuming from its checkpoint."""
+
+    def __init__(
+        self,
+        plan: JobPlan,
+        work_dir: Path,
+        output: Path,
+        checkpoint: Checkpoint,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.work = work_dir
+        self.output = output
+        self.checkpoint = checkpoint
+        self.on_progress = on_progress or (lambda _p: None)
+
+    async def run(self) -> dict[str, Any]:
+        spec, plan = self.plan.spec, self.plan
+        self.work.mkdir(parents=True, exist_ok=True)
+        state = self.checkpoint.load()
+        chunks_done = int(state.get("chunks_done", 0))
+        counts = JobCounts.model_validate(state.get("counts", {"prompts_total": plan.prompts_total}))
+        timings: dict[str, float] = dict(state.get("timings", {}))
+        files = _open_files(self.work, state.get("offsets", {}))
+        started = time.perf_counter() - timings.get("total_s", 0.0)
+
+        def save(stage: str) -> None:
+            timings["total_s"] = time.perf_counter() - started
+            offsets = {name: handle.tell() for name, handle in files.items()}
+            snapshot = {
+                "chunks_done": chunks_done,
+                "offsets": offsets,
+                "counts": counts.model_dump(),
+                "timings": timings,
+            }
+            self.checkpoint.save(snapshot, stage)
+            self.on_progress(Progress(counts, stage, chunks_done, timings))
+
+        try:
+            rows = read_rows(plan.prompts, spec.system_prompt, skip=chunks_done * spec.batch_size)
+            while chunk := _take(rows, spec.batch_size):
+                await self._chunk(chunk, chunks_done, counts, timings, files)
+                chunks_done += 1
+                save("generating")
+            self._finish(files, counts, timings)
+            save("finalizing")
+        finally:
+            for handle in files.values():
+                handle.close()
+        summary = write_summary(self.work, self.output, spec, counts, timings)
+        write_histogram(self.work, self.output)
+        return summary
+
+    async def _chunk(
+        self,
+        chunk: list[PromptRow],
+        index: int,
+        counts: JobCounts,
+        timings: dict[str, float],
+        files: dict[str, BinaryIO],
+    ) -> None:
+        spec, plan = self.plan.spec, self.plan
+        counts.prompts_read += len(chunk)
+        params = SamplingParams(
+            max_tokens=spec.max_gen_len,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            n=spec.num_generations,
+            seed=None if spec.seed is None else spec.seed * 1_000_003 + index,
+        )
+        t0 = time.perf_counter()
+        outcome = await stages.generate(chunk, plan.provider, params)
+        t1 = time.perf_counter()
+        await stages.score(outcome.candidates, plan.reward, plan.scoring, plan.scoring_arg)
+        t2 = time.perf_counter()
+        timings["generate_s"] = timings.get("generate_s", 0.0) + t1 - t0
+        timings["score_s"] = timings.get("score_s", 0.0) + t2 - t1
+        counts.prompts_generated += len(chunk) - len(outcome.failed)
+        counts.responses_generated += len(outcome.candidates)
+        counts.responses_scored += len(outcome.candidates)
+        counts.errors += len(outcome.failed)
+        counts.input_tokens += outcome.input_tokens
+        counts.output_tokens += outcome.output_tokens
+        for row, reason in outcome.failed:
+            files["errors"].write(json.dumps({"id": row.id, "line": row.line, "error": reason}).encode() + b"\n")
+        files["raw_scores"].write(np.asarray([c.raw_score for c in outcome.candidates], dtype=np.float32).tobytes())
+        kept = stages.keep(outcome.candidates, plan.chunk_filter)
+        if plan.global_filter is None:
+            files["partial"].write(b"".join(_row_json(c) for c in kept))
+            files["kept_scores"].write(np.asarray([c.score for c in kept], dtype=np.float32).tobytes())
+            counts.rows_kept += len(kept)
+        else:
+            files["spill"].write(b"".join(_row_json(c) for c in kept))
+            files["spill_scores"].write(np.asarray([c.score for c in kept], dtype=np.float32).tobytes())
+        for handle in files.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+        timings["write_s"] = timings.get("write_s", 0.0) + time.perf_counter() - t2
+
+    def _finish(self, files: dict[str, BinaryIO], counts: JobCounts, timings: dict[str, float]) -> None:
+        """Write the final output (whole or not at all). Idempotent, so a crash here is redone."""
+        for handle in files.values():
+            handle.flush()
+        tmp = self.output.with_name(self.output.name + ".tmp")
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        if self.plan.global_filter is None:
+            _link_or_copy(self.work / "partial", tmp)
+            os.replace(tmp, self.output)
+            return
+        t0 = time.perf_counter()
+        scores = _scores(self.work / "spill_scores")
+        cutoff = float(self.plan.global_filter.cutoff(scores)) if len(scores) else 0.0
+        kept_file = files["kept_scores"]
+        kept_file.truncate(0)
+        kept = 0
+        with (self.work / "spill").open("rb") as spill, tmp.open("wb") as out:
+            for line, value in zip(spill, scores, strict=True):
+                if value >= cutoff:
+                    out.write(line)
+                    kept_file.write(np.float32(value).tobytes())
+                    kept += 1
+            out.flush()
+            os.fsync(out.fileno())
+        counts.rows_kept = kept
+        os.replace(tmp, self.output)
+        timings["filter_s"] = time.perf_counter() - t0
+
+
+def _scores(path: Path) -> np.ndarray[Any, np.dtype[np.float32]]:
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype=np.float32)
+    return np.memmap(path, dtype=np.float32, mode="r")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where both sit on one filesystem (no copy); a copy elsewhere. The source stays,
+    so a crash before the checkpoint records the end just redoes this step."""
+    try:
+        os.link(source, target)
+    except OSError:
+        with source.open("rb") as src, target.open("wb") as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+            dst.flush()
+            os.fsync(dst.fileno())
+
+
+def _take(rows: Any, count: int) -> list[PromptRow]:
+    chunk: list[PromptRow] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == count:
+            break
+    return chunk

@@ -1,0 +1,287 @@
+"""SDG jobs as a service: validate and plan a job, and keep the job store (submit, status, list,
+cancel, claim, checkpoint). The HTTP routes, the CLI and the workers all go through here."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import or_, select, update
+
+from winnow.auth import Principal
+from winnow.config import Settings
+from winnow.db import Database, SdgJob
+from winnow.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
+from winnow.models.registry import ModelRegistry
+from winnow.schemas.sdg import JobCounts, JobDetails, SubmitJobRequest
+from winnow.sdg.filters import GlobalFilter, build_filter, is_global
+from winnow.sdg.inputs import PromptFile, resolve_inside, validate_file
+from winnow.sdg.reward import RewardModelRegistry
+from winnow.sdg.rows import Candidate
+from winnow.sdg.runner import JobCancelled, JobPlan
+from winnow.sdg.scoring import resolve_scoring
+
+JOB_ID = re.compile(r"^job-[0-9a-f]{24}$")
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+class JobLost(Exception):
+    """Another worker holds this job now (our lease ran out)."""
+
+
+def split_filter(spec: SubmitJobRequest) -> tuple[Callable[[list[Candidate]], list[Candidate]], GlobalFilter | None]:
+    """The filtering function as (what runs on each chunk, what needs the whole dataset or None)."""
+    built = build_filter(spec.filtering_function.name, spec.filtering_function.params)
+    if is_global(built):
+        return built.prefilter, built
+    return built, None
+
+
+def check_spec(
+    spec: SubmitJobRequest, settings: Settings, models: ModelRegistry, rewards: RewardModelRegistry
+) -> PromptFile:
+    """Everything that can be wrong with a job, found before it starts (400s, never a failed job)."""
+    try:
+        models.config(spec.model)
+    except ModelNotFound as exc:
+        raise InvalidRequest(exc.message, exc.details) from None
+    rewards.check(spec.reward_model)
+    resolve_scoring(spec.scoring_function)
+    split_filter(spec)
+    return validate_file(resolve_inside(spec.prompts_path, settings.effective_data_roots))
+
+
+def build_plan(
+    spec: SubmitJobRequest, prompts: PromptFile, models: ModelRegistry, rewards: RewardModelRegistry
+) -> JobPlan:
+    scoring, arg = resolve_scoring(spec.scoring_function)
+    chunk_filter, global_filter = split_filter(spec)
+    return JobPlan(
+        spec=spec,
+        prompts=prompts.path,
+        prompts_total=prompts.rows,
+        provider=models.provider(spec.model),
+        reward=rewards.get(spec.reward_model),
+        scoring=scoring,
+        scoring_arg=arg,
+        chunk_filter=chunk_filter,
+        global_filter=global_filter,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def details(job: SdgJob) -> JobDetails:
+    checkpoint = job.checkpoint or {}
+    counts = JobCounts.model_validate(checkpoint.get("counts", {"prompts_total": job.prompts_total}))
+    counts.prompts_total = job.prompts_total
+    eta = None
+    elapsed = float(checkpoint.get("timings", {}).get("total_s", 0.0))
+    if job.status == "running" and counts.prompts_read and elapsed:
+        eta = round(elapsed / counts.prompts_read * (job.prompts_total - counts.prompts_read), 1)
+    return JobDetails(
+        job_id=job.id,
+        created=job.created_at,
+        status=job.status,
+        output_file_path=job.output_path if job.status == "completed" else None,
+        stage=job.stage,
+        counts=counts,
+        eta_seconds=eta,
+        error=job.error,
+        started=job.started_at,
+        finished=job.finished_at,
+        params=job.params,
+    )
+
+
+class JobStore:
+    """The sdg_jobs table: ownership, lifecycle, leases and checkpoints."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.settings.data_dir / "jobs" / job_id
+
+    def create(self, spec: SubmitJobRequest, prompts: PromptFile, owner: Principal) -> JobDetails:
+        job_id = f"job-{uuid.uuid4().hex[:24]}"
+        job = SdgJob(
+            id=job_id,
+            owner_key_id=owner.id,
+            params=spec.model_dump(mode="json"),
+            status="queued",
+            stage="queued",
+            prompts_path=str(prompts.path),
+            prompts_total=prompts.rows,
+            prompts_sha256=prompts.sha256,
+            output_path=str(self.job_dir(job_id) / "output.jsonl"),
+            checkpoint={},
+            cancel_requested=False,
+            attempts=0,
+            output_bytes=0,
+            created_at=_now(),
+            updated_at=_now(),
+        )
+        with self.db.session() as session:
+            session.add(job)
+            session.flush()
+            return details(job)
+
+    def _owned(self, session: Any, job_id: str, owner: Principal) -> SdgJob:
+        if not JOB_ID.match(job_id):
+            raise InvalidRequest("Invalid job id", "expected job- followed by 24 hex digits")
+        job: SdgJob | None = session.get(SdgJob, job_id)
+        if job is None or (job.owner_key_id != owner.id and not owner.is_admin):
+            raise NotFound("Job not found", job_id)
+        return job
+
+    def get(self, job_id: str, owner: Principal) -> JobDetails:
+        with self.db.session() as session:
+            return details(self._owned(session, job_id, owner))
+
+    def output(self, job_id: str, owner: Principal) -> Path:
+        with self.db.session() as session:
+            job = self._owned(session, job_id, owner)
+            if job.status != "completed":
+                raise Conflict("The job has no output yet", f"status {job.status}")
+            return Path(job.output_path)
+
+    def list(self, owner: Principal, limit: int = 100, status: str | None = None) -> list[JobDetails]:
+        with self.db.session() as session:
+            query = select(SdgJob).order_by(SdgJob.created_at.desc()).limit(limit)
+            if not owner.is_admin:
+                query = query.where(SdgJob.owner_key_id == owner.id)
+            if status:
+                query = query.where(SdgJob.status == status)
+            return [details(job) for job in session.scalars(query)]
+
+    def cancel(self, job_id: str, owner: Principal) -> JobDetails:
+        with self.db.session() as session:
+            job = self._owned(session, job_id, owner)
+            if job.status in TERMINAL:
+                raise Conflict("The job has already ended", f"status {job.status}")
+            job.cancel_requested = True
+            if job.status == "queued":
+                job.status, job.stage, job.finished_at = "cancelled", "cancelled", _now()
+            job.updated_at = _now()
+            return details(job)
+
+    # -- workers ----------------------------------------------------------------------------
+    def claim(self, worker: str) -> SdgJob | None:
+        """Atomically take the oldest queued job, or a running one whose lease ran out."""
+        now = _now()
+        claimable = or_(SdgJob.status == "queued", (SdgJob.status == "running") & (SdgJob.lease_until < now))
+        with self.db.session() as session:
+            candidate = select(SdgJob.id).where(claimable).order_by(SdgJob.created_at).limit(1).scalar_subquery()
+            claimed = session.execute(
+                update(SdgJob)
+                .where(SdgJob.id == candidate, claimable)
+                .values(
+                    status="running",
+                    worker=worker,
+                    lease_until=now + timedelta(seconds=self.settings.job_lease_s),
+                    attempts=SdgJob.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(SdgJob.id)
+            ).scalar_one_or_none()
+            if claimed is None:
+                return None
+            job = session.get(SdgJob, claimed)
+            assert job is not None
+            if job.started_at is None:
+                job.started_at = now
+            session.flush()
+            session.expunge(job)
+            return job
+
+    def expire_leases_of(self, worker_prefix: str, alive: Callable[[str], bool]) -> int:
+        """Free the jobs of workers on this host that are gone (so a restart resumes at once)."""
+        with self.db.session() as session:
+            rows = session.scalars(
+                select(SdgJob).where(SdgJob.status == "running", SdgJob.worker.like(f"{worker_prefix}%"))
+            ).all()
+            freed = 0
+            for job in rows:
+                if job.worker and not alive(job.worker):
+                    job.lease_until = _now() - timedelta(seconds=1)
+                    freed += 1
+            return freed
+
+    def renew(
+        self, job_id: str, worker: str, checkpoint: dict[str, Any] | None = None, stage: str | None = None
+    ) -> bool:
+        """Extend our lease (and save a checkpoint). Returns whether cancellation was requested;
+        raises JobLost if another worker holds the job."""
+        values: dict[str, Any] = {
+            "lease_until": _now() + timedelta(seconds=self.settings.job_lease_s),
+            "updated_at": _now(),
+        }
+        if checkpoint is not None:
+            values["checkpoint"] = checkpoint
+        if stage is not None:
+            values["stage"] = stage
+        with self.db.session() as session:
+            cancel = session.execute(
+                update(SdgJob)
+                .where(SdgJob.id == job_id, SdgJob.worker == worker, SdgJob.status == "running")
+                .values(**values)
+                .returning(SdgJob.cancel_requested)
+            ).scalar_one_or_none()
+        if cancel is None:
+            raise JobLost(job_id)
+        return bool(cancel)
+
+    def release(self, job_id: str, worker: str) -> None:
+        """Give a running job back (its lease ends now) so the next worker resumes it at once."""
+        with self.db.session() as session:
+            session.execute(
+                update(SdgJob)
+                .where(SdgJob.id == job_id, SdgJob.worker == worker, SdgJob.status == "running")
+                .values(lease_until=_now() - timedelta(seconds=1), updated_at=_now())
+            )
+
+    def finish(self, job_id: str, worker: str, status: str, error: str | None = None, output_bytes: int = 0) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(SdgJob)
+                .where(SdgJob.id == job_id, SdgJob.worker == worker)
+                .values(
+                    status=status,
+                    stage=status,
+                    error=error,
+                    finished_at=_now(),
+                    updated_at=_now(),
+                    lease_until=None,
+                    output_bytes=output_bytes,
+                )
+            )
+
+
+class DbCheckpoint:
+    """A runner checkpoint kept in the job's row; every save renews the lease."""
+
+    def __init__(self, store: JobStore, job: SdgJob, worker: str) -> None:
+        self.store = store
+        self.job_id = job.id
+        self.worker = worker
+        self._state = dict(job.checkpoint or {})
+
+    def load(self) -> dict[str, Any]:
+        return self._state
+
+    def save(self, state: dict[str, Any], stage: str) -> None:
+        if self.store.renew(self.job_id, self.worker, state, stage):
+            raise JobCancelled(self.job_id)
+        self._state = state

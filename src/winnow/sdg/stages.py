@@ -1,0 +1,56 @@
+"""The pipeline's stages, each a plain async function over one chunk of rows.
+
+Executors (the local runner today) only schedule these; they hold no business logic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from winnow.models.base import ChatMessage, Provider, SamplingParams
+from winnow.sdg.reward import RewardModel
+from winnow.sdg.rows import Candidate, PromptRow
+from winnow.sdg.scoring import ScoringFn, apply_scoring
+
+STOP_REASONS = {"stop": "end_of_turn", "length": "out_of_tokens"}
+
+
+@dataclass
+class GenerateOutcome:
+    candidates: list[Candidate]
+    failed: list[tuple[PromptRow, str]] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+async def generate(rows: Sequence[PromptRow], provider: Provider, params: SamplingParams) -> GenerateOutcome:
+    """``params.n`` responses per row; a row the model cannot serve is reported, not fatal."""
+    prompts = [[ChatMessage(str(m["role"]), str(m["content"])) for m in row.messages] for row in rows]
+    results = await provider.generate(prompts, params)
+    outcome = GenerateOutcome([])
+    for row, result in zip(rows, results, strict=True):
+        if result.error is not None:
+            reason = getattr(result.error, "message", str(result.error))
+            details = getattr(result.error, "details", None)
+            outcome.failed.append((row, f"{reason}: {details}" if details else reason))
+            continue
+        outcome.input_tokens += result.input_tokens * len(result.completions)
+        for index, completion in enumerate(result.completions):
+            outcome.output_tokens += completion.output_tokens
+            outcome.candidates.append(
+                Candidate(row, index, completion.text, STOP_REASONS[completion.finish_reason], completion.output_tokens)
+            )
+    return outcome
+
+
+async def score(candidates: list[Candidate], reward_model: RewardModel, scoring: ScoringFn, arg: str | None) -> None:
+    """Set ``raw_score`` from the reward model, then ``score`` from the scoring function."""
+    for candidate, raw in zip(candidates, await reward_model.score(candidates), strict=True):
+        candidate.raw_score = float(raw)
+    apply_scoring(candidates, scoring, arg)
+
+
+def keep(candidates: list[Candidate], chunk_filter: Callable[[list[Candidate]], list[Candidate]]) -> list[Candidate]:
+    """The chunk-scope part of the filtering function (the seed's rows -> rows)."""
+    return chunk_filter(candidates)
