@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from winnow.auth import Principal
@@ -54,9 +54,10 @@ CurrentKey = Annotated[Principal, Depends(current_key)]
 def rate_limited(klass: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency that authenticates, then counts the request against ``klass``'s limit."""
 
-    async def dependency(response: Response, principal: CurrentKey, runtime: RuntimeDep) -> Principal:
+    async def dependency(request: Request, principal: CurrentKey, runtime: RuntimeDep) -> Principal:
         state = await runtime.limiter.hit(principal, klass)
-        response.headers.update(state.headers())
+        # The request middleware adds these to whatever response goes out (streams included).
+        request.state.rate_limit_headers = state.headers()
         return principal
 
     dependency.__name__ = f"rate_limited_{klass}"

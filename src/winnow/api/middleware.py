@@ -53,8 +53,9 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode())]
+                extra += [(k.lower().encode(), v.encode()) for k, v in state.get("rate_limit_headers", {}).items()]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         async def send_error(code: int, err: str, msg: str, details: str | None = None) -> None:

@@ -67,13 +67,15 @@ class BatchingEngine(Generic[Item, Out]):
         self.max_batch_rows = max_batch_rows
         self.max_wait_s = max_wait_ms / 1000
         self._queue: list[_Pending[Item, Out]] = []
+        self._queued_rows = 0
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self.stats = BatchStats()
 
     @property
     def queue_depth(self) -> int:
-        return sum(p.rows for p in self._queue)
+        """Rows waiting (kept as a counter: the batcher polls it while a wave of requests arrives)."""
+        return self._queued_rows
 
     async def submit(self, items: Sequence[Item], params: SamplingParams) -> list[Out]:
         """Outputs for ``items`` in order; large submissions are split into batches."""
@@ -94,6 +96,7 @@ class BatchingEngine(Generic[Item, Out]):
         if chunk:
             pending.append(_Pending(chunk, params, rows, loop.create_future()))
         self._queue.extend(pending)
+        self._queued_rows += sum(p.rows for p in pending)
         assert self._wakeup is not None
         self._wakeup.set()
         results = await asyncio.gather(*(p.future for p in pending))
@@ -115,12 +118,14 @@ class BatchingEngine(Generic[Item, Out]):
         key = batch_key(first.params)
         batch: list[_Pending[Item, Out]] = []
         rows = 0
-        for pending in list(self._queue):
+        for pending in self._queue:
             if batch_key(pending.params) != key or (batch and rows + pending.rows > self.max_batch_rows):
                 continue
             batch.append(pending)
             rows += pending.rows
-            self._queue.remove(pending)
+        taken = {id(p) for p in batch}
+        self._queue = [p for p in self._queue if id(p) not in taken]
+        self._queued_rows -= rows
         return batch
 
     async def _serve(self) -> None:

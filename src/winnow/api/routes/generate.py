@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from pydantic import BaseModel
 
 from winnow.api.deps import BatchKey, GenerationKey, RuntimeDep
 from winnow.schemas.common import ErrorResponse
@@ -20,11 +21,16 @@ router = APIRouter(
 )
 
 
+def _json(model: BaseModel) -> Response:
+    """The hot path serializes once: FastAPI would validate the returned model all over again."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
 @router.post("", summary="Generate text", response_model=GenerateResponse)
-async def generate(body: GenerateRequest, runtime: RuntimeDep, _key: GenerationKey) -> GenerateResponse:
-    return await runtime.generation.generate(body)
+async def generate(body: GenerateRequest, runtime: RuntimeDep, _key: GenerationKey) -> Response:
+    return _json(await runtime.generation.generate(body))
 
 
 @router.post("/batch", summary="Batch text generation", response_model=BatchGenerateResponse)
-async def generate_batch(body: BatchGenerateRequest, runtime: RuntimeDep, _key: BatchKey) -> BatchGenerateResponse:
-    return await runtime.generation.generate_batch(body)
+async def generate_batch(body: BatchGenerateRequest, runtime: RuntimeDep, _key: BatchKey) -> Response:
+    return _json(await runtime.generation.generate_batch(body))
