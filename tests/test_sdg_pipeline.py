@@ -168,3 +168,13 @@ def test_cli_run_with_progress_and_resume_marker(tmp_path: Path) -> None:
     assert not output.with_name("cli.jsonl.winnow-work").exists()
     bad = CliRunner().invoke(app, ["sdg", "run", "--prompts", str(SMALL), "--output", str(output), "--filter", "nope"])
     assert bad.exit_code == 1 and "nope" in bad.output
+
+
+def test_written_rows_equal_the_validated_wire_model(tmp_path: Path) -> None:
+    from winnow.sdg.rows import Candidate, PromptRow, user_prompt
+    from winnow.sdg.runner import _row_json
+
+    candidate = Candidate(
+        PromptRow("x", user_prompt("What is 1+1?", "Be exact.")), 2, "2 ✓", "out_of_tokens", 3, 0.5, 0.25
+    )
+    assert json.loads(_row_json(candidate)) == candidate.to_output().model_dump(mode="json")

@@ -30,23 +30,21 @@ class Candidate:
     raw_score: float = 0.0
     score: float = 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        """The spec's PromptResponseScore as JSON-ready data (``prompt`` as Messages, ``response``
+        as a CompletionMessage)."""
+        return {
+            "id": self.row.id,
+            "index": self.index,
+            "prompt": self.row.messages,
+            "response": {"role": "assistant", "content": self.text, "stop_reason": self.stop_reason, "tool_calls": []},
+            "score": self.score,
+            "raw_score": self.raw_score,
+        }
+
     def to_output(self) -> PromptResponseScore:
-        """The spec's PromptResponseScore (``prompt`` as Messages, ``response`` as a CompletionMessage)."""
-        return PromptResponseScore.model_validate(
-            {
-                "id": self.row.id,
-                "index": self.index,
-                "prompt": self.row.messages,
-                "response": {
-                    "role": "assistant",
-                    "content": self.text,
-                    "stop_reason": self.stop_reason,
-                    "tool_calls": [],
-                },
-                "score": self.score,
-                "raw_score": self.raw_score,
-            }
-        )
+        """The same row as a validated wire model."""
+        return PromptResponseScore.model_validate(self.to_dict())
 
 
 def user_prompt(text: str, system: str | None = None) -> list[dict[str, Any]]:
