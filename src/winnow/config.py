@@ -77,6 +77,10 @@ class RewardModelConfig(BaseModel):
     path: str | None = None  # classifier: a local AutoModelForSequenceClassification directory
     device: str = "auto"
     batch_size: int = Field(64, ge=1)
+    base_url: str | None = None  # openai-score: an OpenAI-compatible server with a /score route (vLLM, Winnow)
+    api_key_env: str | None = None  # openai-score: the variable that holds the upstream key
+    upstream_model: str | None = None  # openai-score: the model name upstream (default: id)
+    timeout_s: float = 60.0
     judge_model: str | None = None  # llm-judge: a configured generation model id
     rubric: str | None = None  # llm-judge: prompt with {prompt} and {response}
     unparsed_score: float = 0.0  # llm-judge: the score when the judge's answer has no number

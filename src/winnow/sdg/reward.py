@@ -3,6 +3,7 @@
 Registered by name through the ``winnow.reward_models`` entry-point group:
 - ``classifier``: a local ``AutoModelForSequenceClassification`` (one logit), chat template when the
   tokenizer has one, batched, on its own thread.
+- ``openai-score``: a remote reward model behind a vLLM-style ``POST /score``.
 - ``llm-judge``: any configured generation model grades with a rubric; the first number in its
   answer is the score.
 """
@@ -114,6 +115,54 @@ class ClassifierRewardModel(RewardModel):
     async def close(self) -> None:
         self._executor.shutdown(wait=False)
         self._loaded = None
+
+
+def prompt_text(candidate: Candidate) -> str:
+    """The prompt as one text (system and user turns), for scorers that take text pairs."""
+    return "\n".join(str(m["content"]) for m in candidate.row.messages if m["role"] in ("system", "user"))
+
+
+class OpenAIScoreRewardModel(RewardModel):
+    """``provider: openai-score`` — a remote reward model behind a vLLM-style ``POST /score``
+    (``text_1`` = prompt, ``text_2`` = response): vLLM, or another Winnow serving its reward models."""
+
+    name = "openai-score"
+
+    def __init__(self, config: RewardModelConfig, settings: Settings, models: ModelRegistry) -> None:
+        super().__init__(config, settings, models)
+        import os
+
+        import openai
+
+        api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
+        self.client = openai.AsyncOpenAI(
+            base_url=config.base_url, api_key=api_key or "not-set", timeout=config.timeout_s, max_retries=2
+        )
+
+    async def score(self, candidates: Sequence[Candidate]) -> list[float]:
+        import openai
+
+        from winnow.models.providers.openai import upstream_error
+
+        scores: list[float] = []
+        size = self.config.batch_size
+        for start in range(0, len(candidates), size):
+            batch = candidates[start : start + size]
+            body = {
+                "model": self.config.upstream_model or self.config.id,
+                "text_1": [prompt_text(c) for c in batch],
+                "text_2": [c.text for c in batch],
+            }
+            try:
+                result: dict[str, Any] = await self.client.post("/score", cast_to=dict[str, Any], body=body)
+            except openai.OpenAIError as exc:
+                raise upstream_error(exc, self.config.id) from exc
+            ordered = sorted(result["data"], key=lambda item: item["index"])
+            scores.extend(float(item["score"]) for item in ordered)
+        return scores
+
+    async def close(self) -> None:
+        await self.client.close()
 
 
 DEFAULT_RUBRIC = (

@@ -17,12 +17,13 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from winnow.api.deps import GenerationKey, OtherKey, RuntimeDep
-from winnow.errors import WinnowError
+from winnow.errors import InvalidRequest, ModelNotFound, WinnowError
 from winnow.models.base import ChatMessage, Prompt, SamplingParams, StreamDelta
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.runtime import Runtime
 from winnow.schemas.common import OpenAIErrorResponse
-from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, usage
+from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, ScoreRequest, usage
+from winnow.sdg.rows import Candidate, PromptRow, user_prompt
 
 router = APIRouter(
     prefix="/v1",
@@ -231,3 +232,30 @@ async def completions(body: CompletionRequest, runtime: RuntimeDep, _key: Genera
 
         return StreamingResponse(events(), media_type="text/event-stream")
     return JSONResponse(response)
+
+
+@router.post("/score", summary="Score (prompt, response) pairs with a reward model (vLLM's score API)")
+async def score(body: ScoreRequest, runtime: RuntimeDep, _key: GenerationKey) -> JSONResponse:
+    firsts = [body.text_1] if isinstance(body.text_1, str) else body.text_1
+    seconds = [body.text_2] if isinstance(body.text_2, str) else body.text_2
+    if len(firsts) == 1:
+        firsts = firsts * len(seconds)
+    if len(firsts) != len(seconds) or not seconds:
+        raise InvalidRequest("text_1 and text_2 must pair up", f"{len(firsts)} vs {len(seconds)} texts")
+    if body.model not in runtime.rewards.ids():
+        raise ModelNotFound(f"Reward model {body.model!r} not found", f"available: {', '.join(runtime.rewards.ids())}")
+    reward = runtime.rewards.get(body.model)
+    candidates = [
+        Candidate(PromptRow(str(i), user_prompt(first)), 0, second, "end_of_turn")
+        for i, (first, second) in enumerate(zip(firsts, seconds, strict=True))
+    ]
+    scores = await reward.score(candidates)
+    return JSONResponse(
+        {
+            "id": f"score-{uuid.uuid4().hex}",
+            "object": "list",
+            "created": int(time.time()),
+            "model": body.model,
+            "data": [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)],
+        }
+    )
