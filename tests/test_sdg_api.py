@@ -181,3 +181,36 @@ def test_kill_9_mid_job_then_restart_completes_without_loss_or_duplicates(tmp_pa
         assert done["counts"]["prompts_read"] == 500
     finally:
         restarted.stop()
+
+
+def test_kill_9_of_the_worker_mid_job_is_resumed_by_its_replacement(tmp_path: Path) -> None:
+    import psutil
+
+    data = tmp_path / "data"
+    live = LiveServer(data, env={"WINNOW_WORKERS": "1"}).start()
+    try:
+        key = live.cli("keys", "create", "k").stdout.split()[-1]
+        prompts = data / "prompts.jsonl"
+        prompts.write_text(DEMO_PROMPTS.read_text())
+        body = _body(str(prompts), batch_size=10, num_generations=8, seed=9)
+        submitted = httpx.post(
+            f"{live.url}/api/v1/synthetic_data_generation/submit_job", json=body, headers=bearer(key)
+        )
+        job_id = submitted.json()["job_id"]
+        status_url = f"{live.url}/api/v1/synthetic_data_generation/job_status"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = httpx.get(status_url, params={"job_id": job_id}, headers=bearer(key)).json()
+            if status["status"] == "running" and status["counts"]["prompts_read"] >= 50:
+                break
+            time.sleep(0.05)
+        assert live.proc is not None
+        (worker,) = [p for p in psutil.Process(live.proc.pid).children() if "worker" in " ".join(p.cmdline())]
+        worker.kill()
+        done = _wait(live, key, job_id, {"completed", "failed"}, timeout=180)
+        assert done["status"] == "completed", done
+        rows = [json.loads(line) for line in Path(done["output_file_path"]).read_text().splitlines()]
+        assert len(rows) == 500 and len({r["id"] for r in rows}) == 500
+        assert [p.pid for p in psutil.Process(live.proc.pid).children()] != [worker.pid]  # replaced
+    finally:
+        live.stop()
