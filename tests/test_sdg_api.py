@@ -43,6 +43,18 @@ def _wait(server: LiveServer, key: str, job_id: str, until: set[str], timeout: f
     raise AssertionError(f"job {job_id} did not reach {until}: {status}")
 
 
+def _wait_until_running(server: LiveServer, key: str, job_id: str, read: int = 50) -> None:
+    """Until the job is running with at least ``read`` prompts done (and not all 500)."""
+    status_url = f"{server.url}/api/v1/synthetic_data_generation/job_status"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = httpx.get(status_url, params={"job_id": job_id}, headers=bearer(key)).json()
+        if status["status"] == "running" and status["counts"]["prompts_read"] >= read:
+            break
+        time.sleep(0.05)
+    assert status["status"] == "running" and status["counts"]["prompts_read"] < 500, status
+
+
 def _upload(server: LiveServer, key: str, path: Path) -> dict[str, Any]:
     with path.open("rb") as handle:
         response = httpx.post(f"{server.url}/api/v1/files", files={"file": (path.name, handle)}, headers=bearer(key))
@@ -159,15 +171,7 @@ def test_kill_9_mid_job_then_restart_completes_without_loss_or_duplicates(tmp_pa
     job_id = httpx.post(
         f"{live.url}/api/v1/synthetic_data_generation/submit_job", json=body, headers=bearer(key)
     ).json()["job_id"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = httpx.get(
-            f"{live.url}/api/v1/synthetic_data_generation/job_status", params={"job_id": job_id}, headers=bearer(key)
-        ).json()
-        if status["status"] == "running" and status["counts"]["prompts_read"] >= 50:
-            break
-        time.sleep(0.05)
-    assert status["status"] == "running" and status["counts"]["prompts_read"] < 500, status
+    _wait_until_running(live, key, job_id)
     assert live.proc is not None
     os.kill(live.proc.pid, signal.SIGKILL)
     live.proc.wait()
@@ -197,13 +201,7 @@ def test_kill_9_of_the_worker_mid_job_is_resumed_by_its_replacement(tmp_path: Pa
             f"{live.url}/api/v1/synthetic_data_generation/submit_job", json=body, headers=bearer(key)
         )
         job_id = submitted.json()["job_id"]
-        status_url = f"{live.url}/api/v1/synthetic_data_generation/job_status"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            status = httpx.get(status_url, params={"job_id": job_id}, headers=bearer(key)).json()
-            if status["status"] == "running" and status["counts"]["prompts_read"] >= 50:
-                break
-            time.sleep(0.05)
+        _wait_until_running(live, key, job_id)
         assert live.proc is not None
         (worker,) = [p for p in psutil.Process(live.proc.pid).children() if "worker" in " ".join(p.cmdline())]
         worker.kill()
