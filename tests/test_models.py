@@ -111,3 +111,20 @@ def test_lora_adapter_is_applied_on_its_base_model(tmp_path: Path) -> None:
 
     base_texts, adapted_texts = asyncio.run(run())
     assert base_texts != adapted_texts
+
+
+def test_compiled_chat_template_renders_exactly_as_transformers() -> None:
+    from transformers import AutoTokenizer
+
+    from winnow.models.providers.transformers import compiled_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(DEMO_LM)
+    render = compiled_chat_template(tokenizer)
+    assert render is not None
+    for chat in (
+        [{"role": "user", "content": "What is 17+25?"}],
+        [{"role": "system", "content": "You are a calculator."}, {"role": "user", "content": "What is 3+4?"}],
+    ):
+        assert render(chat) == tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    tokenizer.chat_template = "{% for m in messages %}{{ m.content | no_such_filter }}{% endfor %}"
+    assert compiled_chat_template(tokenizer) is None  # what it cannot reproduce goes through transformers
