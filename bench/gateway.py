@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-UPSTREAM = '''
+UPSTREAM = """
 import json, time
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -44,7 +44,7 @@ async def models(request):
     return Response(MODELS, media_type="application/json")
 
 app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
-'''
+"""
 
 
 def free_port() -> int:
@@ -108,7 +108,13 @@ def main() -> None:
         json.dumps(
             {
                 "models": [
-                    {"id": "relay", "type": "commercial", "provider": "openai", "base_url": f"http://127.0.0.1:{up_port}/v1", "upstream_model": "m"}
+                    {
+                        "id": "relay",
+                        "type": "commercial",
+                        "provider": "openai",
+                        "base_url": f"http://127.0.0.1:{up_port}/v1",
+                        "upstream_model": "m",
+                    }
                 ],
                 "workers": 0,
                 "log_level": "WARNING",
