@@ -51,7 +51,7 @@ def test_operations_document_errors_and_security(client: TestClient) -> None:
         for method, op in operations.items():
             assert "422" not in op["responses"], (method, path)
             assert "500" in op["responses"]
-            if path in ("/api/v1/health", "/api/v1/ready"):
+            if path in ("/api/v1/health", "/api/v1/ready", "/metrics"):
                 assert op["security"] == []
             else:
                 assert op["security"] == [{"ApiKeyAuth": []}]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from winnow.auth import KeyService, RateLimiter
 from winnow.config import Settings
 from winnow.db import Database
+from winnow.metrics import Metrics
 from winnow.models.registry import ModelRegistry
 from winnow.models.service import GenerationService
 from winnow.sdg.reward import RewardModelRegistry
@@ -26,23 +27,45 @@ class Runtime:
     jobs: JobStore
     started_at: float = field(default_factory=time.time)
 
+    metrics: Metrics = field(default_factory=Metrics)
+
     @classmethod
-    def open(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
+    def open(cls, settings: Settings, *, migrate: bool = True, metrics: Metrics | None = None) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.effective_database_url)
         if migrate:
             db.migrate()
         models = ModelRegistry(settings)
-        return cls(
+        metrics = metrics or Metrics()
+        jobs = JobStore(db, settings)
+        runtime = cls(
             settings=settings,
             db=db,
             keys=KeyService(db, cache_ttl_s=settings.key_cache_ttl_s),
-            limiter=RateLimiter(settings.rate_limits, settings.redis_url),
+            limiter=RateLimiter(
+                settings.rate_limits,
+                settings.redis_url,
+                on_reject=lambda klass: metrics.rate_limited.labels(klass).inc(),
+            ),
             models=models,
-            generation=GenerationService(models),
+            generation=GenerationService(models, metrics),
             rewards=RewardModelRegistry(settings, models),
-            jobs=JobStore(db, settings),
+            jobs=jobs,
+            metrics=metrics,
         )
+        metrics.add_callback("winnow_jobs", "SDG jobs by status (from the job store)", "status", jobs.count_by_status)
+        metrics.add_callback("winnow_local_queue_rows", "Rows waiting for a local model", "model", models.queue_depths)
+        metrics.add_callback(
+            "winnow_local_batches", "Local generate calls", "model", lambda: models.batch_totals()[0], counter=True
+        )
+        metrics.add_callback(
+            "winnow_local_batch_rows",
+            "Rows through local generate calls (divide by winnow_local_batches for the mean batch size)",
+            "model",
+            lambda: models.batch_totals()[1],
+            counter=True,
+        )
+        return runtime
 
     def close(self) -> None:
         self.db.dispose()

@@ -13,9 +13,10 @@ from winnow import __version__
 from winnow.api.errors import install_error_handlers
 from winnow.api.middleware import RequestContextMiddleware
 from winnow.api.openapi import API_PREFIX, install_openapi
-from winnow.api.routes import files, generate, health, keys, models, openai, sdg
+from winnow.api.routes import files, generate, health, keys, models, monitoring, openai, sdg
 from winnow.config import Settings, get_settings
 from winnow.logs import configure_logging
+from winnow.metrics import Metrics
 from winnow.runtime import Runtime
 from winnow.sdg.processes import WorkerProcesses
 from winnow.system import prime_cpu_counter
@@ -27,10 +28,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the database is opened and migrated when the app starts."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime.open(settings)
+        runtime = Runtime.open(settings, metrics=metrics)
         app.state.runtime = runtime
         prime_cpu_counter()
         workers = WorkerProcesses(settings)
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
         upload_prefix=f"{API_PREFIX}/files",
+        metrics=metrics,
     )
     app.include_router(health.public, prefix=API_PREFIX)
     app.include_router(health.router, prefix=API_PREFIX)
@@ -71,4 +74,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sdg.router, prefix=API_PREFIX)
     app.include_router(files.router, prefix=API_PREFIX)
     app.include_router(openai.router)
+    app.include_router(monitoring.router)
     return app

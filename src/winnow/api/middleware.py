@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from winnow.api.errors import error_body
 from winnow.errors import PayloadTooLarge
+from winnow.metrics import Metrics
 
 log = logging.getLogger("winnow.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -29,9 +30,27 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _route_template(scope: Scope) -> str:
+    """The matched route as a template ('/api/v1/models/{model_id}'), so metric labels stay few;
+    'unmatched' for paths no route serves."""
+    template = getattr(scope.get("route"), "path", None)
+    if not template:
+        return "unmatched"
+    path: str = scope.get("path", "")
+    try:
+        rendered = template.format(**scope.get("path_params", {}))
+    except (KeyError, IndexError, ValueError):
+        return str(template)
+    # An included router's route knows only its own part of the path; put the prefix back.
+    return path[: len(path) - len(rendered)] + template if path.endswith(rendered) else str(template)
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int, upload_prefix: str) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int, upload_prefix: str, metrics: Metrics
+    ) -> None:
         self.app = app
+        self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
         self.upload_prefix = upload_prefix
@@ -91,13 +110,18 @@ class RequestContextMiddleware:
             else:
                 raise
         finally:
+            elapsed = time.perf_counter() - started
+            template = _route_template(scope)
+            method = str(scope.get("method"))
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(elapsed)
             log.info(
                 "%s %s",
                 scope.get("method"),
                 scope.get("path"),
                 extra={
                     "status": status,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "latency_ms": round(elapsed * 1000, 2),
                     "key": state.get("key_name", "-"),
                     "request_id": request_id,
                 },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -48,8 +49,11 @@ def _storage(redis_url: str | None) -> Storage:
 class RateLimiter:
     """Counts hits per (class, key) and refuses past the key's or the default limit."""
 
-    def __init__(self, defaults: RateLimits, redis_url: str | None = None) -> None:
+    def __init__(
+        self, defaults: RateLimits, redis_url: str | None = None, on_reject: Callable[[str], None] | None = None
+    ) -> None:
         self.defaults = defaults
+        self.on_reject = on_reject
         self.storage = _storage(redis_url)
         self.strategy = MovingWindowRateLimiter(self.storage)
 
@@ -66,6 +70,8 @@ class RateLimiter:
             reset = math.ceil(stats.reset_time)
             current = RateLimitState(item.amount, max(stats.remaining, 0), reset)
             if not allowed:
+                if self.on_reject is not None:
+                    self.on_reject(klass)
                 retry_after = max(1, math.ceil(stats.reset_time - time.time()))
                 raise RateLimitExceeded(
                     "Rate limit exceeded",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from functools import cache
+from typing import Any
 
 from winnow.config import ModelConfig, Settings
 from winnow.errors import ModelNotFound
@@ -82,6 +83,26 @@ class ModelRegistry:
         if not self._configs:
             return True
         return any(m.status == "available" for m in await self.describe_all())
+
+    def _engines(self) -> dict[str, Any]:
+        engines = {}
+        for model_id in self.pool.loaded():
+            engine = getattr(self.pool.peek(model_id), "engine", None)
+            if engine is not None:
+                engines[model_id] = engine
+        return engines
+
+    def queue_depths(self) -> dict[str, float]:
+        """Rows waiting per loaded local model (for /metrics)."""
+        return {model_id: float(engine.queue_depth) for model_id, engine in self._engines().items()}
+
+    def batch_totals(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Generate calls and rows through them, per loaded local model (for /metrics)."""
+        engines = self._engines()
+        return (
+            {m: float(e.stats.batches) for m, e in engines.items()},
+            {m: float(e.stats.rows) for m, e in engines.items()},
+        )
 
     async def close(self) -> None:
         await asyncio.gather(*(p.close() for p in self._providers.values()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 
+from winnow.metrics import Metrics
 from winnow.models.base import GenerationResult, Prompt, SamplingParams
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.platform import (
@@ -28,8 +29,9 @@ def generation_id() -> str:
 
 
 class GenerationService:
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, metrics: Metrics | None = None) -> None:
         self.registry = registry
+        self.metrics = metrics
 
     async def run(
         self, model_id: str, prompts: list[Prompt], params: SamplingParams
@@ -38,7 +40,15 @@ class GenerationService:
         provider = self.registry.provider(model_id)
         started = time.perf_counter()
         results = await provider.generate(prompts, params)
-        return results, (time.perf_counter() - started) * 1000
+        elapsed = (time.perf_counter() - started) * 1000
+        if self.metrics is not None:
+            self.record_tokens(model_id, sum(r.input_tokens for r in results), sum(r.output_tokens for r in results))
+        return results, elapsed
+
+    def record_tokens(self, model_id: str, input_tokens: int, output_tokens: int) -> None:
+        if self.metrics is not None:
+            self.metrics.tokens.labels(model_id, "input").inc(input_tokens)
+            self.metrics.tokens.labels(model_id, "output").inc(output_tokens)
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         params = SamplingParams(request.max_tokens, request.temperature, request.top_p)

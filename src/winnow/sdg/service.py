@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from winnow.auth import Principal
 from winnow.config import Settings
@@ -176,6 +176,14 @@ class JobStore:
                 job.status, job.stage, job.finished_at = "cancelled", "cancelled", _now()
             job.updated_at = _now()
             return details(job)
+
+    def count_by_status(self) -> dict[str, float]:
+        """Jobs per status, every status present (for /metrics)."""
+        counts = dict.fromkeys(("queued", "running", *TERMINAL), 0.0)
+        with self.db.session() as session:
+            for status, count in session.execute(select(SdgJob.status, func.count()).group_by(SdgJob.status)):
+                counts[status] = float(count)
+        return counts
 
     # -- workers ----------------------------------------------------------------------------
     def claim(self, worker: str) -> SdgJob | None:

@@ -89,7 +89,9 @@ async def _stream_response(
 ) -> StreamingResponse:
     provider = runtime.models.provider(model)
     deltas = aiter(provider.stream(prompt, params))
+    started = time.perf_counter()
     first = await deltas.__anext__()  # errors before the first token still become HTTP errors
+    runtime.metrics.first_token.labels(model).observe(time.perf_counter() - started)
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     created = int(time.time())
     kind = "chat.completion.chunk" if chat else "text_completion"
@@ -115,6 +117,7 @@ async def _stream_response(
                 if delta.text or delta.finish_reason:
                     yield _sse(chunk(delta))
                 if delta.finish_reason:
+                    runtime.generation.record_tokens(model, delta.input_tokens, delta.output_tokens)
                     if include_usage:
                         body = {"id": ident, "object": kind, "created": created, "model": model, "choices": []}
                         yield _sse({**body, "usage": usage(delta.input_tokens, delta.output_tokens)})

@@ -1,0 +1,62 @@
+"""GET /metrics parses with prometheus-client's parser and moves when traffic flows."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import bearer
+from winnow.runtime import Runtime
+
+
+def _samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_move_with_traffic(client: TestClient, runtime: Runtime) -> None:
+    key = runtime.keys.create("m", rate_limits={"other": "2/minute"}).key
+    before = _samples(client)
+    assert before[("winnow_jobs", (("status", "queued"),))] == 0
+    for _ in range(3):
+        client.get("/api/v1/status", headers=bearer(key))
+    generated = client.post(
+        "/api/v1/generate",
+        json={"model_id": "demo-lm", "prompt": "What is 2+2?", "max_tokens": 4, "temperature": 0},
+        headers=bearer(key),
+    ).json()
+    streamed = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "demo-lm",
+            "messages": [{"role": "user", "content": "What is 3+3?"}],
+            "stream": True,
+            "max_tokens": 4,
+        },
+        headers=bearer(key),
+    )
+    assert streamed.status_code == 200
+    after = _samples(client)
+
+    def value(name: str, **labels: str) -> float:
+        return after.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert value("winnow_http_requests_total", method="GET", route="/api/v1/status", status="200") == 2
+    assert value("winnow_http_requests_total", method="GET", route="/api/v1/status", status="429") == 1
+    assert value("winnow_rate_limit_rejections_total", rate_class="other") == 1
+    assert value("winnow_http_request_duration_seconds_count", method="POST", route="/api/v1/generate") == 1
+    output = generated["metrics"]["output_tokens"]
+    assert value("winnow_generation_tokens_total", model="demo-lm", direction="output") >= output + 1
+    assert (
+        value("winnow_generation_tokens_total", model="demo-lm", direction="input")
+        >= generated["metrics"]["input_tokens"]
+    )
+    assert value("winnow_time_to_first_token_seconds_count", model="demo-lm") == 1
+    assert value("winnow_local_batches_total", model="demo-lm") >= 1
+    assert value("winnow_local_batch_rows_total", model="demo-lm") >= 1
+    assert ("winnow_local_queue_rows", (("model", "demo-lm"),)) in after
