@@ -178,3 +178,18 @@ def test_written_rows_equal_the_validated_wire_model(tmp_path: Path) -> None:
         PromptRow("x", user_prompt("What is 1+1?", "Be exact.")), 2, "2 ✓", "out_of_tokens", 3, 0.5, 0.25
     )
     assert json.loads(_row_json(candidate)) == candidate.to_output().model_dump(mode="json")
+
+
+def test_a_takeover_works_in_its_own_directory_and_fences_out_the_old_owner(tmp_path: Path) -> None:
+    spec = _spec(filtering_function=FilteringFunction(name="best_of_n"))
+    reference = tmp_path / "reference.jsonl"
+    _run(spec, tmp_path / "work-ref", reference)
+    checkpoint = tmp_path / "checkpoint.json"
+    old, new, output = tmp_path / "work-1", tmp_path / "work-2", tmp_path / "out.jsonl"
+    with pytest.raises(SystemExit):
+        _run(spec, old, output, CrashAfter(checkpoint, 2))
+    stale = old / "partial"
+    stale.write_bytes(stale.read_bytes() + b'{"written": "after the lease ran out"}\n')  # the old owner goes on
+    _run(spec, new, output, FileCheckpoint(checkpoint))
+    assert output.read_text() == reference.read_text()
+    assert not old.exists()

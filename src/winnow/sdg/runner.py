@@ -4,6 +4,8 @@ Crash safety. Every chunk appends its rows to files in the job's work directory,
 fsyncs them, then saves a checkpoint naming the byte offset of every file and the chunks done.
 A resumed job first truncates each file to its checkpointed offset (dropping a chunk that was
 written but not checkpointed), then goes on from the next chunk: no row is lost, none doubled.
+A worker that takes a job over works in a directory of its own (one per attempt), copied from the
+previous attempt up to the checkpoint, so a stalled previous owner cannot write into it.
 The final output is written to a temporary name and renamed, so it appears whole or not at all.
 
 Memory stays bounded by one chunk: prompts are streamed, and filters that need the whole dataset
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -89,6 +92,24 @@ class Progress:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def _adopt(previous: Path, work: Path, offsets: dict[str, int]) -> None:
+    """Take over another attempt's work: copy each file up to its checkpointed length into our own
+    directory. Whatever the previous owner still writes (a stalled worker whose lease ran out)
+    lands in its directory, never in ours: the lease fences the checkpoint, this fences the files."""
+    work.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        source, length = previous / name, offsets.get(name, 0)
+        with (work / name).open("wb") as target:
+            if length and source.exists():
+                with source.open("rb") as handle:
+                    while length > 0 and (block := handle.read(min(length, 1 << 20))):
+                        target.write(block)
+                        length -= len(block)
+            target.flush()
+            os.fsync(target.fileno())
+    shutil.rmtree(previous, ignore_errors=True)
+
+
 def _open_files(work: Path, offsets: dict[str, int]) -> dict[str, BinaryIO]:
     """Each work file opened for appending, first cut back to its checkpointed length."""
     handles: dict[str, BinaryIO] = {}
@@ -131,6 +152,9 @@ class LocalRunner:
         chunks_done = int(state.get("chunks_done", 0))
         counts = JobCounts.model_validate(state.get("counts", {"prompts_total": plan.prompts_total}))
         timings: dict[str, float] = dict(state.get("timings", {}))
+        previous = state.get("work_dir")
+        if previous and Path(previous) != self.work:
+            _adopt(Path(previous), self.work, state.get("offsets", {}))
         files = _open_files(self.work, state.get("offsets", {}))
         started = time.perf_counter() - timings.get("total_s", 0.0)
 
@@ -138,6 +162,7 @@ class LocalRunner:
             timings["total_s"] = time.perf_counter() - started
             offsets = {name: handle.tell() for name, handle in files.items()}
             snapshot = {
+                "work_dir": str(self.work),
                 "chunks_done": chunks_done,
                 "offsets": offsets,
                 "counts": counts.model_dump(),

@@ -104,7 +104,7 @@ class Worker:
             if prompts.sha256 != job.prompts_sha256:
                 raise ValueError("the prompts file changed since the job was submitted")
             plan = build_plan(spec, prompts, self.models, self.rewards)
-            work = self.store.job_dir(job.id) / "work"
+            work = self.store.job_dir(job.id) / f"work-{job.attempts}"  # one per attempt: see runner._adopt
             runner = LocalRunner(plan, work, Path(job.output_path), DbCheckpoint(self.store, job, self.id))
             await runner.run()
             size = Path(job.output_path).stat().st_size
