@@ -241,3 +241,27 @@ def test_upstream_failures_map_to_502_and_504(tmp_path: Path) -> None:
             assert chat.status_code == 504 and chat.json()["error"]["code"] == "upstream_timeout"
     finally:
         stop.set()
+
+
+def test_streams_of_finished_responses_carry_every_choice(oai: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "What is 5+6?"}]
+    chunks = list(
+        oai.chat.completions.create(
+            model="demo-lm",
+            messages=messages,
+            n=2,
+            max_tokens=4,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert sorted(c.choices[0].index for c in chunks if c.choices) == [0, 1]
+    assert all(c.choices[0].delta.content == "11" for c in chunks if c.choices)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    texts = list(
+        oai.completions.create(
+            model="demo-lm", prompt=["What is 1+1?", "What is 2+2?"], max_tokens=4, temperature=0, stream=True
+        )
+    )
+    assert [(c.choices[0].index, c.choices[0].text) for c in texts if c.choices] == [(0, "2"), (1, "4")]

@@ -94,3 +94,12 @@ def test_llm_judge_scores_with_a_generation_model(tmp_path: Path) -> None:
     judge = RewardModelConfig(id="judge", provider="llm-judge", judge_model="demo-lm", rubric="What is {response}+0?")
     settings = Settings(data_dir=tmp_path, workers=0, reward_models=[judge])
     assert _scores(settings, "judge") == [42.0, 43.0, 7.0, 71.0]
+
+
+def test_a_judge_with_an_unknown_model_is_refused_at_submit(tmp_path: Path) -> None:
+    from winnow.errors import InvalidRequest
+
+    judge = RewardModelConfig(id="judge", provider="llm-judge", judge_model="gpt-9")
+    settings = Settings(data_dir=tmp_path, workers=0, reward_models=[judge])
+    with pytest.raises(InvalidRequest, match="unknown model"):
+        RewardModelRegistry(settings, ModelRegistry(settings)).check("judge")

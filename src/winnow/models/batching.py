@@ -41,13 +41,10 @@ class _Pending(Generic[Item, Out]):
 
 @dataclass
 class BatchStats:
+    """Generate calls and rows through them (the mean batch size is rows / batches)."""
+
     batches: int = 0
     rows: int = 0
-    last_batch_rows: int = 0
-
-    @property
-    def mean_batch_rows(self) -> float:
-        return self.rows / self.batches if self.batches else 0.0
 
 
 class BatchingEngine(Generic[Item, Out]):
@@ -148,7 +145,6 @@ class BatchingEngine(Generic[Item, Out]):
                 continue
             self.stats.batches += 1
             self.stats.rows += sum(p.rows for p in batch)
-            self.stats.last_batch_rows = sum(p.rows for p in batch)
             offset = 0
             for pending in batch:
                 if not pending.future.done():

@@ -235,8 +235,10 @@ class RewardModelRegistry:
             raise InvalidRequest(
                 f"Reward model {config.id!r} has unknown provider {config.provider!r}", f"known: {sorted(classes)}"
             )
-        if config.provider == "llm-judge":
-            self.models.config(config.judge_model or "")
+        if config.provider == "llm-judge" and (config.judge_model or "") not in self.models.ids():
+            raise InvalidRequest(
+                f"Reward model {config.id!r} judges with an unknown model", f"judge_model={config.judge_model!r}"
+            )
         return config
 
     def get(self, reward_model_id: str) -> RewardModel:

@@ -77,10 +77,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
 def details(job: SdgJob) -> JobDetails:
     checkpoint = job.checkpoint or {}
     counts = JobCounts.model_validate(checkpoint.get("counts", {"prompts_total": job.prompts_total}))

@@ -162,7 +162,7 @@ async def chat_completions(body: ChatCompletionRequest, runtime: RuntimeDep, _ke
     (result,), _ = await runtime.generation.run(body.model, [prompt], params)
     if result.error is not None:
         raise result.error
-    response = {
+    response: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
@@ -179,19 +179,28 @@ async def chat_completions(body: ChatCompletionRequest, runtime: RuntimeDep, _ke
         "usage": usage(result.input_tokens, result.output_tokens),
     }
     if body.stream:  # n > 1: each choice arrives whole, as one chunk
-        return StreamingResponse(_whole_as_stream(response, include_usage), media_type="text/event-stream")
+        head = {k: response[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+        deltas = [
+            {
+                "index": c["index"],
+                "delta": {"role": "assistant", "content": c["message"]["content"]},
+                "finish_reason": c["finish_reason"],
+            }
+            for c in response["choices"]
+        ]
+        events = _whole_as_stream(head, deltas, response["usage"] if include_usage else None)
+        return StreamingResponse(events, media_type="text/event-stream")
     return JSONResponse(response)
 
 
-async def _whole_as_stream(response: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
-    head = {k: response[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
-    for choice in response["choices"]:
-        delta = {"role": "assistant", "content": choice["message"]["content"]}
-        yield _sse(
-            {**head, "choices": [{"index": choice["index"], "delta": delta, "finish_reason": choice["finish_reason"]}]}
-        )
-    if include_usage:
-        yield _sse({**head, "choices": [], "usage": response["usage"]})
+async def _whole_as_stream(
+    head: dict[str, Any], choices: list[dict[str, Any]], usage_block: dict[str, Any] | None
+) -> AsyncIterator[bytes]:
+    """A finished response as SSE (n > 1, or several prompts): one chunk per choice, then usage."""
+    for choice in choices:
+        yield _sse({**head, "choices": [choice]})
+    if usage_block is not None:
+        yield _sse({**head, "choices": [], "usage": usage_block})
     yield _sse("[DONE]")
 
 
@@ -215,7 +224,7 @@ async def completions(body: CompletionRequest, runtime: RuntimeDep, _key: Genera
         completion_tokens += result.output_tokens
         for c in result.completions:
             choices.append({"index": len(choices), "text": c.text, "logprobs": None, "finish_reason": c.finish_reason})
-    response = {
+    response: dict[str, Any] = {
         "id": f"cmpl-{uuid.uuid4().hex}",
         "object": "text_completion",
         "created": int(time.time()),
@@ -225,15 +234,8 @@ async def completions(body: CompletionRequest, runtime: RuntimeDep, _key: Genera
     }
     if body.stream:
         head = {k: response[k] for k in ("id", "object", "created", "model")}
-
-        async def events() -> AsyncIterator[bytes]:
-            for choice in choices:
-                yield _sse({**head, "choices": [choice]})
-            if include_usage:
-                yield _sse({**head, "choices": [], "usage": response["usage"]})
-            yield _sse("[DONE]")
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+        events = _whole_as_stream(head, choices, response["usage"] if include_usage else None)
+        return StreamingResponse(events, media_type="text/event-stream")
     return JSONResponse(response)
 
 
