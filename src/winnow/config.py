@@ -63,9 +63,18 @@ class ModelConfig(BaseModel):
     # shared
     context_length: int | None = None
     capabilities: list[str] = Field(default_factory=lambda: ["text-generation", "chat"])
-    input_price_per_mtok: float = 0.0
-    output_price_per_mtok: float = 0.0
+    # USD per million tokens. Unset: the price table (``prices`` in config, then Winnow's default
+    # table for well-known commercial models, keyed by upstream_model or id); local models cost 0.
+    input_price_per_mtok: float | None = Field(None, ge=0)
+    output_price_per_mtok: float | None = Field(None, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
 
 
 class RewardModelConfig(BaseModel):
@@ -160,6 +169,16 @@ class Settings(BaseSettings):
         30.0, gt=0, description="A running job's lease; a worker that stops renewing it loses the job"
     )
     openai_api_key: SecretStr | None = None
+
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="USD per million tokens by model name; over Winnow's default table"
+    )
+    usage_flush_s: float = Field(
+        1.0, gt=0, description="How often buffered usage rows are written (and budgets synced)"
+    )
+    store_generations: bool = Field(
+        True, description="Keep each generation's prompt and text with its usage row (feedback needs them)"
+    )
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -52,6 +52,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.budget_rejections = Counter(
+            "winnow_budget_rejections",
+            "Requests refused because the key's budget is spent, by model",
+            ["model"],
+            registry=self.registry,
+        )
+        self.spend = Counter(
+            "winnow_spend_usd",
+            "Cost of generations served by this process, in USD, by model",
+            ["model"],
+            registry=self.registry,
+        )
+
     def add_callback(
         self, name: str, documentation: str, label: str, read: Callable[[], dict[str, float]], counter: bool = False
     ) -> None:

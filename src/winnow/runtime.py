@@ -11,8 +11,10 @@ from winnow.db import Database
 from winnow.metrics import Metrics
 from winnow.models.registry import ModelRegistry
 from winnow.models.service import GenerationService
+from winnow.schemas.keys import KeyInfo
 from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.service import JobStore
+from winnow.usage import UsageService
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Runtime:
     generation: GenerationService
     rewards: RewardModelRegistry
     jobs: JobStore
+    usage: UsageService
     started_at: float = field(default_factory=time.time)
 
     metrics: Metrics = field(default_factory=Metrics)
@@ -38,6 +41,7 @@ class Runtime:
         models = ModelRegistry(settings)
         metrics = metrics or Metrics()
         jobs = JobStore(db, settings)
+        usage = UsageService(db, settings, metrics)
         runtime = cls(
             settings=settings,
             db=db,
@@ -48,9 +52,10 @@ class Runtime:
                 on_reject=lambda klass: metrics.rate_limited.labels(klass).inc(),
             ),
             models=models,
-            generation=GenerationService(models, metrics),
+            generation=GenerationService(models, metrics, usage),
             rewards=RewardModelRegistry(settings, models),
             jobs=jobs,
+            usage=usage,
             metrics=metrics,
         )
         metrics.add_callback("winnow_jobs", "SDG jobs by status (from the job store)", "status", jobs.count_by_status)
@@ -67,7 +72,14 @@ class Runtime:
         )
         return runtime
 
+    def apply_budget(self, info: KeyInfo) -> None:
+        """A key's budget changed here: enforce it in this process at once (others within a flush
+        beat) and let its paused jobs try again."""
+        self.usage.recorder.flush()  # writes what is buffered, then re-reads budgets and spend
+        self.jobs.wake_paused(info.id)
+
     def close(self) -> None:
+        self.usage.close()
         self.db.dispose()
 
     async def aclose(self) -> None:

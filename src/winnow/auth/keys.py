@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from winnow.db import ApiKey, Database
 from winnow.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
-from winnow.schemas.keys import RATE_CLASSES, KeyCreated, KeyInfo
+from winnow.schemas.keys import RATE_CLASSES, KeyBudget, KeyCreated, KeyInfo
 
 KEY_PREFIX = "wn-"
 _SECRET_BYTES = 32
@@ -57,8 +57,17 @@ def _info(row: ApiKey) -> KeyInfo:
         prefix=row.prefix,
         admin=row.is_admin,
         rate_limits=row.rate_limits,
+        budget=budget_of(row),
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+    )
+
+
+def budget_of(row: ApiKey) -> KeyBudget | None:
+    if row.budget_usd is None and row.budget_tokens is None:
+        return None
+    return KeyBudget.model_validate(
+        {"usd": row.budget_usd, "tokens": row.budget_tokens, "period": row.budget_period or "month"}
     )
 
 
@@ -84,7 +93,14 @@ class KeyService:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
-    def create(self, name: str, *, admin: bool = False, rate_limits: dict[str, str] | None = None) -> KeyCreated:
+    def create(
+        self,
+        name: str,
+        *,
+        admin: bool = False,
+        rate_limits: dict[str, str] | None = None,
+        budget: KeyBudget | None = None,
+    ) -> KeyCreated:
         secret = KEY_PREFIX + secrets.token_urlsafe(_SECRET_BYTES)
         row = ApiKey(
             name=name,
@@ -92,6 +108,9 @@ class KeyService:
             prefix=secret[: len(KEY_PREFIX) + 6],
             is_admin=admin,
             rate_limits=validate_rate_limits(rate_limits),
+            budget_usd=budget.usd if budget else None,
+            budget_tokens=budget.tokens if budget else None,
+            budget_period=budget.period if budget else None,
             created_at=datetime.now(UTC),
         )
         try:
@@ -109,6 +128,17 @@ class KeyService:
             if not include_revoked:
                 query = query.where(ApiKey.revoked_at.is_(None))
             return [_info(row) for row in session.scalars(query)]
+
+    def set_budget(self, name: str, budget: KeyBudget | None) -> KeyInfo:
+        """Set (or with None, clear) a live key's budget."""
+        with self.db.session() as session:
+            row = session.scalars(select(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None))).first()
+            if row is None:
+                raise NotFound("No live key with this name", f"name={name!r}")
+            row.budget_usd = budget.usd if budget else None
+            row.budget_tokens = budget.tokens if budget else None
+            row.budget_period = budget.period if budget else None
+            return _info(row)
 
     def revoke(self, name: str) -> KeyInfo:
         with self.db.session() as session:

@@ -12,6 +12,7 @@ from winnow.cli.common import ConfigOption, load_settings
 from winnow.cli.keys import keys_app
 from winnow.cli.models import generate, models_app
 from winnow.cli.sdg import sdg_app, worker
+from winnow.cli.usage import usage
 
 app = typer.Typer(name="winnow", help=__doc__, no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
@@ -21,6 +22,7 @@ app.add_typer(models_app, name="models")
 app.command("generate")(generate)
 app.add_typer(sdg_app, name="sdg")
 app.command("worker")(worker)
+app.command("usage")(usage)
 
 
 def _version(value: bool) -> None:

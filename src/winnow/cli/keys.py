@@ -11,6 +11,9 @@ from rich.table import Table
 
 from winnow.cli.common import ConfigOption, open_runtime
 from winnow.errors import WinnowError
+from winnow.schemas.keys import KeyBudget
+
+Period = Annotated[str, typer.Option("--budget-period", help="day, month or total")]
 
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -28,13 +31,17 @@ def create(
     rate_limits: Annotated[
         str | None, typer.Option("--rate-limits", help='JSON overrides, e.g. {"generation": "200/minute"}')
     ] = None,
+    budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="Spend cap in USD per period")] = None,
+    budget_tokens: Annotated[int | None, typer.Option("--budget-tokens", help="Token cap per period")] = None,
+    budget_period: Period = "month",
     config: ConfigOption = None,
 ) -> None:
     """Create a key. The secret is printed once, as the last line of stdout."""
     runtime = open_runtime(config)
     try:
         overrides = json.loads(rate_limits) if rate_limits else None
-        created = runtime.keys.create(name, admin=admin, rate_limits=overrides)
+        budget = _budget(budget_usd, budget_tokens, budget_period)
+        created = runtime.keys.create(name, admin=admin, rate_limits=overrides, budget=budget)
     except json.JSONDecodeError as exc:
         err.print(f"[red]error:[/red] --rate-limits is not JSON: {exc}")
         raise typer.Exit(1) from exc
@@ -44,6 +51,47 @@ def create(
         runtime.close()
     err.print(f"created key [bold]{created.name}[/bold] (admin={created.admin}); store it now, it is not shown again")
     typer.echo(created.key)
+
+
+def _budget(usd: float | None, tokens: int | None, period: str) -> KeyBudget | None:
+    if usd is None and tokens is None:
+        return None
+    try:
+        return KeyBudget.model_validate({"usd": usd, "tokens": tokens, "period": period})
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] bad budget: {exc}")
+        raise typer.Exit(1) from exc
+
+
+@keys_app.command("budget")
+def budget(
+    name: str,
+    usd: Annotated[float | None, typer.Option("--usd", help="Spend cap in USD per period")] = None,
+    tokens: Annotated[int | None, typer.Option("--tokens", help="Token cap per period")] = None,
+    period: Annotated[str, typer.Option("--period", help="day, month or total")] = "month",
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the key's budget")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show, set or clear the budget of the key called NAME (paused jobs of the key wake up)."""
+    runtime = open_runtime(config)
+    try:
+        if clear or usd is not None or tokens is not None:
+            info = runtime.keys.set_budget(name, None if clear else _budget(usd, tokens, period))
+            runtime.apply_budget(info)
+            key_id = info.id
+        else:
+            found = next((k for k in runtime.keys.list() if k.name == name), None)
+            if found is None:
+                err.print(f"[red]error:[/red] no live key called {name!r}")
+                raise typer.Exit(1)
+            runtime.usage.recorder.flush()
+            key_id = found.id
+        standing = runtime.usage.budget_status(key_id)
+    except WinnowError as exc:
+        raise _fail(exc) from exc
+    finally:
+        runtime.close()
+    typer.echo(json.dumps({"key": name, **standing}, indent=2, default=str))
 
 
 @keys_app.command("list")
@@ -61,13 +109,14 @@ def list_keys(
     if as_json:
         typer.echo(json.dumps([k.model_dump(mode="json") for k in keys], indent=2))
         return
-    table = Table("name", "prefix", "admin", "rate limits", "created", "revoked")
+    table = Table("name", "prefix", "admin", "rate limits", "budget", "created", "revoked")
     for k in keys:
         table.add_row(
             k.name,
             k.prefix + "…",
             "yes" if k.admin else "",
             json.dumps(k.rate_limits) if k.rate_limits else "",
+            json.dumps(k.budget.model_dump(exclude_none=True)) if k.budget else "",
             k.created_at.isoformat(timespec="seconds"),
             k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -30,6 +30,10 @@ class ApiKey(Base):
     rate_limits: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Spend caps; the period is day|month (UTC, calendar) or total. None: no cap.
+    budget_usd: Mapped[float | None] = mapped_column(Float, default=None)
+    budget_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    budget_period: Mapped[str | None] = mapped_column(String(8), default=None)
 
     __table_args__ = (
         # A name is unique among live keys; a revoked key's name may be reused.
@@ -49,9 +53,10 @@ class SdgJob(Base):
     __tablename__ = "sdg_jobs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="sdg", server_default="sdg", index=True)  # sdg|eval
     owner_key_id: Mapped[int] = mapped_column(Integer, index=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|completed|failed|cancelled
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|paused|completed|failed|cancelled
     stage: Mapped[str] = mapped_column(String(32), default="queued")
     prompts_path: Mapped[str] = mapped_column(Text)
     prompts_total: Mapped[int] = mapped_column(Integer)
@@ -62,9 +67,61 @@ class SdgJob(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(200), default=None)
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    resume_at: Mapped[datetime | None] = mapped_column(default=None)  # a paused job is claimable from then
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     output_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageRecord(Base):
+    """One generation's usage: who, which model, tokens, latency and cost (and, when kept, the text)."""
+
+    __tablename__ = "usage_records"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    day: Mapped[str] = mapped_column(String(10))  # UTC date, for group_by=day on any database
+    key_id: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(16))  # api|v1|job|eval
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    generation_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    content: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # {prompt, responses}
+
+    __table_args__ = (
+        Index("ix_usage_records_key_created", "key_id", "created_at"),
+        Index("ix_usage_records_created_at", "created_at"),
+        Index("ix_usage_records_generation_id", "generation_id"),
+    )
+
+
+class Feedback(Base):
+    """A person's judgement of one generation or one SDG output row."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_key_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    target: Mapped[str] = mapped_column(String(16))  # generation|sdg_row
+    generation_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    row_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    row_index: Mapped[int | None] = mapped_column(Integer, default=None)
+    model: Mapped[str | None] = mapped_column(String(200), default=None)
+    prompt: Mapped[Any] = mapped_column(JSON, default=None)
+    response: Mapped[str | None] = mapped_column(Text, default=None)
+    rating: Mapped[float | None] = mapped_column(Float, default=None)
+    rating_scale: Mapped[str | None] = mapped_column(String(8), default=None)  # thumbs|stars
+    labels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    comment: Mapped[str | None] = mapped_column(Text, default=None)
+    corrected_response: Mapped[str | None] = mapped_column(Text, default=None)
+
+    __table_args__ = (Index("ix_feedback_owner_created", "owner_key_id", "created_at"),)

@@ -58,6 +58,7 @@ class GenerationResult:
     input_tokens: int = 0
     error: Exception | None = None
     latency_ms: float | None = None  # set by providers that time each prompt on its own
+    generation_id: str | None = None  # set by the generation service (usage rows, feedback)
 
     @property
     def output_tokens(self) -> int:

@@ -22,6 +22,7 @@ from winnow.schemas.platform import (
     GenerationMetrics,
     GenerationParameters,
 )
+from winnow.usage import UsageService
 
 
 def generation_id() -> str:
@@ -29,20 +30,47 @@ def generation_id() -> str:
 
 
 class GenerationService:
-    def __init__(self, registry: ModelRegistry, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, registry: ModelRegistry, metrics: Metrics | None = None, usage: UsageService | None = None
+    ) -> None:
         self.registry = registry
         self.metrics = metrics
+        self.usage = usage
 
     async def run(
-        self, model_id: str, prompts: list[Prompt], params: SamplingParams
+        self,
+        model_id: str,
+        prompts: list[Prompt],
+        params: SamplingParams,
+        key_id: int | None = None,
+        source: str = "api",
+        request_id: str | None = None,
     ) -> tuple[list[GenerationResult], float]:
-        """Results for ``prompts`` and the wall time in ms. Raises ModelNotFound / backend errors."""
+        """Results for ``prompts`` and the wall time in ms. Raises ModelNotFound / backend errors, and
+        BudgetExceeded before any model call when ``key_id``'s budget is spent. Each result gets a
+        generation id (``request_id`` when given) and one usage row."""
         provider = self.registry.provider(model_id)
+        if self.usage is not None:
+            self.usage.check(key_id, model_id, prompts, params.n)
         started = time.perf_counter()
         results = await provider.generate(prompts, params)
         elapsed = (time.perf_counter() - started) * 1000
         if self.metrics is not None:
             self.record_tokens(model_id, sum(r.input_tokens for r in results), sum(r.output_tokens for r in results))
+        for prompt, result in zip(prompts, results, strict=True):
+            result.generation_id = request_id or generation_id()
+            if self.usage is not None and result.error is None:
+                self.usage.record(
+                    key_id,
+                    model_id,
+                    source,
+                    result.input_tokens,
+                    result.output_tokens,
+                    result.latency_ms if result.latency_ms is not None else elapsed,
+                    generation_id=result.generation_id,
+                    prompt=prompt,
+                    responses=[c.text for c in result.completions],
+                )
         return results, elapsed
 
     def record_tokens(self, model_id: str, input_tokens: int, output_tokens: int) -> None:
@@ -50,9 +78,9 @@ class GenerationService:
             self.metrics.tokens.labels(model_id, "input").inc(input_tokens)
             self.metrics.tokens.labels(model_id, "output").inc(output_tokens)
 
-    async def generate(self, request: GenerateRequest) -> GenerateResponse:
+    async def generate(self, request: GenerateRequest, key_id: int | None = None) -> GenerateResponse:
         params = SamplingParams(request.max_tokens, request.temperature, request.top_p)
-        (result,), latency = await self.run(request.model_id, [request.prompt], params)
+        (result,), latency = await self.run(request.model_id, [request.prompt], params, key_id)
         if result.error is not None:
             raise result.error
         completion = result.completions[0]
@@ -72,10 +100,10 @@ class GenerationService:
             metadata=self._metadata(request.model_id, result, 0),
         )
 
-    async def generate_batch(self, request: BatchGenerateRequest) -> BatchGenerateResponse:
+    async def generate_batch(self, request: BatchGenerateRequest, key_id: int | None = None) -> BatchGenerateResponse:
         params = SamplingParams(request.max_tokens, request.temperature, request.top_p)
         prompts: list[Prompt] = list(request.prompts)
-        results, latency = await self.run(request.model_id, prompts, params)
+        results, latency = await self.run(request.model_id, prompts, params, key_id)
         items: list[BatchResult] = []
         latencies: list[float] = []
         for index, (prompt, result) in enumerate(zip(request.prompts, results, strict=True)):
@@ -120,7 +148,7 @@ class GenerationService:
         completion = result.completions[choice]
         config = self.registry.config(model_id)
         return {
-            "generation_id": generation_id(),
+            "generation_id": result.generation_id or generation_id(),
             "finish_reason": completion.finish_reason,
             "provider": config.provider,
             "input_tokens": result.input_tokens,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import ConfigDict, Field, StrictBool
 
 from winnow.schemas.common import RequestModel, Timestamp, WireModel
@@ -23,10 +25,23 @@ class KeyRateLimits(RequestModel):
     other: str | None = Field(default=None, pattern=LIMIT_PATTERN)
 
 
+class KeyBudget(RequestModel):
+    """A spend cap: USD and/or tokens per UTC calendar day, month, or in total. Requests that would
+    go over it get 402 ``budget_exceeded`` before any model is called; jobs pause until it allows.
+    With neither usd nor tokens set there is no cap."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    usd: float | None = Field(default=None, ge=0, le=1e12, examples=[10.0])
+    tokens: int | None = Field(default=None, ge=0, le=10**15, examples=[1_000_000])
+    period: Literal["day", "month", "total"] = "month"
+
+
 class KeyCreateRequest(RequestModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
     admin: StrictBool = False
     rate_limits: KeyRateLimits | None = None
+    budget: KeyBudget | None = None
 
 
 class KeyInfo(WireModel):
@@ -35,6 +50,7 @@ class KeyInfo(WireModel):
     prefix: str = Field(description="First characters of the key, to tell keys apart")
     admin: bool
     rate_limits: dict[str, str] | None = None
+    budget: KeyBudget | None = None
     created_at: Timestamp
     revoked_at: Timestamp | None = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, RootModel
+from pydantic import Field, RootModel, StrictBool
 
 from winnow.schemas.common import RequestModel, Timestamp, WireModel
 
@@ -91,6 +91,9 @@ class SubmitJobRequest(RequestModel):
     filtering_function: FilteringFunction = Field(default_factory=lambda: FilteringFunction(name="none"))
     system_prompt: str | None = Field(None, description="Sent first with every prompt that has none")
     seed: int | None = Field(None, description="Makes sampling reproducible (per chunk)")
+    dry_run: StrictBool = Field(
+        False, description="Validate and estimate tokens and cost (answer's `estimate`) without running"
+    )
 
 
 class JobCounts(WireModel):
@@ -105,6 +108,23 @@ class JobCounts(WireModel):
     output_tokens: int = 0
 
 
+class JobEstimate(WireModel):
+    """What a job would use, from a dry run. Input tokens are estimated at about 4 characters a token;
+    output is the most the job can generate (prompts x num_generations x max_gen_len)."""
+
+    prompts: int
+    generations: int
+    input_tokens: int
+    max_output_tokens: int
+    price_input_per_mtok: float
+    price_output_per_mtok: float
+    input_cost_usd: float
+    max_cost_usd: float
+    budget_remaining_usd: float | None = None
+    budget_remaining_tokens: int | None = None
+    fits_budget: bool = Field(description="Whether even the most the job can use fits the key's budget")
+
+
 class JobDetails(SyntheticDataGeneration):
     """``job_status``'s answer: the seed's four fields, then progress, ETA and timings."""
 
@@ -115,6 +135,7 @@ class JobDetails(SyntheticDataGeneration):
     started: Timestamp | None = None
     finished: Timestamp | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    estimate: JobEstimate | None = Field(None, description="Only on a dry run (status dry_run; nothing is queued)")
 
 
 class JobList(WireModel):

@@ -82,6 +82,7 @@ class JobPlan:
     scoring_arg: str | None
     chunk_filter: Callable[[list[Candidate]], list[Candidate]]
     global_filter: GlobalFilter | None
+    meter: stages.Meter | None = None  # usage rows and the owner's budget
 
 
 @dataclass
@@ -218,7 +219,7 @@ class LocalRunner:
             if not chunk:
                 return chunk, stages.GenerateOutcome([]), 0.0
             started = time.perf_counter()
-            outcome = await stages.generate(chunk, plan.provider, params)
+            outcome = await stages.generate(chunk, plan.provider, params, plan.meter)
             return chunk, outcome, time.perf_counter() - started
 
         return asyncio.create_task(run())

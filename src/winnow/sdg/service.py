@@ -17,13 +17,14 @@ from winnow.config import Settings
 from winnow.db import Database, SdgJob
 from winnow.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from winnow.models.registry import ModelRegistry
-from winnow.schemas.sdg import JobCounts, JobDetails, SubmitJobRequest
+from winnow.schemas.sdg import JobCounts, JobDetails, JobEstimate, SubmitJobRequest
 from winnow.sdg.filters import GlobalFilter, build_filter, is_global
-from winnow.sdg.inputs import PromptFile, resolve_inside, validate_file
+from winnow.sdg.inputs import PromptFile, read_rows, resolve_inside, validate_file
 from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.rows import Candidate
 from winnow.sdg.runner import JobCancelled, JobPlan
 from winnow.sdg.scoring import resolve_scoring
+from winnow.usage.service import UsageService, estimate_tokens
 
 JOB_ID = re.compile(r"^job-[0-9a-f]{24}$")
 TERMINAL = ("completed", "failed", "cancelled")
@@ -70,6 +71,40 @@ def build_plan(
         scoring_arg=arg,
         chunk_filter=chunk_filter,
         global_filter=global_filter,
+    )
+
+
+def estimate(spec: SubmitJobRequest, prompts: PromptFile, usage: UsageService, key_id: int) -> JobDetails:
+    """A dry run's answer: the job's most tokens and cost against the key's budget. Nothing is queued."""
+    input_tokens = sum(estimate_tokens(row.messages) for row in read_rows(prompts.path, spec.system_prompt))
+    max_output = prompts.rows * spec.num_generations * spec.max_gen_len
+    price = usage.prices.for_model(spec.model)
+    standing = usage.budget_status(key_id)
+    max_cost = price.cost(input_tokens, max_output)
+    remaining_usd, remaining_tokens = standing.get("remaining_usd"), standing.get("remaining_tokens")
+    fits = (remaining_usd is None or max_cost <= remaining_usd) and (
+        remaining_tokens is None or input_tokens + max_output <= remaining_tokens
+    )
+    return JobDetails(
+        job_id="dry-run",
+        created=_now(),
+        status="dry_run",
+        stage="dry_run",
+        counts=JobCounts(prompts_total=prompts.rows),
+        params=spec.model_dump(mode="json"),
+        estimate=JobEstimate(
+            prompts=prompts.rows,
+            generations=prompts.rows * spec.num_generations,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output,
+            price_input_per_mtok=price.input,
+            price_output_per_mtok=price.output,
+            input_cost_usd=round(price.cost(input_tokens, 0), 10),
+            max_cost_usd=round(max_cost, 10),
+            budget_remaining_usd=remaining_usd,
+            budget_remaining_tokens=remaining_tokens,
+            fits_budget=fits,
+        ),
     )
 
 
@@ -168,14 +203,14 @@ class JobStore:
             if job.status in TERMINAL:
                 raise Conflict("The job has already ended", f"status {job.status}")
             job.cancel_requested = True
-            if job.status == "queued":
+            if job.status in ("queued", "paused"):
                 job.status, job.stage, job.finished_at = "cancelled", "cancelled", _now()
             job.updated_at = _now()
             return details(job)
 
     def count_by_status(self) -> dict[str, float]:
         """Jobs per status, every status present (for /metrics)."""
-        counts = dict.fromkeys(("queued", "running", *TERMINAL), 0.0)
+        counts = dict.fromkeys(("queued", "running", "paused", *TERMINAL), 0.0)
         with self.db.session() as session:
             for status, count in session.execute(select(SdgJob.status, func.count()).group_by(SdgJob.status)):
                 counts[status] = float(count)
@@ -185,7 +220,11 @@ class JobStore:
     def claim(self, worker: str) -> SdgJob | None:
         """Atomically take the oldest queued job, or a running one whose lease ran out."""
         now = _now()
-        claimable = or_(SdgJob.status == "queued", (SdgJob.status == "running") & (SdgJob.lease_until < now))
+        claimable = or_(
+            SdgJob.status == "queued",
+            (SdgJob.status == "running") & (SdgJob.lease_until < now),
+            (SdgJob.status == "paused") & (SdgJob.resume_at <= now),
+        )
         with self.db.session() as session:
             candidate = select(SdgJob.id).where(claimable).order_by(SdgJob.created_at).limit(1).scalar_subquery()
             claimed = session.execute(
@@ -196,6 +235,8 @@ class JobStore:
                     worker=worker,
                     lease_until=now + timedelta(seconds=self.settings.job_lease_s),
                     attempts=SdgJob.attempts + 1,
+                    resume_at=None,
+                    error=None,
                     updated_at=now,
                 )
                 .returning(SdgJob.id)
@@ -256,6 +297,33 @@ class JobStore:
                 .values(lease_until=_now() - timedelta(seconds=1), updated_at=_now())
             )
 
+    def pause(self, job_id: str, worker: str, reason: str, resume_at: datetime | None) -> None:
+        """Hand a running job back until ``resume_at`` (None: until woken), keeping its checkpoint."""
+        with self.db.session() as session:
+            session.execute(
+                update(SdgJob)
+                .where(SdgJob.id == job_id, SdgJob.worker == worker, SdgJob.status == "running")
+                .values(
+                    status="paused",
+                    stage="paused",
+                    error=reason,
+                    resume_at=resume_at,
+                    lease_until=None,
+                    worker=None,
+                    updated_at=_now(),
+                )
+            )
+
+    def wake_paused(self, owner_key_id: int) -> int:
+        """Make a key's paused jobs claimable now (its budget changed); returns how many."""
+        with self.db.session() as session:
+            result = session.execute(
+                update(SdgJob)
+                .where(SdgJob.owner_key_id == owner_key_id, SdgJob.status == "paused")
+                .values(resume_at=_now(), updated_at=_now())
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
     def finish(self, job_id: str, worker: str, status: str, error: str | None = None, output_bytes: int = 0) -> None:
         with self.db.session() as session:
             session.execute(
@@ -276,16 +344,21 @@ class JobStore:
 class DbCheckpoint:
     """A runner checkpoint kept in the job's row; every save renews the lease."""
 
-    def __init__(self, store: JobStore, job: SdgJob, worker: str) -> None:
+    def __init__(
+        self, store: JobStore, job: SdgJob, worker: str, before_save: Callable[[], object] | None = None
+    ) -> None:
         self.store = store
         self.job_id = job.id
         self.worker = worker
+        self.before_save = before_save
         self._state = dict(job.checkpoint or {})
 
     def load(self) -> dict[str, Any]:
         return self._state
 
     def save(self, state: dict[str, Any], stage: str) -> None:
+        if self.before_save is not None:
+            self.before_save()
         if self.store.renew(self.job_id, self.worker, state, stage):
             raise JobCancelled(self.job_id)
         self._state = state

@@ -5,15 +5,25 @@ Executors (the local runner today) only schedule these; they hold no business lo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from winnow.models.base import ChatMessage, Provider, SamplingParams
+from winnow.models.base import ChatMessage, GenerationResult, Prompt, Provider, SamplingParams
 from winnow.sdg.reward import RewardModel
 from winnow.sdg.rows import Candidate, PromptRow
 from winnow.sdg.scoring import ScoringFn, apply_scoring
 
 STOP_REASONS = {"stop": "end_of_turn", "length": "out_of_tokens"}
+
+
+class Meter(Protocol):
+    """Usage accounting around a generate call: a budget check before, usage rows after."""
+
+    def check(self, prompts: Sequence[Prompt]) -> None: ...
+
+    def record(self, prompts: Sequence[Prompt], results: Sequence[GenerationResult], elapsed_ms: float) -> None: ...
 
 
 @dataclass
@@ -24,10 +34,18 @@ class GenerateOutcome:
     output_tokens: int = 0
 
 
-async def generate(rows: Sequence[PromptRow], provider: Provider, params: SamplingParams) -> GenerateOutcome:
-    """``params.n`` responses per row; a row the model cannot serve is reported, not fatal."""
-    prompts = [[ChatMessage(str(m["role"]), str(m["content"])) for m in row.messages] for row in rows]
+async def generate(
+    rows: Sequence[PromptRow], provider: Provider, params: SamplingParams, meter: Meter | None = None
+) -> GenerateOutcome:
+    """``params.n`` responses per row; a row the model cannot serve is reported, not fatal.
+    ``meter`` may refuse the call (BudgetExceeded) before the model runs."""
+    prompts: list[Prompt] = [[ChatMessage(str(m["role"]), str(m["content"])) for m in row.messages] for row in rows]
+    if meter is not None:
+        meter.check(prompts)
+    started = time.perf_counter()
     results = await provider.generate(prompts, params)
+    if meter is not None:
+        meter.record(prompts, results, (time.perf_counter() - started) * 1000)
     outcome = GenerateOutcome([])
     for row, result in zip(rows, results, strict=True):
         if result.error is not None:

@@ -18,12 +18,15 @@ import psutil
 
 from winnow.config import Settings
 from winnow.db import Database, SdgJob
+from winnow.errors import BudgetExceeded
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.sdg import SubmitJobRequest
 from winnow.sdg.inputs import validate_file
 from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.runner import JobCancelled, LocalRunner
 from winnow.sdg.service import DbCheckpoint, JobLost, JobStore, build_plan
+from winnow.usage.budgets import period_bounds
+from winnow.usage.service import UsageMeter, UsageService
 
 log = logging.getLogger("winnow.worker")
 
@@ -50,6 +53,7 @@ class Worker:
         self.store = JobStore(self.db, settings)
         self.models = ModelRegistry(settings)
         self.rewards = RewardModelRegistry(settings, self.models)
+        self.usage = UsageService(self.db, settings)
 
     def _free_dead_local_jobs(self) -> None:
         freed = self.store.expire_leases_of(f"{socket.gethostname()}:", _process_alive)
@@ -58,6 +62,7 @@ class Worker:
 
     async def run_forever(self, stop: asyncio.Event, parent_pid: int | None = None) -> None:
         log.info("worker %s started", self.id)
+        self.usage.start()
         self._free_dead_local_jobs()
         watchdog = asyncio.create_task(self._watch_parent(parent_pid, stop)) if parent_pid else None
         try:
@@ -82,6 +87,7 @@ class Worker:
                 watchdog.cancel()
             await self.rewards.close()
             await self.models.close()
+            self.usage.close()
             self.db.dispose()
 
     @staticmethod
@@ -104,12 +110,18 @@ class Worker:
             if prompts.sha256 != job.prompts_sha256:
                 raise ValueError("the prompts file changed since the job was submitted")
             plan = build_plan(spec, prompts, self.models, self.rewards)
+            plan.meter = UsageMeter(self.usage, job.owner_key_id, spec.model, "job", job.id)
+            await asyncio.to_thread(self.usage.recorder.flush)  # the latest budgets (a raise may have woken us)
             work = self.store.job_dir(job.id) / f"work-{job.attempts}"  # one per attempt: see runner._adopt
-            runner = LocalRunner(plan, work, Path(job.output_path), DbCheckpoint(self.store, job, self.id))
+            # Usage rows are written before each checkpoint: a finished chunk's spend is never lost.
+            checkpoint = DbCheckpoint(self.store, job, self.id, before_save=self.usage.recorder.flush)
+            runner = LocalRunner(plan, work, Path(job.output_path), checkpoint)
             await runner.run()
             size = Path(job.output_path).stat().st_size
             self.store.finish(job.id, self.id, "completed", output_bytes=size)
             log.info("completed %s", job.id)
+        except BudgetExceeded as exc:
+            self._pause_for_budget(job, exc)
         except JobCancelled:
             self.store.finish(job.id, self.id, "cancelled")
             log.info("cancelled %s", job.id)
@@ -120,6 +132,15 @@ class Worker:
             self.store.finish(job.id, self.id, "failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             heartbeat.cancel()
+
+    def _pause_for_budget(self, job: SdgJob, exc: BudgetExceeded) -> None:
+        """The owner's budget is spent: the job waits (checkpoint kept) until the period resets or
+        the budget is raised, then any worker resumes it where it stopped."""
+        self.usage.recorder.flush()
+        budget = self.usage.ledger.budget(job.owner_key_id)
+        _, resume_at = period_bounds(budget.period) if budget is not None else (None, None)
+        self.store.pause(job.id, self.id, f"budget_exceeded: {exc.details or exc.message}", resume_at)
+        log.info("paused %s: the owner's budget is spent (resumes %s)", job.id, resume_at or "when raised")
 
     async def _heartbeat(self, job_id: str) -> None:
         """Renew the lease while a long chunk runs (checkpoints renew it too)."""

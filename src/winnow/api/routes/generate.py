@@ -13,6 +13,7 @@ router = APIRouter(
     prefix="/generate",
     tags=["Generation"],
     responses={
+        402: {"model": ErrorResponse, "description": "The key's budget is spent (budget_exceeded)"},
         404: {"model": ErrorResponse, "description": "Model not found"},
         502: {"model": ErrorResponse, "description": "The upstream provider failed"},
         503: {"model": ErrorResponse, "description": "The model cannot be loaded"},
@@ -27,10 +28,10 @@ def _json(model: BaseModel) -> Response:
 
 
 @router.post("", summary="Generate text", response_model=GenerateResponse)
-async def generate(body: GenerateRequest, runtime: RuntimeDep, _key: GenerationKey) -> Response:
-    return _json(await runtime.generation.generate(body))
+async def generate(body: GenerateRequest, runtime: RuntimeDep, key: GenerationKey) -> Response:
+    return _json(await runtime.generation.generate(body, key.id))
 
 
 @router.post("/batch", summary="Batch text generation", response_model=BatchGenerateResponse)
-async def generate_batch(body: BatchGenerateRequest, runtime: RuntimeDep, _key: BatchKey) -> Response:
-    return _json(await runtime.generation.generate_batch(body))
+async def generate_batch(body: BatchGenerateRequest, runtime: RuntimeDep, key: BatchKey) -> Response:
+    return _json(await runtime.generation.generate_batch(body, key.id))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query
 
 from winnow.api.deps import AdminKey, RuntimeDep
 from winnow.schemas.common import ErrorResponse, now_utc
-from winnow.schemas.keys import KeyCreated, KeyCreateRequest, KeyInfo, KeyList
+from winnow.schemas.keys import KeyBudget, KeyCreated, KeyCreateRequest, KeyInfo, KeyList
 
 router = APIRouter(
     prefix="/keys",
@@ -24,7 +26,26 @@ router = APIRouter(
 )
 def create_key(body: KeyCreateRequest, runtime: RuntimeDep, _admin: AdminKey) -> KeyCreated:
     limits = body.rate_limits.model_dump(exclude_none=True) if body.rate_limits else None
-    return runtime.keys.create(body.name, admin=body.admin, rate_limits=limits)
+    created = runtime.keys.create(body.name, admin=body.admin, rate_limits=limits, budget=body.budget)
+    runtime.apply_budget(created)
+    return created
+
+
+_NO_KEY: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "No live key with this name"}}
+
+
+@router.put("/{name}/budget", summary="Set a key's budget", response_model=KeyInfo, responses=_NO_KEY)
+def set_budget(name: str, body: KeyBudget, runtime: RuntimeDep, _admin: AdminKey) -> KeyInfo:
+    info = runtime.keys.set_budget(name, body)
+    runtime.apply_budget(info)
+    return info
+
+
+@router.delete("/{name}/budget", summary="Remove a key's budget", response_model=KeyInfo, responses=_NO_KEY)
+def clear_budget(name: str, runtime: RuntimeDep, _admin: AdminKey) -> KeyInfo:
+    info = runtime.keys.set_budget(name, None)
+    runtime.apply_budget(info)
+    return info
 
 
 @router.get("", summary="List API keys", response_model=KeyList)

@@ -31,6 +31,7 @@ router = APIRouter(
     responses={
         status: {"model": OpenAIErrorResponse, "description": description}
         for status, description in (
+            (402, "The key's budget is spent (budget_exceeded)"),
             (404, "Model not found"),
             (502, "The upstream provider failed"),
             (503, "The model cannot be loaded"),
@@ -60,27 +61,70 @@ def _params(body: ChatCompletionRequest | CompletionRequest, max_tokens: int | N
 
 
 async def _forward(
-    provider: OpenAIProvider, path: str, body: ChatCompletionRequest | CompletionRequest
+    runtime: Runtime,
+    key_id: int,
+    provider: OpenAIProvider,
+    path: str,
+    body: ChatCompletionRequest | CompletionRequest,
+    prompt: Any,
 ) -> JSONResponse | StreamingResponse:
-    """An upstream model's request, as the client sent it (unknown fields included)."""
+    """An upstream model's request, as the client sent it (unknown fields included). The budget is
+    checked before the call; usage comes from the upstream's own ``usage`` block."""
+    runtime.usage.check(key_id, body.model, [prompt], body.n)
     raw = body.model_dump(exclude_unset=True)
+    started = time.perf_counter()
     if body.stream:
         chunks = provider.forward_stream(path, raw)
-        return StreamingResponse(_forward_stream(chunks), media_type="text/event-stream")
-    return JSONResponse(await provider.forward(path, raw))
+        return StreamingResponse(
+            _forward_stream(runtime, key_id, body.model, prompt, chunks, started), media_type="text/event-stream"
+        )
+    response = await provider.forward(path, raw)
+    _record_forwarded(runtime, key_id, body.model, prompt, response, started)
+    return JSONResponse(response)
 
 
-async def _forward_stream(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+def _record_forwarded(
+    runtime: Runtime, key_id: int, model: str, prompt: Any, response: dict[str, Any], started: float
+) -> None:
+    used = response.get("usage") or {}
+    texts = [str((c.get("message") or {}).get("content") or c.get("text") or "") for c in response.get("choices") or []]
+    runtime.usage.record(
+        key_id,
+        model,
+        "v1",
+        int(used.get("prompt_tokens") or 0),
+        int(used.get("completion_tokens") or 0),
+        (time.perf_counter() - started) * 1000,
+        generation_id=str(response.get("id") or "") or None,
+        prompt=prompt,
+        responses=texts,
+    )
+
+
+async def _forward_stream(
+    runtime: Runtime, key_id: int, model: str, prompt: Any, chunks: AsyncIterator[dict[str, Any]], started: float
+) -> AsyncIterator[bytes]:
+    texts: dict[int, str] = {}
+    ident, used = None, None
     try:
         async for chunk in chunks:
+            ident = ident or chunk.get("id")
+            used = chunk.get("usage") or used
+            for choice in chunk.get("choices") or []:
+                piece = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+                texts[choice.get("index", 0)] = texts.get(choice.get("index", 0), "") + piece
             yield _sse(chunk)
     except WinnowError as exc:
         yield _sse({"error": {"message": exc.message, "type": "api_error", "code": exc.code}})
+    # Token counts only when the upstream sent a usage block (stream_options.include_usage).
+    response = {"id": ident, "usage": used, "choices": [{"text": texts[i]} for i in sorted(texts)]}
+    _record_forwarded(runtime, key_id, model, prompt, response, started)
     yield _sse("[DONE]")
 
 
 async def _stream_response(
     runtime: Runtime,
+    key_id: int,
     model: str,
     prompt: Prompt,
     params: SamplingParams,
@@ -88,6 +132,7 @@ async def _stream_response(
     chat: bool,
 ) -> StreamingResponse:
     provider = runtime.models.provider(model)
+    runtime.usage.check(key_id, model, [prompt], params.n)
     deltas = aiter(provider.stream(prompt, params))
     started = time.perf_counter()
     first = await deltas.__anext__()  # errors before the first token still become HTTP errors
@@ -112,12 +157,25 @@ async def _stream_response(
         if chat:
             yield _sse(chunk(None, role=True))
         delta: StreamDelta | None = first
+        text: list[str] = []
         try:
             while delta is not None:
                 if delta.text or delta.finish_reason:
+                    text.append(delta.text)
                     yield _sse(chunk(delta))
                 if delta.finish_reason:
                     runtime.generation.record_tokens(model, delta.input_tokens, delta.output_tokens)
+                    runtime.usage.record(
+                        key_id,
+                        model,
+                        "v1",
+                        delta.input_tokens,
+                        delta.output_tokens,
+                        (time.perf_counter() - started) * 1000,
+                        generation_id=ident,
+                        prompt=prompt,
+                        responses=["".join(text)],
+                    )
                     if include_usage:
                         body = {"id": ident, "object": kind, "created": created, "model": model, "choices": []}
                         yield _sse({**body, "usage": usage(delta.input_tokens, delta.output_tokens)})
@@ -150,20 +208,21 @@ async def list_models(runtime: RuntimeDep, _key: OtherKey) -> ModelList:
 
 
 @router.post("/chat/completions", summary="Chat completion (OpenAI format)")
-async def chat_completions(body: ChatCompletionRequest, runtime: RuntimeDep, _key: GenerationKey) -> Any:
+async def chat_completions(body: ChatCompletionRequest, runtime: RuntimeDep, key: GenerationKey) -> Any:
     provider = runtime.models.provider(body.model)
-    if isinstance(provider, OpenAIProvider):
-        return await _forward(provider, "/chat/completions", body)
     prompt = [ChatMessage("system" if m.role == "developer" else m.role, m.text()) for m in body.messages]
+    if isinstance(provider, OpenAIProvider):
+        return await _forward(runtime, key.id, provider, "/chat/completions", body, prompt)
     params = _params(body, body.max_completion_tokens or body.max_tokens)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream and body.n == 1:
-        return await _stream_response(runtime, body.model, prompt, params, include_usage, chat=True)
-    (result,), _ = await runtime.generation.run(body.model, [prompt], params)
+        return await _stream_response(runtime, key.id, body.model, prompt, params, include_usage, chat=True)
+    ident = f"chatcmpl-{uuid.uuid4().hex}"
+    (result,), _ = await runtime.generation.run(body.model, [prompt], params, key.id, "v1", ident)
     if result.error is not None:
         raise result.error
     response: dict[str, Any] = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "id": ident,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.model,
@@ -205,16 +264,17 @@ async def _whole_as_stream(
 
 
 @router.post("/completions", summary="Text completion (OpenAI format)")
-async def completions(body: CompletionRequest, runtime: RuntimeDep, _key: GenerationKey) -> Any:
+async def completions(body: CompletionRequest, runtime: RuntimeDep, key: GenerationKey) -> Any:
     provider = runtime.models.provider(body.model)
-    if isinstance(provider, OpenAIProvider):
-        return await _forward(provider, "/completions", body)
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    if isinstance(provider, OpenAIProvider):
+        return await _forward(runtime, key.id, provider, "/completions", body, "\n".join(prompts))
     params = _params(body, body.max_tokens or 16)  # OpenAI's default for /completions
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream and body.n == 1 and len(prompts) == 1:
-        return await _stream_response(runtime, body.model, prompts[0], params, include_usage, chat=False)
-    results, _ = await runtime.generation.run(body.model, list(prompts), params)
+        return await _stream_response(runtime, key.id, body.model, prompts[0], params, include_usage, chat=False)
+    ident = f"cmpl-{uuid.uuid4().hex}"
+    results, _ = await runtime.generation.run(body.model, list(prompts), params, key.id, "v1", ident)
     choices: list[dict[str, Any]] = []
     prompt_tokens = completion_tokens = 0
     for result in results:
@@ -225,7 +285,7 @@ async def completions(body: CompletionRequest, runtime: RuntimeDep, _key: Genera
         for c in result.completions:
             choices.append({"index": len(choices), "text": c.text, "logprobs": None, "finish_reason": c.finish_reason})
     response: dict[str, Any] = {
-        "id": f"cmpl-{uuid.uuid4().hex}",
+        "id": ident,
         "object": "text_completion",
         "created": int(time.time()),
         "model": body.model,

@@ -18,7 +18,7 @@ from winnow.runtime import Runtime
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.sdg import JobDetails, JobList, SubmitJobRequest
 from winnow.sdg.report import histogram_path, summary_path
-from winnow.sdg.service import JOB_ID, check_spec
+from winnow.sdg.service import JOB_ID, check_spec, estimate
 
 JobIdPath = Annotated[str, Path(pattern=JOB_ID.pattern, description="job- followed by 24 hex digits")]
 
@@ -46,6 +46,8 @@ def _check_owner_path(runtime: Runtime, path: FilePath, owner: Principal) -> Non
 async def submit_job(body: SubmitJobRequest, runtime: RuntimeDep, key: BatchKey) -> JobDetails:
     prompts = await run_in_threadpool(check_spec, body, runtime.settings, runtime.models, runtime.rewards)
     _check_owner_path(runtime, prompts.path, key)
+    if body.dry_run:
+        return await run_in_threadpool(estimate, body, prompts, runtime.usage, key.id)
     return await run_in_threadpool(runtime.jobs.create, body, prompts, key)
 
 

@@ -1,0 +1,43 @@
+"""Wire models of ``/api/v1/usage``: usage and cost grouped by key, model or day; budget standing."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from winnow.schemas.common import Timestamp, WireModel
+from winnow.schemas.keys import KeyBudget
+
+
+class UsageTotals(WireModel):
+    requests: int = Field(description="Generations (one per prompt)")
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost_usd: float
+
+
+class UsageGroup(UsageTotals):
+    group: str = Field(description="The key name, model id or UTC day (YYYY-MM-DD)")
+    avg_latency_ms: float
+
+
+class UsageReport(WireModel):
+    group_by: Literal["key", "model", "day"]
+    from_: Timestamp | None = Field(None, alias="from")
+    to: Timestamp | None = None
+    rows: list[UsageGroup]
+    total: UsageTotals
+    prices_as_of: str = Field(description="Date of Winnow's default price table (config overrides it)")
+
+
+class BudgetStatus(WireModel):
+    key: str
+    budget: KeyBudget | None = None
+    period_start: Timestamp | None = None
+    resets_at: Timestamp | None = None
+    spent_usd: float
+    spent_tokens: int
+    remaining_usd: float | None = None
+    remaining_tokens: int | None = None

@@ -1,0 +1,214 @@
+"""Usage and cost as a service: price, check the budget, record, and report.
+
+Every generation path (``/generate``, ``/generate/batch``, ``/v1``, SDG and evaluation jobs) goes
+through ``check`` before calling a model and ``record`` after, so usage, cost, budgets and the
+spend metrics agree wherever the tokens were spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+
+from winnow.auth import Principal
+from winnow.config import Settings
+from winnow.db import ApiKey, Database, UsageRecord
+from winnow.errors import BudgetExceeded, InvalidRequest
+from winnow.metrics import Metrics
+from winnow.models.base import GenerationResult
+from winnow.usage.budgets import BudgetLedger, period_bounds
+from winnow.usage.prices import PriceBook
+from winnow.usage.recorder import UsageEvent, UsageRecorder
+
+GroupBy = Literal["key", "model", "day"]
+
+
+def estimate_tokens(prompt: Any) -> int:
+    """A quick upper-ish estimate of a prompt's tokens (4 characters a token, 4 per chat message),
+    for budget checks made before the model has tokenized anything."""
+    if isinstance(prompt, str):
+        return len(prompt) // 4 + 1
+    total = 0
+    for message in prompt:
+        content = message.get("content", "") if isinstance(message, dict) else getattr(message, "content", "")
+        total += len(str(content)) // 4 + 4
+    return total
+
+
+class UsageService:
+    def __init__(self, db: Database, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.metrics = metrics
+        self.prices = PriceBook(settings)
+        self.ledger = BudgetLedger()
+        self.recorder = UsageRecorder(db, self.ledger, settings.usage_flush_s)
+        self.keep_content = settings.store_generations
+
+    def start(self) -> None:
+        self.recorder.start()
+
+    def close(self) -> None:
+        self.recorder.close()
+
+    # -- before and after a model call ----------------------------------------------------------
+    def check(self, key_id: int | None, model_id: str, prompts: Sequence[Any] = (), n: int = 1) -> None:
+        """BudgetExceeded if the key's budget is spent, or would be by these prompts' input alone."""
+        if key_id is None or self.ledger.budget(key_id) is None:
+            return
+        tokens = sum(estimate_tokens(p) for p in prompts)
+        try:
+            self.ledger.check(key_id, self.prices.for_model(model_id).cost(tokens, 0), tokens)
+        except BudgetExceeded:
+            if self.metrics is not None:
+                self.metrics.budget_rejections.labels(model_id).inc()
+            raise
+
+    def record(
+        self,
+        key_id: int | None,
+        model_id: str,
+        source: str,
+        input_tokens: int,
+        output_tokens: int,
+        latency_ms: float,
+        *,
+        generation_id: str | None = None,
+        job_id: str | None = None,
+        prompt: Any = None,
+        responses: list[str] | None = None,
+    ) -> float:
+        """Record one generation's usage; returns its cost in USD."""
+        cost = self.prices.for_model(model_id).cost(input_tokens, output_tokens)
+        if self.metrics is not None and cost:
+            self.metrics.spend.labels(model_id).inc(cost)
+        if key_id is None:
+            return cost
+        content = None
+        if self.keep_content and responses is not None:
+            content = {"prompt": _plain(prompt), "responses": responses}
+        self.recorder.record(
+            UsageEvent(
+                key_id=key_id,
+                model=model_id,
+                source=source,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                latency_ms=round(latency_ms, 3),
+                cost_usd=cost,
+                generation_id=generation_id,
+                job_id=job_id,
+                content=content,
+            )
+        )
+        return cost
+
+    # -- reports ---------------------------------------------------------------------------------
+    def summary(
+        self,
+        principal: Principal,
+        group_by: GroupBy,
+        start: datetime | None,
+        end: datetime | None,
+        key_name: str | None = None,
+    ) -> dict[str, Any]:
+        """Usage grouped by key, model or day over [start, end): a key sees its own, an admin all."""
+        self.recorder.flush()  # this process's buffered rows count too
+        column: Any = {"key": ApiKey.name, "model": UsageRecord.model, "day": UsageRecord.day}[group_by]
+        query = (
+            select(
+                column,
+                func.count(),
+                func.coalesce(func.sum(UsageRecord.input_tokens), 0),
+                func.coalesce(func.sum(UsageRecord.output_tokens), 0),
+                func.coalesce(func.sum(UsageRecord.cost_usd), 0.0),
+                func.coalesce(func.avg(UsageRecord.latency_ms), 0.0),
+            )
+            .select_from(UsageRecord)
+            .join(ApiKey, ApiKey.id == UsageRecord.key_id)
+            .group_by(column)
+            .order_by(column)
+        )
+        if not principal.is_admin:
+            if key_name is not None and key_name != principal.name:
+                raise InvalidRequest("A key sees only its own usage", "drop key= or use an admin key")
+            query = query.where(UsageRecord.key_id == principal.id)
+        elif key_name is not None:
+            query = query.where(ApiKey.name == key_name)
+        if start is not None:
+            query = query.where(UsageRecord.created_at >= start)
+        if end is not None:
+            query = query.where(UsageRecord.created_at < end)
+        rows = []
+        with self.db.session() as session:
+            for group, requests, tokens_in, tokens_out, cost, latency in session.execute(query):
+                rows.append(
+                    {
+                        "group": str(group),
+                        "requests": int(requests),
+                        "input_tokens": int(tokens_in),
+                        "output_tokens": int(tokens_out),
+                        "total_tokens": int(tokens_in) + int(tokens_out),
+                        "cost_usd": round(float(cost), 10),
+                        "avg_latency_ms": round(float(latency), 3),
+                    }
+                )
+        total: dict[str, Any] = {
+            name: sum(r[name] for r in rows)
+            for name in ("requests", "input_tokens", "output_tokens", "total_tokens", "cost_usd")
+        }
+        total["cost_usd"] = round(total["cost_usd"], 10)
+        return {"group_by": group_by, "from": start, "to": end, "rows": rows, "total": total}
+
+    def budget_status(self, key_id: int) -> dict[str, Any]:
+        budget = self.ledger.budget(key_id)
+        spent = self.ledger.spent(key_id)
+        if budget is None:
+            return {"budget": None, "spent_usd": spent.usd, "spent_tokens": spent.tokens}
+        start, reset = period_bounds(budget.period)
+        return {
+            "budget": {"usd": budget.usd, "tokens": budget.tokens, "period": budget.period},
+            "period_start": start,
+            "resets_at": reset,
+            "spent_usd": round(spent.usd, 10),
+            "spent_tokens": spent.tokens,
+            "remaining_usd": None if budget.usd is None else round(max(budget.usd - spent.usd, 0.0), 10),
+            "remaining_tokens": None if budget.tokens is None else max(budget.tokens - spent.tokens, 0),
+        }
+
+
+class UsageMeter:
+    """Usage accounting for a job's generate calls (``winnow.sdg.stages.Meter``): the owner's
+    budget is checked before each chunk, one usage row per prompt is recorded after."""
+
+    def __init__(self, usage: UsageService, key_id: int, model_id: str, source: str, job_id: str) -> None:
+        self.usage, self.key_id, self.model_id, self.source, self.job_id = usage, key_id, model_id, source, job_id
+
+    def check(self, prompts: Sequence[Any]) -> None:
+        self.usage.check(self.key_id, self.model_id, prompts)
+
+    def record(self, prompts: Sequence[Any], results: Sequence[GenerationResult], elapsed_ms: float) -> None:
+        for result in results:
+            if result.error is None:
+                self.usage.record(
+                    self.key_id,
+                    self.model_id,
+                    self.source,
+                    result.input_tokens,
+                    result.output_tokens,
+                    result.latency_ms if result.latency_ms is not None else elapsed_ms,
+                    job_id=self.job_id,
+                )
+
+
+def _plain(prompt: Any) -> Any:
+    """A prompt as JSON: a string, or a list of {role, content}."""
+    if prompt is None or isinstance(prompt, str):
+        return prompt
+    return [
+        m if isinstance(m, dict) else {"role": getattr(m, "role", "user"), "content": getattr(m, "content", "")}
+        for m in prompt
+    ]
