@@ -26,7 +26,7 @@ _keys: dict[str, str] = {}
 # Operations that check more than a schema can say (a file's content, that a named model exists,
 # that two lists pair up):
 # a schema-valid body may rightly be a 400 there. Every other check still runs on them.
-SEMANTIC = {"/api/v1/synthetic_data_generation/submit_job", "/api/v1/files", "/v1/score"}
+SEMANTIC = {"/api/v1/synthetic_data_generation/submit_job", "/api/v1/evaluations", "/api/v1/files", "/v1/score"}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -58,18 +58,17 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
-        self.spend = Counter(
-            "winnow_spend_usd",
-            "Cost of generations served by this process, in USD, by model",
-            ["model"],
-            registry=self.registry,
-        )
 
     def add_callback(
         self, name: str, documentation: str, label: str, read: Callable[[], dict[str, float]], counter: bool = False
     ) -> None:
         """A gauge (or counter) family computed at scrape time by ``read()`` (label value -> value)."""
         self.registry.register(_Callback(name, documentation, label, read, counter))
+
+    def add_usage(self, read: Callable[[], dict[tuple[str, str], list[float]]]) -> None:
+        """Generations, tokens and spend by model and source, from the usage rows every process writes
+        (API, job workers on any machine), so the figures are whole however the work is spread."""
+        self.registry.register(_Usage(read))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -87,3 +86,24 @@ class _Callback(Collector):
         for key, value in self.read().items():
             family.add_metric([key], value)
         yield family
+
+
+class _Usage(Collector):
+    def __init__(self, read: Callable[[], dict[tuple[str, str], list[float]]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["model", "source"]
+        generations = CounterMetricFamily(
+            "winnow_usage_generations", "Generations recorded (usage rows)", labels=labels
+        )
+        tokens = CounterMetricFamily(
+            "winnow_usage_tokens", "Tokens recorded, by direction", labels=[*labels, "direction"]
+        )
+        spend = CounterMetricFamily("winnow_spend_usd", "Cost of recorded generations, in USD", labels=labels)
+        for (model, source), (count, tokens_in, tokens_out, cost) in sorted(self.read().items()):
+            generations.add_metric([model, source], count)
+            tokens.add_metric([model, source, "input"], tokens_in)
+            tokens.add_metric([model, source, "output"], tokens_out)
+            spend.add_metric([model, source], cost)
+        yield from (generations, tokens, spend)

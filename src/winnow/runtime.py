@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from winnow.auth import KeyService, RateLimiter
 from winnow.config import Settings
 from winnow.db import Database
+from winnow.feedback import FeedbackService
 from winnow.metrics import Metrics
 from winnow.models.registry import ModelRegistry
 from winnow.models.service import GenerationService
@@ -28,6 +29,7 @@ class Runtime:
     rewards: RewardModelRegistry
     jobs: JobStore
     usage: UsageService
+    feedback: FeedbackService
     started_at: float = field(default_factory=time.time)
 
     metrics: Metrics = field(default_factory=Metrics)
@@ -56,9 +58,11 @@ class Runtime:
             rewards=RewardModelRegistry(settings, models),
             jobs=jobs,
             usage=usage,
+            feedback=FeedbackService(db, usage, jobs),
             metrics=metrics,
         )
         metrics.add_callback("winnow_jobs", "SDG jobs by status (from the job store)", "status", jobs.count_by_status)
+        metrics.add_usage(usage.totals)
         metrics.add_callback("winnow_local_queue_rows", "Rows waiting for a local model", "model", models.queue_depths)
         metrics.add_callback(
             "winnow_local_batches", "Local generate calls", "model", lambda: models.batch_totals()[0], counter=True

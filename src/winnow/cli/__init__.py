@@ -9,6 +9,7 @@ import typer
 
 from winnow import __version__
 from winnow.cli.common import ConfigOption, load_settings
+from winnow.cli.evals import eval_app
 from winnow.cli.keys import keys_app
 from winnow.cli.models import generate, models_app
 from winnow.cli.sdg import sdg_app, worker
@@ -23,6 +24,7 @@ app.command("generate")(generate)
 app.add_typer(sdg_app, name="sdg")
 app.command("worker")(worker)
 app.command("usage")(usage)
+app.add_typer(eval_app, name="eval")
 
 
 def _version(value: bool) -> None:

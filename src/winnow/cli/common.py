@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -26,3 +28,22 @@ def load_settings(config: Path | None) -> Settings:
 
 def open_runtime(config: Path | None) -> Runtime:
     return Runtime.open(load_settings(config))
+
+
+def resume_dir(output: Path, fingerprint_source: str, restart: bool) -> Path:
+    """The work directory beside ``output`` where an in-process run keeps its checkpoint, so that
+    running the same command again resumes it. A leftover of a run with other parameters is refused
+    (``--restart`` discards it)."""
+    work = output.with_name(output.name + ".winnow-work")
+    fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()
+    if restart and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    marker = work / "spec.sha256"
+    if marker.exists() and marker.read_text() != fingerprint:
+        typer.echo(
+            f"error: {work} holds an interrupted run with other parameters (use --restart to discard it)", err=True
+        )
+        raise typer.Exit(1)
+    marker.write_text(fingerprint)
+    return work

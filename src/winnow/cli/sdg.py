@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from winnow.cli.common import ConfigOption, load_settings
+from winnow.cli.common import ConfigOption, load_settings, resume_dir
 from winnow.errors import WinnowError
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
@@ -80,15 +79,7 @@ def run(
         raise _fail("invalid parameters", str(exc)) from exc
     # The local user may read any file: this process's data roots are the file's own folder.
     settings = settings.model_copy(update={"data_roots": [prompts.resolve().parent]})
-    work = output.with_name(output.name + ".winnow-work")
-    fingerprint = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
-    if restart and work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    marker = work / "spec.sha256"
-    if marker.exists() and marker.read_text() != fingerprint:
-        raise _fail(f"{work} holds an interrupted run with other parameters", "use --restart to discard it")
-    marker.write_text(fingerprint)
+    work = resume_dir(output, spec.model_dump_json(), restart)
 
     async def go() -> dict[str, Any]:
         models = ModelRegistry(settings)

@@ -102,5 +102,8 @@ class Provider(abc.ABC):
     async def available(self) -> bool:
         """Measured availability: files present and loadable, or the upstream answered a cheap probe."""
 
+    async def warm(self) -> None:  # noqa: B027 - optional hook
+        """Load whatever the first call would (weights), so that timings measure generation only."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (models, connections)."""

@@ -9,6 +9,9 @@ from pydantic import Field, RootModel, StrictBool
 
 from winnow.schemas.common import RequestModel, Timestamp, WireModel
 
+JOB_ID_PATTERN = r"^job-[0-9a-f]{24}$"
+EVAL_ID_PATTERN = r"^eval-[0-9a-f]{24}$"
+
 
 class UserMessage(WireModel):
     role: Literal["user"] = "user"

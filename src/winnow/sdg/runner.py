@@ -93,12 +93,12 @@ class Progress:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _adopt(previous: Path, work: Path, offsets: dict[str, int]) -> None:
+def adopt(previous: Path, work: Path, offsets: dict[str, int], names: tuple[str, ...] = FILES) -> None:
     """Take over another attempt's work: copy each file up to its checkpointed length into our own
     directory. Whatever the previous owner still writes (a stalled worker whose lease ran out)
     lands in its directory, never in ours: the lease fences the checkpoint, this fences the files."""
     work.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
+    for name in names:
         source, length = previous / name, offsets.get(name, 0)
         with (work / name).open("wb") as target:
             if length and source.exists():
@@ -111,10 +111,10 @@ def _adopt(previous: Path, work: Path, offsets: dict[str, int]) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def _open_files(work: Path, offsets: dict[str, int]) -> dict[str, BinaryIO]:
+def open_files(work: Path, offsets: dict[str, int], names: tuple[str, ...] = FILES) -> dict[str, BinaryIO]:
     """Each work file opened for appending, first cut back to its checkpointed length."""
     handles: dict[str, BinaryIO] = {}
-    for name in FILES:
+    for name in names:
         path = work / name
         path.touch()
         with path.open("r+b") as handle:
@@ -155,8 +155,8 @@ class LocalRunner:
         timings: dict[str, float] = dict(state.get("timings", {}))
         previous = state.get("work_dir")
         if previous and Path(previous) != self.work:
-            _adopt(Path(previous), self.work, state.get("offsets", {}))
-        files = _open_files(self.work, state.get("offsets", {}))
+            adopt(Path(previous), self.work, state.get("offsets", {}))
+        files = open_files(self.work, state.get("offsets", {}))
         started = time.perf_counter() - timings.get("total_s", 0.0)
 
         def save(stage: str) -> None:
@@ -206,7 +206,7 @@ class LocalRunner:
     ) -> asyncio.Task[tuple[list[PromptRow], stages.GenerateOutcome, float]]:
         """Start generating chunk ``index`` (the next ``batch_size`` rows) as a task."""
         spec, plan = self.plan.spec, self.plan
-        chunk = _take(rows, spec.batch_size)
+        chunk = take(rows, spec.batch_size)
         params = SamplingParams(
             max_tokens=spec.max_gen_len,
             temperature=spec.temperature,
@@ -268,7 +268,7 @@ class LocalRunner:
         self.output.parent.mkdir(parents=True, exist_ok=True)
         tmp.unlink(missing_ok=True)
         if self.plan.global_filter is None:
-            _link_or_copy(self.work / "partial", tmp)
+            link_or_copy(self.work / "partial", tmp)
             os.replace(tmp, self.output)
             return
         t0 = time.perf_counter()
@@ -296,7 +296,7 @@ def _scores(path: Path) -> np.ndarray[Any, np.dtype[np.float32]]:
     return np.memmap(path, dtype=np.float32, mode="r")
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def link_or_copy(source: Path, target: Path) -> None:
     """A hard link where both sit on one filesystem (no copy); a copy elsewhere. The source stays,
     so a crash before the checkpoint records the end just redoes this step."""
     try:
@@ -309,7 +309,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
             os.fsync(dst.fileno())
 
 
-def _take(rows: Any, count: int) -> list[PromptRow]:
+def take(rows: Any, count: int) -> list[PromptRow]:
     chunk: list[PromptRow] = []
     for row in rows:
         chunk.append(row)

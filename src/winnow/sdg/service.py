@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, or_, select, update
 
@@ -17,7 +17,8 @@ from winnow.config import Settings
 from winnow.db import Database, SdgJob
 from winnow.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from winnow.models.registry import ModelRegistry
-from winnow.schemas.sdg import JobCounts, JobDetails, JobEstimate, SubmitJobRequest
+from winnow.schemas.evals import EvaluationRequest
+from winnow.schemas.sdg import EVAL_ID_PATTERN, JOB_ID_PATTERN, JobCounts, JobDetails, JobEstimate, SubmitJobRequest
 from winnow.sdg.filters import GlobalFilter, build_filter, is_global
 from winnow.sdg.inputs import PromptFile, read_rows, resolve_inside, validate_file
 from winnow.sdg.reward import RewardModelRegistry
@@ -26,7 +27,9 @@ from winnow.sdg.runner import JobCancelled, JobPlan
 from winnow.sdg.scoring import resolve_scoring
 from winnow.usage.service import UsageService, estimate_tokens
 
-JOB_ID = re.compile(r"^job-[0-9a-f]{24}$")
+JOB_ID = re.compile(JOB_ID_PATTERN)
+EVAL_ID = re.compile(EVAL_ID_PATTERN)
+T = TypeVar("T")
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -145,10 +148,14 @@ class JobStore:
     def job_dir(self, job_id: str) -> Path:
         return self.settings.data_dir / "jobs" / job_id
 
-    def create(self, spec: SubmitJobRequest, prompts: PromptFile, owner: Principal) -> JobDetails:
-        job_id = f"job-{uuid.uuid4().hex[:24]}"
+    def create(
+        self, spec: SubmitJobRequest | EvaluationRequest, prompts: PromptFile, owner: Principal, kind: str = "sdg"
+    ) -> SdgJob:
+        """Queue a job (``kind`` sdg or eval) and return its row, detached."""
+        job_id = f"{'job' if kind == 'sdg' else 'eval'}-{uuid.uuid4().hex[:24]}"
         job = SdgJob(
             id=job_id,
+            kind=kind,
             owner_key_id=owner.id,
             params=spec.model_dump(mode="json"),
             status="queued",
@@ -156,7 +163,7 @@ class JobStore:
             prompts_path=str(prompts.path),
             prompts_total=prompts.rows,
             prompts_sha256=prompts.sha256,
-            output_path=str(self.job_dir(job_id) / "output.jsonl"),
+            output_path=str(self.job_dir(job_id) / ("output.jsonl" if kind == "sdg" else "results.jsonl")),
             checkpoint={},
             cancel_requested=False,
             attempts=0,
@@ -167,46 +174,57 @@ class JobStore:
         with self.db.session() as session:
             session.add(job)
             session.flush()
-            return details(job)
+            session.expunge(job)
+            return job
 
-    def _owned(self, session: Any, job_id: str, owner: Principal) -> SdgJob:
-        if not JOB_ID.match(job_id):
-            raise InvalidRequest("Invalid job id", "expected job- followed by 24 hex digits")
+    def _owned(self, session: Any, job_id: str, owner: Principal, kind: str) -> SdgJob:
+        pattern = JOB_ID if kind == "sdg" else EVAL_ID
+        if not pattern.match(job_id):
+            raise InvalidRequest(
+                f"Invalid {'job' if kind == 'sdg' else 'evaluation'} id", f"expected {pattern.pattern}"
+            )
         job: SdgJob | None = session.get(SdgJob, job_id)
-        if job is None or (job.owner_key_id != owner.id and not owner.is_admin):
-            raise NotFound("Job not found", job_id)
+        if job is None or job.kind != kind or (job.owner_key_id != owner.id and not owner.is_admin):
+            raise NotFound("Job not found" if kind == "sdg" else "Evaluation not found", job_id)
         return job
 
-    def get(self, job_id: str, owner: Principal) -> JobDetails:
+    def get(self, job_id: str, owner: Principal, kind: str, render: Callable[[SdgJob], T]) -> T:
         with self.db.session() as session:
-            return details(self._owned(session, job_id, owner))
+            return render(self._owned(session, job_id, owner, kind))
 
-    def output(self, job_id: str, owner: Principal) -> Path:
+    def output(self, job_id: str, owner: Principal, kind: str = "sdg") -> Path:
         with self.db.session() as session:
-            job = self._owned(session, job_id, owner)
+            job = self._owned(session, job_id, owner, kind)
             if job.status != "completed":
                 raise Conflict("The job has no output yet", f"status {job.status}")
             return Path(job.output_path)
 
-    def list(self, owner: Principal, limit: int = 100, status: str | None = None) -> list[JobDetails]:
+    def list(
+        self,
+        owner: Principal,
+        limit: int,
+        status: str | None,
+        kind: str,
+        render: Callable[[SdgJob], T],
+    ) -> list[T]:
         with self.db.session() as session:
-            query = select(SdgJob).order_by(SdgJob.created_at.desc()).limit(limit)
+            query = select(SdgJob).where(SdgJob.kind == kind).order_by(SdgJob.created_at.desc()).limit(limit)
             if not owner.is_admin:
                 query = query.where(SdgJob.owner_key_id == owner.id)
             if status:
                 query = query.where(SdgJob.status == status)
-            return [details(job) for job in session.scalars(query)]
+            return [render(job) for job in session.scalars(query)]
 
-    def cancel(self, job_id: str, owner: Principal) -> JobDetails:
+    def cancel(self, job_id: str, owner: Principal, kind: str, render: Callable[[SdgJob], T]) -> T:
         with self.db.session() as session:
-            job = self._owned(session, job_id, owner)
+            job = self._owned(session, job_id, owner, kind)
             if job.status in TERMINAL:
                 raise Conflict("The job has already ended", f"status {job.status}")
             job.cancel_requested = True
             if job.status in ("queued", "paused"):
                 job.status, job.stage, job.finished_at = "cancelled", "cancelled", _now()
             job.updated_at = _now()
-            return details(job)
+            return render(job)
 
     def count_by_status(self) -> dict[str, float]:
         """Jobs per status, every status present (for /metrics)."""

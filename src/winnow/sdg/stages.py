@@ -32,6 +32,8 @@ class GenerateOutcome:
     failed: list[tuple[PromptRow, str]] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
+    results: list[GenerationResult] = field(default_factory=list)  # one per row, in order
+    elapsed_ms: float = 0.0
 
 
 async def generate(
@@ -44,9 +46,10 @@ async def generate(
         meter.check(prompts)
     started = time.perf_counter()
     results = await provider.generate(prompts, params)
+    elapsed_ms = (time.perf_counter() - started) * 1000
     if meter is not None:
-        meter.record(prompts, results, (time.perf_counter() - started) * 1000)
-    outcome = GenerateOutcome([])
+        meter.record(prompts, results, elapsed_ms)
+    outcome = GenerateOutcome([], results=results, elapsed_ms=elapsed_ms)
     for row, result in zip(rows, results, strict=True):
         if result.error is not None:
             reason = getattr(result.error, "message", str(result.error))
@@ -62,10 +65,13 @@ async def generate(
     return outcome
 
 
-async def score(candidates: list[Candidate], reward_model: RewardModel, scoring: ScoringFn, arg: str | None) -> None:
-    """Set ``raw_score`` from the reward model, then ``score`` from the scoring function."""
-    for candidate, raw in zip(candidates, await reward_model.score(candidates), strict=True):
-        candidate.raw_score = float(raw)
+async def score(
+    candidates: list[Candidate], reward_model: RewardModel | None, scoring: ScoringFn, arg: str | None
+) -> None:
+    """Set ``raw_score`` from the reward model (if any), then ``score`` from the scoring function."""
+    if reward_model is not None and candidates:
+        for candidate, raw in zip(candidates, await reward_model.score(candidates), strict=True):
+            candidate.raw_score = float(raw)
     apply_scoring(candidates, scoring, arg)
 
 

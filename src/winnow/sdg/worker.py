@@ -1,4 +1,4 @@
-"""A worker process: claims SDG jobs from the job store and runs them, renewing its lease.
+"""A worker process: claims SDG and evaluation jobs from the job store and runs them, renewing its lease.
 
 ``winnow serve`` starts ``workers`` of them (so a heavy job never runs on the API's event loop);
 ``winnow worker`` starts one by hand, on this machine or another sharing the database.
@@ -19,7 +19,10 @@ import psutil
 from winnow.config import Settings
 from winnow.db import Database, SdgJob
 from winnow.errors import BudgetExceeded
+from winnow.evals.plan import build_eval_plan
+from winnow.evals.runner import EvalRunner
 from winnow.models.registry import ModelRegistry
+from winnow.schemas.evals import EvaluationRequest
 from winnow.schemas.sdg import SubmitJobRequest
 from winnow.sdg.inputs import validate_file
 from winnow.sdg.reward import RewardModelRegistry
@@ -105,18 +108,25 @@ class Worker:
         log.info("running %s (attempt %d)", job.id, job.attempts)
         heartbeat = asyncio.create_task(self._heartbeat(job.id))
         try:
-            spec = SubmitJobRequest.model_validate(job.params)
             prompts = await asyncio.to_thread(validate_file, Path(job.prompts_path))
             if prompts.sha256 != job.prompts_sha256:
                 raise ValueError("the prompts file changed since the job was submitted")
-            plan = build_plan(spec, prompts, self.models, self.rewards)
-            plan.meter = UsageMeter(self.usage, job.owner_key_id, spec.model, "job", job.id)
             await asyncio.to_thread(self.usage.recorder.flush)  # the latest budgets (a raise may have woken us)
-            work = self.store.job_dir(job.id) / f"work-{job.attempts}"  # one per attempt: see runner._adopt
+            work = self.store.job_dir(job.id) / f"work-{job.attempts}"  # one per attempt: see runner.adopt
             # Usage rows are written before each checkpoint: a finished chunk's spend is never lost.
             checkpoint = DbCheckpoint(self.store, job, self.id, before_save=self.usage.recorder.flush)
-            runner = LocalRunner(plan, work, Path(job.output_path), checkpoint)
-            await runner.run()
+            if job.kind == "eval":
+                evaluation = EvaluationRequest.model_validate(job.params)
+                eval_plan = build_eval_plan(evaluation, prompts, self.models, self.rewards, self.usage.prices)
+                eval_plan.meters = {
+                    m: UsageMeter(self.usage, job.owner_key_id, m, "eval", job.id) for m in evaluation.models
+                }
+                await EvalRunner(eval_plan, work, Path(job.output_path), checkpoint).run()
+            else:
+                spec = SubmitJobRequest.model_validate(job.params)
+                plan = build_plan(spec, prompts, self.models, self.rewards)
+                plan.meter = UsageMeter(self.usage, job.owner_key_id, spec.model, "job", job.id)
+                await LocalRunner(plan, work, Path(job.output_path), checkpoint).run()
             size = Path(job.output_path).stat().st_size
             self.store.finish(job.id, self.id, "completed", output_bytes=size)
             log.info("completed %s", job.id)

@@ -7,6 +7,7 @@ spend metrics agree wherever the tokens were spent.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -47,6 +48,9 @@ class UsageService:
         self.ledger = BudgetLedger()
         self.recorder = UsageRecorder(db, self.ledger, settings.usage_flush_s)
         self.keep_content = settings.store_generations
+        self._totals: dict[tuple[str, str], list[float]] = {}
+        self._totals_seen = 0
+        self._totals_lock = threading.Lock()
 
     def start(self) -> None:
         self.recorder.start()
@@ -83,8 +87,6 @@ class UsageService:
     ) -> float:
         """Record one generation's usage; returns its cost in USD."""
         cost = self.prices.for_model(model_id).cost(input_tokens, output_tokens)
-        if self.metrics is not None and cost:
-            self.metrics.spend.labels(model_id).inc(cost)
         if key_id is None:
             return cost
         content = None
@@ -105,6 +107,33 @@ class UsageService:
             )
         )
         return cost
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def totals(self) -> dict[tuple[str, str], list[float]]:
+        """(model, source) -> [requests, input tokens, output tokens, cost] over every usage row any
+        process wrote. Incremental: each call reads only the rows added since the last one."""
+        self.recorder.flush()  # this process's buffered rows count at once
+        with self._totals_lock:
+            with self.db.session() as session:
+                query = (
+                    select(
+                        UsageRecord.model,
+                        UsageRecord.source,
+                        func.count(),
+                        func.sum(UsageRecord.input_tokens),
+                        func.sum(UsageRecord.output_tokens),
+                        func.sum(UsageRecord.cost_usd),
+                        func.max(UsageRecord.id),
+                    )
+                    .where(UsageRecord.id > self._totals_seen)
+                    .group_by(UsageRecord.model, UsageRecord.source)
+                )
+                for model, source, count, tokens_in, tokens_out, cost, last in session.execute(query):
+                    entry = self._totals.setdefault((model, source), [0.0, 0.0, 0.0, 0.0])
+                    for i, value in enumerate((count, tokens_in, tokens_out, cost)):
+                        entry[i] += float(value or 0)
+                    self._totals_seen = max(self._totals_seen, int(last))
+            return {k: list(v) for k, v in self._totals.items()}
 
     # -- reports ---------------------------------------------------------------------------------
     def summary(

@@ -18,7 +18,7 @@ from winnow.runtime import Runtime
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.sdg import JobDetails, JobList, SubmitJobRequest
 from winnow.sdg.report import histogram_path, summary_path
-from winnow.sdg.service import JOB_ID, check_spec, estimate
+from winnow.sdg.service import JOB_ID, check_spec, details, estimate
 
 JobIdPath = Annotated[str, Path(pattern=JOB_ID.pattern, description="job- followed by 24 hex digits")]
 
@@ -48,7 +48,7 @@ async def submit_job(body: SubmitJobRequest, runtime: RuntimeDep, key: BatchKey)
     _check_owner_path(runtime, prompts.path, key)
     if body.dry_run:
         return await run_in_threadpool(estimate, body, prompts, runtime.usage, key.id)
-    return await run_in_threadpool(runtime.jobs.create, body, prompts, key)
+    return details(await run_in_threadpool(runtime.jobs.create, body, prompts, key))
 
 
 @router.get(
@@ -63,7 +63,7 @@ async def job_status(
     key: OtherKey,
     job_id: str = Query(..., description="Unique identifier for the job", pattern=JOB_ID.pattern),
 ) -> JobDetails:
-    return await run_in_threadpool(runtime.jobs.get, job_id, key)
+    return await run_in_threadpool(runtime.jobs.get, job_id, key, "sdg", details)
 
 
 @router.get("/jobs", summary="List my jobs, newest first", response_model=JobList, response_model_exclude_none=True)
@@ -71,9 +71,9 @@ async def list_jobs(
     runtime: RuntimeDep,
     key: OtherKey,
     limit: int = Query(100, ge=1, le=1000),
-    status: str | None = Query(None, pattern="^(queued|running|completed|failed|cancelled)$"),
+    status: str | None = Query(None, pattern="^(queued|running|paused|completed|failed|cancelled)$"),
 ) -> JobList:
-    jobs = await run_in_threadpool(runtime.jobs.list, key, limit, status)
+    jobs = await run_in_threadpool(runtime.jobs.list, key, limit, status, "sdg", details)
     return JobList(jobs=jobs, count=len(jobs))
 
 
@@ -85,7 +85,7 @@ async def list_jobs(
     responses={409: {"model": ErrorResponse, "description": "The job has already ended"}},
 )
 async def cancel_job(job_id: JobIdPath, runtime: RuntimeDep, key: OtherKey) -> JobDetails:
-    return await run_in_threadpool(runtime.jobs.cancel, job_id, key)
+    return await run_in_threadpool(runtime.jobs.cancel, job_id, key, "sdg", details)
 
 
 def _output_path(output: FilePath) -> FilePath:

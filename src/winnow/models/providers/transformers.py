@@ -432,5 +432,8 @@ class TransformersProvider(Provider):
             return True
         return self._load_error is None
 
+    async def warm(self) -> None:
+        await self._model()
+
     async def close(self) -> None:
         self.pool.evict(self.config.id)

@@ -1,0 +1,96 @@
+"""Prompt evaluations: submit (queued for the job workers), status with the comparison table,
+list, cancel, and the per-row results."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from winnow.api.deps import BatchKey, OtherKey, RuntimeDep
+from winnow.errors import InvalidRequest
+from winnow.evals.plan import check_eval
+from winnow.evals.service import eval_details
+from winnow.schemas.common import ErrorResponse
+from winnow.schemas.evals import EvaluationDetails, EvaluationList, EvaluationRequest
+from winnow.sdg.service import EVAL_ID
+
+EvalIdPath = Annotated[str, Path(pattern=EVAL_ID.pattern, description="eval- followed by 24 hex digits")]
+
+router = APIRouter(
+    prefix="/evaluations",
+    tags=["Evaluations"],
+    responses={404: {"model": ErrorResponse, "description": "Evaluation not found"}},
+)
+
+
+@router.post(
+    "",
+    summary="Evaluate prompt templates x models over a dataset",
+    description=(
+        "Queues the evaluation for the job workers and answers at once. Every template is rendered "
+        "for every dataset row and sent to every model; each response is scored by the scoring "
+        "function (and reward model, if named). GET the evaluation for progress and, when it has "
+        "completed, the comparison table."
+    ),
+    response_model=EvaluationDetails,
+    status_code=202,
+    responses={400: {"model": ErrorResponse, "description": "Invalid evaluation"}},
+)
+async def create_evaluation(body: EvaluationRequest, runtime: RuntimeDep, key: BatchKey) -> EvaluationDetails:
+    prompts = await run_in_threadpool(check_eval, body, runtime.settings, runtime.models, runtime.rewards)
+    uploads = (runtime.settings.data_dir / "files").resolve()
+    theirs = prompts.path.is_relative_to(uploads) and not prompts.path.is_relative_to(uploads / str(key.id))
+    if theirs and not key.is_admin:
+        raise InvalidRequest("dataset_path is another key's file", str(prompts.path))
+    job = await run_in_threadpool(runtime.jobs.create, body, prompts, key, "eval")
+    return eval_details(job)
+
+
+@router.get("", summary="List my evaluations, newest first", response_model=EvaluationList)
+async def list_evaluations(
+    runtime: RuntimeDep,
+    key: OtherKey,
+    limit: int = Query(100, ge=1, le=1000),
+    status: str | None = Query(None, pattern="^(queued|running|paused|completed|failed|cancelled)$"),
+) -> EvaluationList:
+    found = await run_in_threadpool(runtime.jobs.list, key, limit, status, "eval", eval_details)
+    return EvaluationList(evaluations=found, count=len(found))
+
+
+@router.get(
+    "/{evaluation_id}",
+    summary="An evaluation's progress and, once completed, its comparison table",
+    response_model=EvaluationDetails,
+)
+async def get_evaluation(evaluation_id: EvalIdPath, runtime: RuntimeDep, key: OtherKey) -> EvaluationDetails:
+    return await run_in_threadpool(runtime.jobs.get, evaluation_id, key, "eval", eval_details)
+
+
+@router.post(
+    "/{evaluation_id}/cancel",
+    summary="Cancel a queued or running evaluation",
+    response_model=EvaluationDetails,
+    responses={409: {"model": ErrorResponse, "description": "The evaluation has already ended"}},
+)
+async def cancel_evaluation(evaluation_id: EvalIdPath, runtime: RuntimeDep, key: OtherKey) -> EvaluationDetails:
+    return await run_in_threadpool(runtime.jobs.cancel, evaluation_id, key, "eval", eval_details)
+
+
+_NOT_DONE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/jsonl": {}}},
+    409: {"model": ErrorResponse, "description": "The evaluation has not completed"},
+}
+
+
+@router.get(
+    "/{evaluation_id}/results",
+    summary="Per-row results (JSONL): prompt, response, score, latency, tokens and cost per template and model",
+    response_class=FileResponse,
+    responses=_NOT_DONE,
+)
+async def evaluation_results(evaluation_id: EvalIdPath, runtime: RuntimeDep, key: OtherKey) -> FileResponse:
+    path = await run_in_threadpool(runtime.jobs.output, evaluation_id, key, "eval")
+    return FileResponse(path, media_type="application/jsonl", filename=f"{evaluation_id}-results.jsonl")

@@ -1,0 +1,96 @@
+"""POST /feedback (rate, label, comment on or correct a generation or an SDG row), GET /feedback
+(list it) and GET /feedback/export (preference pairs or SFT examples as JSONL)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from winnow.api.deps import OtherKey, RuntimeDep
+from winnow.feedback.service import to_jsonl
+from winnow.schemas.common import ErrorResponse
+from winnow.schemas.feedback import FeedbackItem, FeedbackList, FeedbackRequest
+from winnow.schemas.sdg import JOB_ID_PATTERN
+
+
+class NDJSONResponse(Response):
+    media_type = "application/x-ndjson"
+
+
+router = APIRouter(prefix="/feedback", tags=["Human feedback"])
+
+_GIVE = """Judge one response: either a generation (`generation_id`, and `index` for a choice other than
+the first: a /v1 response's `choices[i].index`) or one row of a completed SDG job's output (`job_id`, the
+row's `id` and `index`). Give at least one of `rating` ("up"/"down", or 1-5 stars), `labels`, `comment`,
+`corrected_response`. The prompt, response text and model are copied into the feedback, so exports
+never need the generation again. A key may judge only its own generations and jobs (an admin: any)."""
+
+_EXPORT = """The feedback you may see as JSONL training data, grouped by prompt. Positive: thumbs up or
+4-5 stars; negative: thumbs down or 1-2 stars.
+
+- `preference` (TRL's DPO format): chosen = positive responses and every `corrected_response`;
+  rejected = negative responses and the original of any corrected response (unless rated positive).
+  One row per distinct (chosen, rejected) pair with chosen != rejected: `{"prompt", "chosen", "rejected"}`
+  strings for a plain prompt, or conversational `{"prompt": [messages], "chosen": [assistant message],
+  "rejected": [assistant message]}` for a chat prompt.
+- `sft`: each distinct positive or corrected response: `{"prompt", "completion"}` for a plain prompt,
+  `{"messages": [...prompt, assistant message]}` for a chat prompt."""
+
+
+@router.post(
+    "",
+    summary="Give feedback on a generation or an SDG output row",
+    description=_GIVE,
+    status_code=201,
+    response_model=FeedbackItem,
+    responses={
+        404: {"model": ErrorResponse, "description": "No such generation, job, row or choice index (or not yours)"},
+        409: {
+            "model": ErrorResponse,
+            "description": "The generation was kept without its text (store_generations off), or the job "
+            "has not completed",
+        },
+    },
+)
+async def give_feedback(body: FeedbackRequest, runtime: RuntimeDep, key: OtherKey) -> FeedbackItem:
+    return await run_in_threadpool(runtime.feedback.create, body, key)
+
+
+@router.get("", summary="List feedback, newest first", response_model=FeedbackList)
+async def list_feedback(
+    runtime: RuntimeDep,
+    key: OtherKey,
+    generation_id: str | None = Query(None, max_length=64, description="Feedback on this generation"),
+    job_id: str | None = Query(None, pattern=JOB_ID_PATTERN, description="Feedback on this SDG job's rows"),
+    label: str | None = Query(None, max_length=64, description="Feedback carrying this label"),
+    limit: int = Query(100, ge=1, le=1000),
+) -> FeedbackList:
+    items = await run_in_threadpool(
+        lambda: runtime.feedback.list(key, generation_id=generation_id, job_id=job_id, label=label, limit=limit)
+    )
+    return FeedbackList(items=items, count=len(items))
+
+
+_JSONL: dict[int | str, dict[str, Any]] = {
+    200: {"description": "JSONL, one training example a line", "content": {"application/x-ndjson": {}}}
+}
+
+
+@router.get(
+    "/export",
+    summary="Export feedback as preference pairs (DPO) or SFT examples (JSONL)",
+    description=_EXPORT,
+    response_class=NDJSONResponse,
+    responses=_JSONL,
+)
+async def export_feedback(
+    runtime: RuntimeDep,
+    key: OtherKey,
+    format: Literal["preference", "sft"] = Query("preference", description="preference (DPO pairs) or sft"),
+) -> NDJSONResponse:
+    rows = await run_in_threadpool(runtime.feedback.export, key, format)
+    return NDJSONResponse(
+        to_jsonl(rows), headers={"Content-Disposition": f'attachment; filename="feedback-{format}.jsonl"'}
+    )

@@ -1,0 +1,1 @@
+"""Prompt evaluation and comparison: templates x models over a dataset, scored, in one table."""

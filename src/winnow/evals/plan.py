@@ -1,0 +1,120 @@
+"""An evaluation checked before it starts (every problem a 400 at submit) and resolved into a plan."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from winnow.config import Settings
+from winnow.errors import InvalidRequest, ModelNotFound
+from winnow.models.base import Provider
+from winnow.models.registry import ModelRegistry
+from winnow.schemas.evals import Baseline, EvaluationRequest, PromptTemplate
+from winnow.sdg.inputs import PromptFile, read_rows, resolve_inside, validate_file
+from winnow.sdg.reward import RewardModel, RewardModelRegistry
+from winnow.sdg.rows import PromptRow
+from winnow.sdg.scoring import ScoringFn, resolve_scoring
+from winnow.usage.prices import Price, PriceBook
+
+
+def context(row: PromptRow) -> dict[str, Any]:
+    """What a template may name: the row's fields, its id, and ``prompt`` (its last user message)."""
+    users = [m["content"] for m in row.messages if m["role"] == "user"]
+    return {**row.fields, "id": row.id, "prompt": users[-1] if users else ""}
+
+
+def placeholders(template: str) -> set[str]:
+    """The field names a template uses; InvalidRequest for anything but plain ``{name}``."""
+    names: set[str] = set()
+    try:
+        for _, field, spec, conversion in string.Formatter().parse(template):
+            if field is None:
+                continue
+            if not field.isidentifier() or spec or conversion:
+                raise InvalidRequest("Templates take plain {field} placeholders", f"got {{{field}}} in {template!r}")
+            names.add(field)
+    except ValueError as exc:
+        raise InvalidRequest("Template does not parse", f"{exc} in {template!r}") from None
+    return names
+
+
+def render(template: PromptTemplate, row: PromptRow) -> list[dict[str, Any]]:
+    text = template.template.format_map(context(row))
+    messages: list[dict[str, Any]] = [{"role": "system", "content": template.system}] if template.system else []
+    return [*messages, {"role": "user", "content": text}]
+
+
+def baseline(spec: EvaluationRequest) -> Baseline:
+    return spec.baseline or Baseline(template=spec.templates[0].name, model=spec.models[0])
+
+
+def check_eval(
+    spec: EvaluationRequest, settings: Settings, models: ModelRegistry, rewards: RewardModelRegistry
+) -> PromptFile:
+    names = [t.name for t in spec.templates]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("Template names must be unique", ", ".join(names))
+    if len(set(spec.models)) != len(spec.models):
+        raise InvalidRequest("Models must be unique", ", ".join(spec.models))
+    for model in spec.models:
+        try:
+            models.config(model)
+        except ModelNotFound as exc:
+            raise InvalidRequest(exc.message, exc.details) from None
+    if spec.reward_model is None and spec.scoring_function in (None, "raw", "sigmoid"):
+        raise InvalidRequest(
+            "Nothing to score with", "name a reward_model, or a scoring_function that needs none (e.g. exact_match)"
+        )
+    if spec.reward_model is not None:
+        rewards.check(spec.reward_model)
+    resolve_scoring(spec.scoring_function or "raw")
+    base = baseline(spec)
+    if base.template not in names or base.model not in spec.models:
+        raise InvalidRequest("The baseline must be one of the templates and models", f"{base.template} x {base.model}")
+    prompts = validate_file(resolve_inside(spec.dataset_path, settings.effective_data_roots))
+    needed = {t.name: placeholders(t.template) for t in spec.templates}
+    for row in read_rows(prompts.path):
+        have = context(row)
+        for template, fields in needed.items():
+            missing = fields - have.keys()
+            if missing:
+                raise InvalidRequest(
+                    f"Template {template!r} names fields a dataset row lacks",
+                    f"row {row.id!r} (line {row.line}) has no {', '.join(sorted(missing))}",
+                )
+    return prompts
+
+
+@dataclass
+class EvalPlan:
+    spec: EvaluationRequest
+    prompts: PromptFile
+    providers: dict[str, Provider]
+    prices: dict[str, Price]
+    reward: RewardModel | None
+    scoring: ScoringFn
+    scoring_arg: str | None
+    baseline: Baseline
+    meters: dict[str, Any]  # model id -> winnow.sdg.stages.Meter (usage and budget), may be empty
+
+
+def build_eval_plan(
+    spec: EvaluationRequest,
+    prompts: PromptFile,
+    models: ModelRegistry,
+    rewards: RewardModelRegistry,
+    prices: PriceBook,
+) -> EvalPlan:
+    scoring, arg = resolve_scoring(spec.scoring_function or "raw")
+    return EvalPlan(
+        spec=spec,
+        prompts=prompts,
+        providers={m: models.provider(m) for m in spec.models},
+        prices={m: prices.for_model(m) for m in spec.models},
+        reward=rewards.get(spec.reward_model) if spec.reward_model else None,
+        scoring=scoring,
+        scoring_arg=arg,
+        baseline=baseline(spec),
+        meters={},
+    )

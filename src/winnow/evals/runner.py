@@ -1,0 +1,163 @@
+"""Runs an evaluation chunk by chunk with the SDG runner's crash safety: each chunk's results are
+appended and fsynced, then a checkpoint records the file's length and the chunks done; a resumed
+run cuts the file back to the checkpoint and goes on (nothing lost, nothing doubled). For each
+chunk and model, every template's prompts go to the model in one batched call."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from winnow.evals.plan import EvalPlan, render
+from winnow.evals.table import comparison, read_records
+from winnow.models.base import SamplingParams
+from winnow.schemas.evals import ComparisonRow, EvaluationCounts
+from winnow.sdg import stages
+from winnow.sdg.inputs import read_rows
+from winnow.sdg.rows import Candidate, PromptRow
+from winnow.sdg.runner import Checkpoint, adopt, link_or_copy, open_files, take
+
+FILES = ("results",)
+
+
+@dataclass
+class EvalProgress:
+    counts: EvaluationCounts
+    stage: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def table_path(output: Path) -> Path:
+    return output.with_name("table.json")
+
+
+class EvalRunner:
+    def __init__(
+        self,
+        plan: EvalPlan,
+        work_dir: Path,
+        output: Path,
+        checkpoint: Checkpoint,
+        on_progress: Callable[[EvalProgress], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.work = work_dir
+        self.output = output
+        self.checkpoint = checkpoint
+        self.on_progress = on_progress or (lambda _p: None)
+
+    async def run(self) -> list[ComparisonRow]:
+        spec = self.plan.spec
+        self.work.mkdir(parents=True, exist_ok=True)
+        state = self.checkpoint.load()
+        chunks_done = int(state.get("chunks_done", 0))
+        counts = EvaluationCounts.model_validate(state.get("counts", {"rows_total": self.plan.prompts.rows}))
+        timings: dict[str, float] = dict(state.get("timings", {}))
+        previous = state.get("work_dir")
+        if previous and Path(previous) != self.work:
+            adopt(Path(previous), self.work, state.get("offsets", {}), FILES)
+        files = open_files(self.work, state.get("offsets", {}), FILES)
+        offsets: dict[str, int] = {name: handle.tell() for name, handle in files.items()}
+        started = time.perf_counter() - timings.get("total_s", 0.0)
+
+        def save(stage: str) -> None:
+            timings["total_s"] = time.perf_counter() - started
+            self.checkpoint.save(
+                {
+                    "work_dir": str(self.work),
+                    "chunks_done": chunks_done,
+                    "offsets": offsets,
+                    "counts": counts.model_dump(),
+                    "timings": timings,
+                },
+                stage,
+            )
+            self.on_progress(EvalProgress(counts, stage, timings))
+
+        for provider in self.plan.providers.values():
+            await provider.warm()  # latencies measure generation, not loading
+        rows = read_rows(self.plan.prompts.path, skip=chunks_done * spec.batch_size)
+        try:
+            while chunk := take(rows, spec.batch_size):
+                lines = await self._chunk(chunk, chunks_done, counts)
+                files["results"].write(b"".join(lines))
+                files["results"].flush()
+                os.fsync(files["results"].fileno())
+                counts.rows_done += len(chunk)
+                chunks_done += 1
+                offsets = {name: handle.tell() for name, handle in files.items()}
+                save("generating")
+        finally:
+            for handle in files.values():
+                handle.close()
+        table = self._finish()
+        save("finalizing")
+        return table
+
+    async def _chunk(self, chunk: list[PromptRow], index: int, counts: EvaluationCounts) -> list[bytes]:
+        plan, spec = self.plan, self.plan.spec
+        params = SamplingParams(
+            max_tokens=spec.max_tokens,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            seed=None if spec.seed is None else spec.seed * 1_000_003 + index,
+        )
+        items = [(t, PromptRow(row.id, render(t, row), row.fields, row.line)) for row in chunk for t in spec.templates]
+        lines: list[bytes] = []
+        for model in spec.models:
+            outcome = await stages.generate(
+                [r for _, r in items], plan.providers[model], params, plan.meters.get(model)
+            )
+            by_template: dict[str, list[tuple[Candidate, Any]]] = {}
+            for (template, row), result in zip(items, outcome.results, strict=True):
+                record: dict[str, Any] = {"id": row.id, "template": template.name, "model": model}
+                if result.error is not None:
+                    counts.errors += 1
+                    lines.append(_line(record | {"prompt": row.messages, "error": str(result.error)}))
+                    continue
+                completion = result.completions[0]
+                candidate = Candidate(
+                    row, 0, completion.text, stages.STOP_REASONS[completion.finish_reason], completion.output_tokens
+                )
+                latency = result.latency_ms if result.latency_ms is not None else outcome.elapsed_ms
+                record |= {
+                    "prompt": row.messages,
+                    "response": completion.text,
+                    "stop_reason": candidate.stop_reason,
+                    "latency_ms": round(latency, 3),
+                    "input_tokens": result.input_tokens,
+                    "output_tokens": completion.output_tokens,
+                    "cost_usd": plan.prices[model].cost(result.input_tokens, completion.output_tokens),
+                }
+                by_template.setdefault(template.name, []).append((candidate, record))
+                counts.generations += 1
+            for pairs in by_template.values():
+                candidates = [c for c, _ in pairs]
+                await stages.score(candidates, plan.reward, plan.scoring, plan.scoring_arg)
+                for candidate, record in pairs:
+                    lines.append(_line(record | {"score": candidate.score, "raw_score": candidate.raw_score}))
+        return lines
+
+    def _finish(self) -> list[ComparisonRow]:
+        """The table, then the results under their final name (both whole or not at all)."""
+        spec = self.plan.spec
+        pairs = [(t.name, m) for t in spec.templates for m in spec.models]
+        table = comparison(read_records(self.work / "results"), pairs, self.plan.baseline)
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = table_path(self.output).with_suffix(".tmp")
+        tmp.write_text(json.dumps([row.model_dump() for row in table]))
+        os.replace(tmp, table_path(self.output))
+        results_tmp = self.output.with_name(self.output.name + ".tmp")
+        results_tmp.unlink(missing_ok=True)
+        link_or_copy(self.work / "results", results_tmp)
+        os.replace(results_tmp, self.output)
+        return table
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, ensure_ascii=False).encode() + b"\n"

@@ -1,0 +1,44 @@
+"""Evaluations as jobs in the shared job store (kind ``eval``): the same workers, leases,
+checkpoints, budgets and cancellation as SDG jobs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from winnow.db import SdgJob
+from winnow.evals.plan import baseline
+from winnow.evals.runner import table_path
+from winnow.schemas.evals import ComparisonRow, EvaluationCounts, EvaluationDetails, EvaluationRequest
+
+
+def eval_details(job: SdgJob) -> EvaluationDetails:
+    spec = EvaluationRequest.model_validate(job.params)
+    checkpoint = job.checkpoint or {}
+    counts = EvaluationCounts.model_validate(checkpoint.get("counts", {"rows_total": job.prompts_total}))
+    counts.rows_total = job.prompts_total
+    eta = None
+    elapsed = float(checkpoint.get("timings", {}).get("total_s", 0.0))
+    if job.status == "running" and counts.rows_done and elapsed:
+        eta = round(elapsed / counts.rows_done * (job.prompts_total - counts.rows_done), 1)
+    table = None
+    completed = job.status == "completed"
+    if completed and table_path(Path(job.output_path)).exists():
+        rows = json.loads(table_path(Path(job.output_path)).read_text())
+        table = [ComparisonRow.model_validate(row) for row in rows]
+    return EvaluationDetails(
+        id=job.id,
+        name=spec.name,
+        status=job.status,
+        stage=job.stage,
+        created=job.created_at,
+        started=job.started_at,
+        finished=job.finished_at,
+        error=job.error,
+        counts=counts,
+        eta_seconds=eta,
+        baseline=baseline(spec),
+        table=table,
+        results_path=job.output_path if completed else None,
+        params=job.params,
+    )
