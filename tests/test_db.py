@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from tests.conftest import POSTGRES_URL, reachable
 from winnow.auth import KeyService
 from winnow.db import Database
 
@@ -31,26 +29,14 @@ def test_migrations_are_idempotent_and_keep_data(tmp_path: Path) -> None:
     again.migrate()
     assert KeyService(again).authenticate(key).name == "keep"
     with again.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
 
 
 @pytest.fixture
-def postgres_db() -> Iterator[Database]:
-    if not reachable("127.0.0.1", 5432):
-        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
-    schema = f"winnow_test_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    db = Database(f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}")
-    try:
-        yield db
-    finally:
-        db.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+def postgres_db(postgres_url: str) -> Iterator[Database]:
+    db = Database(postgres_url)
+    yield db
+    db.dispose()
 
 
 def test_postgresql_migrates_and_serves_keys(postgres_db: Database) -> None:

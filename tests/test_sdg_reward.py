@@ -58,6 +58,7 @@ def test_score_endpoint_and_openai_score_provider_match_the_local_model(
         f"{server.url}/v1/score",
         json={"model": "demo-rm", "text_1": [p for p, _ in PAIRS], "text_2": [r for _, r in PAIRS]},
         headers=bearer(key),
+        timeout=60,  # the first call loads the reward model: on a busy machine, past httpx's 5 s default
     )
     assert response.status_code == 200, response.text
     assert [d["score"] for d in response.json()["data"]] == pytest.approx(local, abs=1e-4)

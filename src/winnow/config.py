@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(
         30.0, gt=0, description="A running job's lease; a worker that stops renewing it loses the job"
     )
+    job_shard_rows: int = Field(
+        1024, ge=1, description="Prompts per shard of an SDG job (whole chunks): the unit workers share a job by"
+    )
     openai_api_key: SecretStr | None = None
 
     prices: dict[str, ModelPrice] = Field(

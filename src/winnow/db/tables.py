@@ -125,3 +125,21 @@ class Feedback(Base):
     corrected_response: Mapped[str | None] = mapped_column(Text, default=None)
 
     __table_args__ = (Index("ix_feedback_owner_created", "owner_key_id", "created_at"),)
+
+
+class JobShard(Base):
+    """A run of consecutive chunks of one SDG job: the unit a worker claims, leases and checkpoints,
+    so several workers (on one machine or many) share a job without doing any row twice."""
+
+    __tablename__ = "job_shards"
+
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_row: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|done
+    worker: Mapped[str | None] = mapped_column(String(200), default=None)  # kept when done: who did it
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    checkpoint: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

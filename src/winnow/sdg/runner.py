@@ -22,6 +22,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -99,16 +100,20 @@ def adopt(previous: Path, work: Path, offsets: dict[str, int], names: tuple[str,
     lands in its directory, never in ours: the lease fences the checkpoint, this fences the files."""
     work.mkdir(parents=True, exist_ok=True)
     for name in names:
-        source, length = previous / name, offsets.get(name, 0)
         with (work / name).open("wb") as target:
-            if length and source.exists():
-                with source.open("rb") as handle:
-                    while length > 0 and (block := handle.read(min(length, 1 << 20))):
-                        target.write(block)
-                        length -= len(block)
+            copy_prefix(previous / name, target, offsets.get(name, 0))
             target.flush()
             os.fsync(target.fileno())
     shutil.rmtree(previous, ignore_errors=True)
+
+
+def copy_prefix(source: Path, target: BinaryIO, length: int) -> None:
+    """Append the first ``length`` bytes of ``source`` (its checkpointed part) to ``target``."""
+    if length and source.exists():
+        with source.open("rb") as handle:
+            while length > 0 and (block := handle.read(min(length, 1 << 20))):
+                target.write(block)
+                length -= len(block)
 
 
 def open_files(work: Path, offsets: dict[str, int], names: tuple[str, ...] = FILES) -> dict[str, BinaryIO]:
@@ -130,7 +135,8 @@ def _row_json(candidate: Candidate) -> bytes:
 
 
 class LocalRunner:
-    """Runs one job in this process, resuming from its checkpoint."""
+    """Runs one job, or one shard of it (``rows``: first row and count, ``final=False``: leave the
+    files for ``finish_from``), in this process, resuming from its checkpoint."""
 
     def __init__(
         self,
@@ -139,12 +145,18 @@ class LocalRunner:
         output: Path,
         checkpoint: Checkpoint,
         on_progress: Callable[[Progress], None] | None = None,
+        rows: tuple[int, int] | None = None,
+        final: bool = True,
     ) -> None:
         self.plan = plan
         self.work = work_dir
         self.output = output
         self.checkpoint = checkpoint
         self.on_progress = on_progress or (lambda _p: None)
+        self.rows = rows or (0, plan.prompts_total)
+        self.final = final
+        if self.rows[0] % plan.spec.batch_size:
+            raise ValueError("a shard must start on a chunk boundary")
 
     async def run(self) -> dict[str, Any]:
         spec, plan = self.plan.spec, self.plan
@@ -172,22 +184,28 @@ class LocalRunner:
             self.checkpoint.save(snapshot, stage)
             self.on_progress(Progress(counts, stage, chunks_done, timings))
 
-        rows = read_rows(plan.prompts, spec.system_prompt, skip=chunks_done * spec.batch_size)
+        first, count = self.rows
+        done = chunks_done * spec.batch_size
+        rows = islice(read_rows(plan.prompts, spec.system_prompt, skip=first + done), max(count - done, 0))
+        base = first // spec.batch_size  # chunk numbers (and so seeds) are the job's, whatever the shard
         ahead: asyncio.Task[tuple[list[PromptRow], stages.GenerateOutcome, float]] | None = None
         try:
             # One chunk of lookahead: chunk k+1 generates (model thread) while chunk k is scored
             # (reward-model thread), so both cores work. Chunks are still written and
             # checkpointed strictly in order; a generation in flight at a crash is simply redone.
-            ahead = self._generate_next(rows, chunks_done)
+            ahead = self._generate_next(rows, base + chunks_done)
             while ahead is not None:
                 chunk, outcome, generate_s = await ahead
                 if not chunk:
                     break
-                ahead = self._generate_next(rows, chunks_done + 1)
+                ahead = self._generate_next(rows, base + chunks_done + 1)
                 timings["generate_s"] = timings.get("generate_s", 0.0) + generate_s
                 await self._score_and_write(chunk, outcome, counts, timings, files)
                 chunks_done += 1
                 save("generating")
+            if not self.final:
+                save("shard_done")
+                return {"counts": counts.model_dump(), "timings": timings}
             self._finish(files, counts, timings)
             save("finalizing")
         finally:
@@ -198,6 +216,33 @@ class LocalRunner:
             for handle in files.values():
                 handle.close()
         summary = write_summary(self.work, self.output, spec, counts, timings)
+        write_histogram(self.work, self.output)
+        return summary
+
+    async def finish_from(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
+        """The job's output from its shards' checkpointed files (in shard order), then the same
+        final step as a one-worker run. Starts from scratch each time, so a crash here is redone."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        files = open_files(self.work, {})
+        counts = JobCounts(prompts_total=self.plan.prompts_total)
+        timings: dict[str, float] = {}
+        try:
+            for state in shards:
+                for name, handle in files.items():
+                    copy_prefix(Path(state["work_dir"]) / name, handle, state["offsets"].get(name, 0))
+                for name, value in state.get("counts", {}).items():
+                    if name != "prompts_total":
+                        setattr(counts, name, getattr(counts, name) + value)
+                for name, value in state.get("timings", {}).items():
+                    timings[name] = timings.get(name, 0.0) + value
+            for handle in files.values():
+                handle.flush()
+                os.fsync(handle.fileno())
+            await asyncio.to_thread(self._finish, files, counts, timings)
+        finally:
+            for handle in files.values():
+                handle.close()
+        summary = write_summary(self.work, self.output, self.plan.spec, counts, timings)
         write_histogram(self.work, self.output)
         return summary
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import object_session
 
 from winnow.auth import Principal
 from winnow.config import Settings
@@ -25,6 +26,7 @@ from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.rows import Candidate
 from winnow.sdg.runner import JobCancelled, JobPlan
 from winnow.sdg.scoring import resolve_scoring
+from winnow.sdg.shards import shard_states
 from winnow.usage.service import UsageService, estimate_tokens
 
 JOB_ID = re.compile(JOB_ID_PATTERN)
@@ -115,12 +117,31 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def details(job: SdgJob) -> JobDetails:
+def _progress(job: SdgJob) -> tuple[JobCounts, float]:
+    """Counts and seconds worked so far: the job's own checkpoint (a finished sharded job keeps its
+    final counts there), else the sum over its shards' checkpoints."""
     checkpoint = job.checkpoint or {}
+    session = object_session(job)
+    if "counts" not in checkpoint and job.kind == "sdg" and session is not None:
+        counts = JobCounts(prompts_total=job.prompts_total)
+        for state in shard_states(session, job.id):
+            for name, value in state.get("counts", {}).items():
+                if name != "prompts_total":
+                    setattr(counts, name, getattr(counts, name) + value)
+        elapsed = (_now() - _aware(job.started_at)).total_seconds() if job.started_at else 0.0
+        return counts, elapsed
     counts = JobCounts.model_validate(checkpoint.get("counts", {"prompts_total": job.prompts_total}))
     counts.prompts_total = job.prompts_total
+    return counts, float(checkpoint.get("timings", {}).get("total_s", 0.0))
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def details(job: SdgJob) -> JobDetails:
+    counts, elapsed = _progress(job)
     eta = None
-    elapsed = float(checkpoint.get("timings", {}).get("total_s", 0.0))
     if job.status == "running" and counts.prompts_read and elapsed:
         eta = round(elapsed / counts.prompts_read * (job.prompts_total - counts.prompts_read), 1)
     return JobDetails(
@@ -192,6 +213,15 @@ class JobStore:
         with self.db.session() as session:
             return render(self._owned(session, job_id, owner, kind))
 
+    def row(self, job_id: str) -> SdgJob:
+        """A job's row, detached (for workers)."""
+        with self.db.session() as session:
+            job = session.get(SdgJob, job_id)
+            if job is None:
+                raise NotFound("Job not found", job_id)
+            session.expunge(job)
+            return job
+
     def output(self, job_id: str, owner: Principal, kind: str = "sdg") -> Path:
         with self.db.session() as session:
             job = self._owned(session, job_id, owner, kind)
@@ -236,15 +266,23 @@ class JobStore:
 
     # -- workers ----------------------------------------------------------------------------
     def claim(self, worker: str) -> SdgJob | None:
-        """Atomically take the oldest queued job, or a running one whose lease ran out."""
+        """Atomically take the oldest queued evaluation, or a running one whose lease ran out, or a
+        paused one that is due. (SDG jobs are shared by shards: ``winnow.sdg.shards``.)"""
         now = _now()
-        claimable = or_(
+        claimable = (SdgJob.kind == "eval") & or_(
             SdgJob.status == "queued",
             (SdgJob.status == "running") & (SdgJob.lease_until < now),
             (SdgJob.status == "paused") & (SdgJob.resume_at <= now),
         )
         with self.db.session() as session:
-            candidate = select(SdgJob.id).where(claimable).order_by(SdgJob.created_at).limit(1).scalar_subquery()
+            candidate = (
+                select(SdgJob.id)
+                .where(claimable)
+                .order_by(SdgJob.created_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+                .scalar_subquery()
+            )
             claimed = session.execute(
                 update(SdgJob)
                 .where(SdgJob.id == candidate, claimable)
@@ -315,12 +353,14 @@ class JobStore:
                 .values(lease_until=_now() - timedelta(seconds=1), updated_at=_now())
             )
 
-    def pause(self, job_id: str, worker: str, reason: str, resume_at: datetime | None) -> None:
-        """Hand a running job back until ``resume_at`` (None: until woken), keeping its checkpoint."""
+    def pause(self, job_id: str, worker: str | None, reason: str, resume_at: datetime | None) -> None:
+        """Hand a running job back until ``resume_at`` (None: until woken), keeping its checkpoint
+        (``worker`` None: a sharded job, whose job row no worker holds)."""
+        holder = SdgJob.worker == worker if worker is not None else SdgJob.worker.is_(None)
         with self.db.session() as session:
             session.execute(
                 update(SdgJob)
-                .where(SdgJob.id == job_id, SdgJob.worker == worker, SdgJob.status == "running")
+                .where(SdgJob.id == job_id, holder, SdgJob.status == "running")
                 .values(
                     status="paused",
                     stage="paused",
@@ -342,21 +382,31 @@ class JobStore:
             )
             return int(getattr(result, "rowcount", 0) or 0)
 
-    def finish(self, job_id: str, worker: str, status: str, error: str | None = None, output_bytes: int = 0) -> None:
+    def finish(
+        self,
+        job_id: str,
+        worker: str | None,
+        status: str,
+        error: str | None = None,
+        output_bytes: int = 0,
+        checkpoint: dict[str, Any] | None = None,
+    ) -> None:
+        """End a job: the worker holding its lease, or (``worker`` None, a shard's worker) any
+        worker while the job still runs."""
+        holder = SdgJob.worker == worker if worker is not None else SdgJob.status.in_(("running", "paused"))
+        values: dict[str, Any] = {
+            "status": status,
+            "stage": status,
+            "error": error,
+            "finished_at": _now(),
+            "updated_at": _now(),
+            "lease_until": None,
+            "output_bytes": output_bytes,
+        }
+        if checkpoint is not None:
+            values["checkpoint"] = checkpoint
         with self.db.session() as session:
-            session.execute(
-                update(SdgJob)
-                .where(SdgJob.id == job_id, SdgJob.worker == worker)
-                .values(
-                    status=status,
-                    stage=status,
-                    error=error,
-                    finished_at=_now(),
-                    updated_at=_now(),
-                    lease_until=None,
-                    output_bytes=output_bytes,
-                )
-            )
+            session.execute(update(SdgJob).where(SdgJob.id == job_id, holder).values(**values))
 
 
 class DbCheckpoint:

@@ -12,7 +12,9 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -26,8 +28,9 @@ from winnow.schemas.evals import EvaluationRequest
 from winnow.schemas.sdg import SubmitJobRequest
 from winnow.sdg.inputs import validate_file
 from winnow.sdg.reward import RewardModelRegistry
-from winnow.sdg.runner import JobCancelled, LocalRunner
+from winnow.sdg.runner import JobCancelled, JobPlan, LocalRunner
 from winnow.sdg.service import DbCheckpoint, JobLost, JobStore, build_plan
+from winnow.sdg.shards import ShardCheckpoint, ShardClaim, ShardLost, ShardStore
 from winnow.usage.budgets import period_bounds
 from winnow.usage.service import UsageMeter, UsageService
 
@@ -57,11 +60,25 @@ class Worker:
         self.models = ModelRegistry(settings)
         self.rewards = RewardModelRegistry(settings, self.models)
         self.usage = UsageService(self.db, settings)
+        self.shards = ShardStore(self.db, settings)
 
     def _free_dead_local_jobs(self) -> None:
-        freed = self.store.expire_leases_of(f"{socket.gethostname()}:", _process_alive)
+        prefix = f"{socket.gethostname()}:"
+        freed = self.store.expire_leases_of(prefix, _process_alive) + self.shards.expire_of(prefix, _process_alive)
         if freed:
-            log.info("freed %d job(s) of dead workers on this host", freed)
+            log.info("freed %d job(s) or shard(s) of dead workers on this host", freed)
+
+    def _next(self) -> tuple[Callable[[], Coroutine[Any, Any, None]], Callable[[], None]] | None:
+        """The next piece of work (blocking: database), as (run it, hand it back): a shard of an SDG
+        job, the merge of a job whose shards are done, or an evaluation."""
+        self.shards.housekeeping()
+        if (shard := self.shards.claim(self.id)) is not None:
+            return (lambda: self.run_shard(shard)), (lambda: self.shards.release(shard, self.id))
+        if (job := self.shards.claim_merge(self.id)) is not None:
+            return (lambda: self.merge(job)), (lambda: self.store.release(job.id, self.id))
+        if (job := self.store.claim(self.id)) is not None:
+            return (lambda: self.run_job(job)), (lambda: self.store.release(job.id, self.id))
+        return None
 
     async def run_forever(self, stop: asyncio.Event, parent_pid: int | None = None) -> None:
         log.info("worker %s started", self.id)
@@ -70,21 +87,22 @@ class Worker:
         watchdog = asyncio.create_task(self._watch_parent(parent_pid, stop)) if parent_pid else None
         try:
             while not stop.is_set():
-                job = await asyncio.to_thread(self.store.claim, self.id)
-                if job is None:
+                work = await asyncio.to_thread(self._next)
+                if work is None:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.poll_s)
                     continue
-                job_task = asyncio.create_task(self.run_job(job))
+                run, release = work
+                task = asyncio.create_task(run())
                 stopping = asyncio.create_task(stop.wait())
-                await asyncio.wait({job_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
-                if not job_task.done():  # shutting down mid-job: hand the job back at once
-                    job_task.cancel()
+                if not task.done():  # shutting down mid-work: hand it back at once
+                    task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
-                        await job_task
-                    self.store.release(job.id, self.id)
-                    log.info("released %s for another worker", job.id)
+                        await task
+                    release()
+                    log.info("released work for another worker")
         finally:
             if watchdog is not None:
                 watchdog.cancel()
@@ -104,34 +122,86 @@ class Worker:
                 return
             await asyncio.sleep(0.5)
 
+    async def _plan(self, job: SdgJob) -> tuple[JobPlan, Path]:
+        prompts = await asyncio.to_thread(validate_file, Path(job.prompts_path))
+        if prompts.sha256 != job.prompts_sha256:
+            raise ValueError("the prompts file changed since the job was submitted")
+        await asyncio.to_thread(self.usage.recorder.flush)  # the latest budgets (a raise may have woken us)
+        spec = SubmitJobRequest.model_validate(job.params)
+        plan = build_plan(spec, prompts, self.models, self.rewards)
+        plan.meter = UsageMeter(self.usage, job.owner_key_id, spec.model, "job", job.id)
+        return plan, Path(job.output_path)
+
+    async def run_shard(self, claim: ShardClaim) -> None:
+        """One shard of an SDG job: its rows through the local runner, checkpointed into the shard."""
+        log.info("running %s shard %d (attempt %d)", claim.job_id, claim.shard, claim.attempts)
+        heartbeat = asyncio.create_task(self._beat(lambda: self.shards.renew(claim, self.id)))
+        job = await asyncio.to_thread(self.store.row, claim.job_id)
+        try:
+            plan, output = await self._plan(job)
+            work = self.store.job_dir(job.id) / "shards" / f"{claim.shard}" / f"work-{claim.attempts}"
+            checkpoint = ShardCheckpoint(self.shards, claim, self.id, before_save=self.usage.recorder.flush)
+            rows = (claim.first_row, claim.rows)
+            await LocalRunner(plan, work, output, checkpoint, rows=rows, final=False).run()
+            await asyncio.to_thread(self.shards.done, claim, self.id)
+        except BudgetExceeded as exc:
+            self.shards.release(claim, self.id)
+            self._pause_for_budget(job, exc, worker=None)
+        except JobCancelled:
+            self.store.finish(job.id, None, "cancelled")
+            log.info("cancelled %s", job.id)
+        except ShardLost:
+            self.shards.release(claim, self.id)
+            log.warning("%s shard %d is no longer ours (lease lost, or the job stopped)", job.id, claim.shard)
+        except Exception as exc:
+            log.exception("job %s failed in shard %d", job.id, claim.shard)
+            self.store.finish(job.id, None, "failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            heartbeat.cancel()
+
+    async def merge(self, job: SdgJob) -> None:
+        """Every shard is done: merge their files, in shard order, into the job's output."""
+        log.info("merging %s (attempt %d)", job.id, job.attempts)
+        heartbeat = asyncio.create_task(self._beat(lambda: self.store.renew(job.id, self.id)))
+        try:
+            plan, output = await self._plan(job)
+            runner = LocalRunner(plan, self.store.job_dir(job.id) / f"merge-{job.attempts}", output, _NoCheckpoint())
+            summary = await runner.finish_from(await asyncio.to_thread(self.shards.states, job.id))
+            size = output.stat().st_size
+            final = {"counts": summary["counts"], "timings": summary.get("timings", {})}
+            self.store.finish(job.id, self.id, "completed", output_bytes=size, checkpoint=final)
+            log.info("completed %s", job.id)
+        except JobLost:
+            log.warning("lost the lease on %s; another worker has it", job.id)
+        except Exception as exc:
+            log.exception("job %s failed while merging", job.id)
+            self.store.finish(job.id, self.id, "failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            heartbeat.cancel()
+
     async def run_job(self, job: SdgJob) -> None:
+        """An evaluation, held whole by this worker under the job's lease."""
         log.info("running %s (attempt %d)", job.id, job.attempts)
-        heartbeat = asyncio.create_task(self._heartbeat(job.id))
+        heartbeat = asyncio.create_task(self._beat(lambda: self.store.renew(job.id, self.id)))
         try:
             prompts = await asyncio.to_thread(validate_file, Path(job.prompts_path))
             if prompts.sha256 != job.prompts_sha256:
-                raise ValueError("the prompts file changed since the job was submitted")
+                raise ValueError("the dataset changed since the evaluation was submitted")
             await asyncio.to_thread(self.usage.recorder.flush)  # the latest budgets (a raise may have woken us)
             work = self.store.job_dir(job.id) / f"work-{job.attempts}"  # one per attempt: see runner.adopt
             # Usage rows are written before each checkpoint: a finished chunk's spend is never lost.
             checkpoint = DbCheckpoint(self.store, job, self.id, before_save=self.usage.recorder.flush)
-            if job.kind == "eval":
-                evaluation = EvaluationRequest.model_validate(job.params)
-                eval_plan = build_eval_plan(evaluation, prompts, self.models, self.rewards, self.usage.prices)
-                eval_plan.meters = {
-                    m: UsageMeter(self.usage, job.owner_key_id, m, "eval", job.id) for m in evaluation.models
-                }
-                await EvalRunner(eval_plan, work, Path(job.output_path), checkpoint).run()
-            else:
-                spec = SubmitJobRequest.model_validate(job.params)
-                plan = build_plan(spec, prompts, self.models, self.rewards)
-                plan.meter = UsageMeter(self.usage, job.owner_key_id, spec.model, "job", job.id)
-                await LocalRunner(plan, work, Path(job.output_path), checkpoint).run()
+            evaluation = EvaluationRequest.model_validate(job.params)
+            eval_plan = build_eval_plan(evaluation, prompts, self.models, self.rewards, self.usage.prices)
+            eval_plan.meters = {
+                m: UsageMeter(self.usage, job.owner_key_id, m, "eval", job.id) for m in evaluation.models
+            }
+            await EvalRunner(eval_plan, work, Path(job.output_path), checkpoint).run()
             size = Path(job.output_path).stat().st_size
             self.store.finish(job.id, self.id, "completed", output_bytes=size)
             log.info("completed %s", job.id)
         except BudgetExceeded as exc:
-            self._pause_for_budget(job, exc)
+            self._pause_for_budget(job, exc, worker=self.id)
         except JobCancelled:
             self.store.finish(job.id, self.id, "cancelled")
             log.info("cancelled %s", job.id)
@@ -143,20 +213,30 @@ class Worker:
         finally:
             heartbeat.cancel()
 
-    def _pause_for_budget(self, job: SdgJob, exc: BudgetExceeded) -> None:
+    def _pause_for_budget(self, job: SdgJob, exc: BudgetExceeded, worker: str | None) -> None:
         """The owner's budget is spent: the job waits (checkpoint kept) until the period resets or
         the budget is raised, then any worker resumes it where it stopped."""
         self.usage.recorder.flush()
         budget = self.usage.ledger.budget(job.owner_key_id)
         _, resume_at = period_bounds(budget.period) if budget is not None else (None, None)
-        self.store.pause(job.id, self.id, f"budget_exceeded: {exc.details or exc.message}", resume_at)
+        self.store.pause(job.id, worker, f"budget_exceeded: {exc.details or exc.message}", resume_at)
         log.info("paused %s: the owner's budget is spent (resumes %s)", job.id, resume_at or "when raised")
 
-    async def _heartbeat(self, job_id: str) -> None:
-        """Renew the lease while a long chunk runs (checkpoints renew it too)."""
+    async def _beat(self, renew: Callable[[], object]) -> None:
+        """Renew a lease while a long chunk runs (checkpoints renew it too)."""
         while True:
             await asyncio.sleep(self.settings.job_lease_s / 3)
             try:
-                await asyncio.to_thread(self.store.renew, job_id, self.id)
-            except JobLost:
+                await asyncio.to_thread(renew)
+            except (JobLost, ShardLost):
                 return
+
+
+class _NoCheckpoint:
+    """The merge keeps no checkpoint: it starts over if interrupted."""
+
+    def load(self) -> dict[str, object]:
+        return {}
+
+    def save(self, state: dict[str, object], stage: str) -> None:
+        return None
