@@ -95,6 +95,19 @@ class RewardModelConfig(BaseModel):
     unparsed_score: float = 0.0  # llm-judge: the score when the judge's answer has no number
 
 
+class RaySettings(BaseModel):
+    """The Ray executor: where the cluster is, and what each pipeline stage gets."""
+
+    address: str | None = Field(None, description="A Ray cluster (also RAY_ADDRESS); unset: a local Ray on demand")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray started on demand (default: all)")
+    generate_replicas: int = Field(1, ge=1, description="Actors holding the generation model")
+    generate_cpus: float = Field(1.0, ge=0)
+    generate_gpus: float = Field(0.0, ge=0)
+    score_replicas: int = Field(1, ge=1, description="Actors holding the reward model")
+    score_cpus: float = Field(1.0, ge=0)
+    score_gpus: float = Field(0.0, ge=0)
+
+
 class Thresholds(BaseModel):
     """When /status warns and /ready refuses."""
 
@@ -168,6 +181,8 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(
         30.0, gt=0, description="A running job's lease; a worker that stops renewing it loses the job"
     )
+    executor: Literal["local", "ray"] = Field("local", description="Runs SDG jobs that name none")
+    ray: RaySettings = RaySettings()
     job_shard_rows: int = Field(
         1024, ge=1, description="Prompts per shard of an SDG job (whole chunks): the unit workers share a job by"
     )

@@ -20,9 +20,9 @@ from winnow.errors import WinnowError
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
 from winnow.sdg.reward import RewardModelRegistry
-from winnow.sdg.runner import FileCheckpoint, LocalRunner
+from winnow.sdg.runner import FileCheckpoint
 from winnow.sdg.runner import Progress as JobProgress
-from winnow.sdg.service import build_plan, check_spec
+from winnow.sdg.service import build_plan, check_spec, make_runner
 
 sdg_app = typer.Typer(
     help="Synthetic data generation: generate -> reward-score -> filter -> JSONL.", no_args_is_help=True
@@ -56,6 +56,9 @@ def run(
     system_prompt: Annotated[str | None, typer.Option("--system-prompt")] = None,
     seed: Annotated[int | None, typer.Option(help="Reproducible sampling")] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted run of this output")] = False,
+    executor: Annotated[
+        str | None, typer.Option("--executor", help="local or ray (default from config: local)")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run a job in this process with a progress bar; an interrupted run resumes where it stopped."""
@@ -74,6 +77,7 @@ def run(
             filtering_function=FilteringFunction(name=filter_name, params=json.loads(filter_params)),
             system_prompt=system_prompt,
             seed=seed,
+            executor=executor,
         )
     except (ValueError, json.JSONDecodeError) as exc:
         raise _fail("invalid parameters", str(exc)) from exc
@@ -103,7 +107,8 @@ def run(
                     rate = f"{p.counts.prompts_read / elapsed:.1f}" if elapsed else "-"
                     bar.update(task, completed=p.counts.prompts_read, rate=rate, description=p.stage)
 
-                runner = LocalRunner(plan, work, output.resolve(), FileCheckpoint(work / "checkpoint.json"), show)
+                checkpoint = FileCheckpoint(work / "checkpoint.json")
+                runner = make_runner(plan, settings, work, output.resolve(), checkpoint, show)
                 return await runner.run()
         finally:
             await rewards.close()

@@ -94,6 +94,9 @@ class SubmitJobRequest(RequestModel):
     filtering_function: FilteringFunction = Field(default_factory=lambda: FilteringFunction(name="none"))
     system_prompt: str | None = Field(None, description="Sent first with every prompt that has none")
     seed: int | None = Field(None, description="Makes sampling reproducible (per chunk)")
+    executor: Literal["local", "ray"] | None = Field(
+        None, description="local (the worker's process) or ray (a Ray Data pipeline); default from config"
+    )
     dry_run: StrictBool = Field(
         False, description="Validate and estimate tokens and cost (answer's `estimate`) without running"
     )

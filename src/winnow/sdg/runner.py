@@ -128,6 +128,18 @@ def open_files(work: Path, offsets: dict[str, int], names: tuple[str, ...] = FIL
     return handles
 
 
+def chunk_params(spec: SubmitJobRequest, index: int) -> SamplingParams:
+    """Sampling for chunk ``index`` of a job: the seed is the chunk's own, so any executor, worker or
+    shard layout that gives the model the same chunk gets the same responses."""
+    return SamplingParams(
+        max_tokens=spec.max_gen_len,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        n=spec.num_generations,
+        seed=None if spec.seed is None else spec.seed * 1_000_003 + index,
+    )
+
+
 def _row_json(candidate: Candidate) -> bytes:
     """One PromptResponseScore line. Built as a plain dict (the shape is fixed and tested against the
     spec's schema); pydantic validation per row would cost more than the rest of the write."""
@@ -162,62 +174,79 @@ class LocalRunner:
         spec, plan = self.plan.spec, self.plan
         self.work.mkdir(parents=True, exist_ok=True)
         state = self.checkpoint.load()
-        chunks_done = int(state.get("chunks_done", 0))
-        counts = JobCounts.model_validate(state.get("counts", {"prompts_total": plan.prompts_total}))
-        timings: dict[str, float] = dict(state.get("timings", {}))
+        progress = Progress(
+            JobCounts.model_validate(state.get("counts", {"prompts_total": plan.prompts_total})),
+            "generating",
+            int(state.get("chunks_done", 0)),
+            dict(state.get("timings", {})),
+        )
         previous = state.get("work_dir")
         if previous and Path(previous) != self.work:
             adopt(Path(previous), self.work, state.get("offsets", {}))
         files = open_files(self.work, state.get("offsets", {}))
-        started = time.perf_counter() - timings.get("total_s", 0.0)
+        started = time.perf_counter() - progress.timings.get("total_s", 0.0)
+        counts, timings = progress.counts, progress.timings
 
         def save(stage: str) -> None:
             timings["total_s"] = time.perf_counter() - started
-            offsets = {name: handle.tell() for name, handle in files.items()}
             snapshot = {
                 "work_dir": str(self.work),
-                "chunks_done": chunks_done,
-                "offsets": offsets,
+                "chunks_done": progress.chunks_done,
+                "offsets": {name: handle.tell() for name, handle in files.items()},
                 "counts": counts.model_dump(),
                 "timings": timings,
             }
             self.checkpoint.save(snapshot, stage)
-            self.on_progress(Progress(counts, stage, chunks_done, timings))
+            progress.stage = stage
+            self.on_progress(progress)
 
-        first, count = self.rows
-        done = chunks_done * spec.batch_size
-        rows = islice(read_rows(plan.prompts, spec.system_prompt, skip=first + done), max(count - done, 0))
-        base = first // spec.batch_size  # chunk numbers (and so seeds) are the job's, whatever the shard
-        ahead: asyncio.Task[tuple[list[PromptRow], stages.GenerateOutcome, float]] | None = None
         try:
-            # One chunk of lookahead: chunk k+1 generates (model thread) while chunk k is scored
-            # (reward-model thread), so both cores work. Chunks are still written and
-            # checkpointed strictly in order; a generation in flight at a crash is simply redone.
-            ahead = self._generate_next(rows, base + chunks_done)
-            while ahead is not None:
-                chunk, outcome, generate_s = await ahead
-                if not chunk:
-                    break
-                ahead = self._generate_next(rows, base + chunks_done + 1)
-                timings["generate_s"] = timings.get("generate_s", 0.0) + generate_s
-                await self._score_and_write(chunk, outcome, counts, timings, files)
-                chunks_done += 1
-                save("generating")
+            await self._chunks(progress, files, save)
             if not self.final:
                 save("shard_done")
                 return {"counts": counts.model_dump(), "timings": timings}
             self._finish(files, counts, timings)
             save("finalizing")
         finally:
-            if ahead is not None and not ahead.done():
-                ahead.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ahead
             for handle in files.values():
                 handle.close()
         summary = write_summary(self.work, self.output, spec, counts, timings)
         write_histogram(self.work, self.output)
         return summary
+
+    def _chunk_range(self, chunks_done: int) -> tuple[Iterator[PromptRow], int]:
+        """The rows still to do, and the job-wide number of the first chunk of them (chunk numbers,
+        and so seeds, are the job's, whatever the shard or executor)."""
+        spec = self.plan.spec
+        first, count = self.rows
+        done = chunks_done * spec.batch_size
+        rows = islice(read_rows(self.plan.prompts, spec.system_prompt, skip=first + done), max(count - done, 0))
+        return rows, first // spec.batch_size + chunks_done
+
+    async def _chunks(self, progress: Progress, files: dict[str, BinaryIO], save: Callable[[str], None]) -> None:
+        """Generate, score and write every remaining chunk in order, saving a checkpoint after each."""
+        rows, index = self._chunk_range(progress.chunks_done)
+        ahead: asyncio.Task[tuple[list[PromptRow], stages.GenerateOutcome, float]] | None = None
+        try:
+            # One chunk of lookahead: chunk k+1 generates (model thread) while chunk k is scored
+            # (reward-model thread), so both cores work. Chunks are still written and
+            # checkpointed strictly in order; a generation in flight at a crash is simply redone.
+            ahead = self._generate_next(rows, index)
+            while ahead is not None:
+                chunk, outcome, generate_s = await ahead
+                if not chunk:
+                    break
+                index += 1
+                ahead = self._generate_next(rows, index)
+                progress.timings["generate_s"] = progress.timings.get("generate_s", 0.0) + generate_s
+                await self._score_and_write(chunk, outcome, progress.counts, progress.timings, files)
+                progress.chunks_done += 1
+                save("generating")
+        finally:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ahead
 
     async def finish_from(self, shards: list[dict[str, Any]]) -> dict[str, Any]:
         """The job's output from its shards' checkpointed files (in shard order), then the same
@@ -252,13 +281,7 @@ class LocalRunner:
         """Start generating chunk ``index`` (the next ``batch_size`` rows) as a task."""
         spec, plan = self.plan.spec, self.plan
         chunk = take(rows, spec.batch_size)
-        params = SamplingParams(
-            max_tokens=spec.max_gen_len,
-            temperature=spec.temperature,
-            top_p=spec.top_p,
-            n=spec.num_generations,
-            seed=None if spec.seed is None else spec.seed * 1_000_003 + index,
-        )
+        params = chunk_params(spec, index)
 
         async def run() -> tuple[list[PromptRow], stages.GenerateOutcome, float]:
             if not chunk:
@@ -278,11 +301,23 @@ class LocalRunner:
         files: dict[str, BinaryIO],
     ) -> None:
         plan = self.plan
-        counts.prompts_read += len(chunk)
         t1 = time.perf_counter()
         await stages.score(outcome.candidates, plan.reward, plan.scoring, plan.scoring_arg)
+        timings["score_s"] = timings.get("score_s", 0.0) + time.perf_counter() - t1
+        self.write_chunk(chunk, outcome, stages.keep(outcome.candidates, plan.chunk_filter), counts, timings, files)
+
+    def write_chunk(
+        self,
+        chunk: list[PromptRow],
+        outcome: stages.GenerateOutcome,
+        kept: list[Candidate],
+        counts: JobCounts,
+        timings: dict[str, float],
+        files: dict[str, BinaryIO],
+    ) -> None:
+        """Append one scored chunk to the work files and fsync them (the checkpoint comes next)."""
         t2 = time.perf_counter()
-        timings["score_s"] = timings.get("score_s", 0.0) + t2 - t1
+        counts.prompts_read += len(chunk)
         counts.prompts_generated += len(chunk) - len(outcome.failed)
         counts.responses_generated += len(outcome.candidates)
         counts.responses_scored += len(outcome.candidates)
@@ -292,8 +327,7 @@ class LocalRunner:
         for row, reason in outcome.failed:
             files["errors"].write(json.dumps({"id": row.id, "line": row.line, "error": reason}).encode() + b"\n")
         files["raw_scores"].write(np.asarray([c.raw_score for c in outcome.candidates], dtype=np.float32).tobytes())
-        kept = stages.keep(outcome.candidates, plan.chunk_filter)
-        if plan.global_filter is None:
+        if self.plan.global_filter is None:
             files["partial"].write(b"".join(_row_json(c) for c in kept))
             files["kept_scores"].write(np.asarray([c.score for c in kept], dtype=np.float32).tobytes())
             counts.rows_kept += len(kept)

@@ -22,9 +22,10 @@ from winnow.schemas.evals import EvaluationRequest
 from winnow.schemas.sdg import EVAL_ID_PATTERN, JOB_ID_PATTERN, JobCounts, JobDetails, JobEstimate, SubmitJobRequest
 from winnow.sdg.filters import GlobalFilter, build_filter, is_global
 from winnow.sdg.inputs import PromptFile, read_rows, resolve_inside, validate_file
+from winnow.sdg.ray_executor import RayRunner, ray_module
 from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.rows import Candidate
-from winnow.sdg.runner import JobCancelled, JobPlan
+from winnow.sdg.runner import Checkpoint, JobCancelled, JobPlan, LocalRunner, Progress
 from winnow.sdg.scoring import resolve_scoring
 from winnow.sdg.shards import shard_states
 from winnow.usage.service import UsageService, estimate_tokens
@@ -56,6 +57,8 @@ def check_spec(
     except ModelNotFound as exc:
         raise InvalidRequest(exc.message, exc.details) from None
     rewards.check(spec.reward_model)
+    if (spec.executor or settings.executor) == "ray":
+        ray_module()
     resolve_scoring(spec.scoring_function)
     split_filter(spec)
     return validate_file(resolve_inside(spec.prompts_path, settings.effective_data_roots))
@@ -111,6 +114,22 @@ def estimate(spec: SubmitJobRequest, prompts: PromptFile, usage: UsageService, k
             fits_budget=fits,
         ),
     )
+
+
+def make_runner(
+    plan: JobPlan,
+    settings: Settings,
+    work: Path,
+    output: Path,
+    checkpoint: Checkpoint,
+    on_progress: Callable[[Progress], None] | None = None,
+    rows: tuple[int, int] | None = None,
+    final: bool = True,
+) -> LocalRunner:
+    """The runner of the job's executor (its own ``executor``, else the config's)."""
+    if (plan.spec.executor or settings.executor) == "ray":
+        return RayRunner(plan, work, output, checkpoint, on_progress, rows, final, settings=settings)
+    return LocalRunner(plan, work, output, checkpoint, on_progress, rows, final)
 
 
 def _now() -> datetime:

@@ -119,6 +119,8 @@ class ShardStore:
             return
         batch = int(started.params.get("batch_size", 32))
         size = max(1, math.ceil(self.settings.job_shard_rows / batch)) * batch  # whole chunks
+        if (started.params.get("executor") or self.settings.executor) == "ray":
+            size = max(started.prompts_total, 1)  # one driver: Ray spreads the work itself
         rows = [
             {
                 "job_id": started.id,

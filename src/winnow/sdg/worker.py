@@ -29,7 +29,7 @@ from winnow.schemas.sdg import SubmitJobRequest
 from winnow.sdg.inputs import validate_file
 from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.runner import JobCancelled, JobPlan, LocalRunner
-from winnow.sdg.service import DbCheckpoint, JobLost, JobStore, build_plan
+from winnow.sdg.service import DbCheckpoint, JobLost, JobStore, build_plan, make_runner
 from winnow.sdg.shards import ShardCheckpoint, ShardClaim, ShardLost, ShardStore
 from winnow.usage.budgets import period_bounds
 from winnow.usage.service import UsageMeter, UsageService
@@ -142,7 +142,7 @@ class Worker:
             work = self.store.job_dir(job.id) / "shards" / f"{claim.shard}" / f"work-{claim.attempts}"
             checkpoint = ShardCheckpoint(self.shards, claim, self.id, before_save=self.usage.recorder.flush)
             rows = (claim.first_row, claim.rows)
-            await LocalRunner(plan, work, output, checkpoint, rows=rows, final=False).run()
+            await make_runner(plan, self.settings, work, output, checkpoint, rows=rows, final=False).run()
             await asyncio.to_thread(self.shards.done, claim, self.id)
         except BudgetExceeded as exc:
             self.shards.release(claim, self.id)
