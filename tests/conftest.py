@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +23,7 @@ from sqlalchemy import create_engine, text
 from winnow.api import create_app
 from winnow.config import CONFIG_ENV_VAR, Settings
 from winnow.runtime import Runtime
+from winnow.sdg.runner import FileCheckpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_LM = ROOT / "examples" / "models" / "demo-lm"
@@ -155,3 +160,34 @@ def postgres_url() -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@contextmanager
+def running_worker(settings: Settings) -> Iterator[None]:
+    """A real job worker (the one `winnow worker` runs) on a thread of this process, stopped after."""
+    from winnow.sdg.worker import Worker
+
+    stop = asyncio.Event()
+    loop = asyncio.new_event_loop()
+    worker = Worker(settings, poll_s=0.1)
+    thread = threading.Thread(target=loop.run_until_complete, args=(worker.run_forever(stop),), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+
+
+class CrashAfter(FileCheckpoint):
+    """Saves ``n`` checkpoints, then dies on the next, after that chunk's rows were written."""
+
+    def __init__(self, path: Path, n: int) -> None:
+        super().__init__(path)
+        self.n = n
+
+    def save(self, state: dict[str, Any], stage: str) -> None:
+        if self.n == 0:
+            raise KeyboardInterrupt("crash")
+        self.n -= 1
+        super().save(state, stage)

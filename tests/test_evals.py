@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from tests.conftest import DEMO_LM, DEMO_PROMPTS, bearer
+from tests.conftest import DEMO_LM, DEMO_PROMPTS, CrashAfter, bearer, running_worker
 from tests.spec import assert_error
 from winnow.api.app import create_app
 from winnow.cli import app as cli_app
@@ -28,7 +27,6 @@ from winnow.runtime import Runtime
 from winnow.schemas.evals import EvaluationRequest
 from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.runner import FileCheckpoint
-from winnow.sdg.worker import Worker
 from winnow.usage.prices import PriceBook
 
 TEMPLATES = [
@@ -45,15 +43,6 @@ def evals(tmp_path: Path) -> Iterator[tuple[TestClient, Runtime]]:
         runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
         shutil.copy(DEMO_PROMPTS, runtime.settings.data_dir / "arithmetic.jsonl")
         yield client, runtime
-
-
-def _run_worker(settings: Settings) -> tuple[asyncio.Event, asyncio.AbstractEventLoop, threading.Thread]:
-    stop = asyncio.Event()
-    loop = asyncio.new_event_loop()
-    worker = Worker(settings, poll_s=0.1)
-    thread = threading.Thread(target=loop.run_until_complete, args=(worker.run_forever(stop),), daemon=True)
-    thread.start()
-    return stop, loop, thread
 
 
 def _body(**extra: Any) -> dict[str, Any]:
@@ -81,17 +70,13 @@ def test_evaluation_table_matches_a_direct_count(evals: tuple[TestClient, Runtim
     assert evaluation["baseline"] == {"template": "plain", "model": "demo-lm"}
     assert client.get(f"/api/v1/evaluations/{evaluation['id']}/results", headers=bearer(key)).status_code == 409
 
-    stop, loop, thread = _run_worker(runtime.settings)
-    try:
+    with running_worker(runtime.settings):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             current = client.get(f"/api/v1/evaluations/{evaluation['id']}", headers=bearer(key)).json()
             if current["status"] in ("completed", "failed"):
                 break
             time.sleep(0.2)
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=30)
     assert current["status"] == "completed", current
     assert current["counts"] == {"rows_total": 500, "rows_done": 500, "generations": 1000, "errors": 0}
 
@@ -170,20 +155,6 @@ def test_a_key_sees_only_its_own_evaluations(evals: tuple[TestClient, Runtime]) 
     assert_error(client.post(f"/api/v1/evaluations/{evaluation['id']}/cancel", headers=bearer(owner)), 409)
 
 
-class _CrashAfter(FileCheckpoint):
-    """Saves ``n`` checkpoints, then dies on the next, after its chunk's rows were written."""
-
-    def __init__(self, path: Path, n: int) -> None:
-        super().__init__(path)
-        self.n = n
-
-    def save(self, state: dict[str, Any], stage: str) -> None:
-        if self.n == 0:
-            raise KeyboardInterrupt("crash")
-        self.n -= 1
-        super().save(state, stage)
-
-
 def test_a_crash_mid_evaluation_resumes_to_identical_results(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", workers=0, data_roots=[DEMO_PROMPTS.parent])
     spec = EvaluationRequest.model_validate(
@@ -205,7 +176,7 @@ def test_a_crash_mid_evaluation_resumes_to_identical_results(tmp_path: Path) -> 
     expected = asyncio.run(run(tmp_path / "clean" / "work", clean, FileCheckpoint(tmp_path / "clean.json")))
     crashed = tmp_path / "crashed" / "results.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        asyncio.run(run(tmp_path / "crashed" / "work", crashed, _CrashAfter(tmp_path / "crashed.json", 3)))
+        asyncio.run(run(tmp_path / "crashed" / "work", crashed, CrashAfter(tmp_path / "crashed.json", 3)))
     assert not crashed.exists()
     table = asyncio.run(run(tmp_path / "crashed" / "work", crashed, FileCheckpoint(tmp_path / "crashed.json")))
 

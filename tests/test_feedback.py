@@ -3,21 +3,18 @@ export it as preference pairs or SFT examples; errors are the spec's ErrorRespon
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import DEMO_PROMPTS, bearer
+from tests.conftest import DEMO_PROMPTS, bearer, running_worker
 from tests.spec import assert_error
 from winnow.api import create_app
 from winnow.config import Settings
 from winnow.runtime import Runtime
-from winnow.sdg.worker import Worker
 
 FEEDBACK = "/api/v1/feedback"
 PROMPT = "What is 17+25?"
@@ -203,12 +200,7 @@ def test_generations_kept_without_text_cannot_take_feedback(tmp_path: Path) -> N
 
 def _run_job(client: TestClient, runtime: Runtime, key: str, body: dict[str, Any]) -> dict[str, Any]:
     job = client.post("/api/v1/synthetic_data_generation/submit_job", json=body, headers=bearer(key)).json()
-    stop = asyncio.Event()
-    loop = asyncio.new_event_loop()
-    worker = Worker(runtime.settings, poll_s=0.1)
-    thread = threading.Thread(target=loop.run_until_complete, args=(worker.run_forever(stop),), daemon=True)
-    thread.start()
-    try:
+    with running_worker(runtime.settings):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             status: dict[str, Any] = client.get(
@@ -218,9 +210,6 @@ def _run_job(client: TestClient, runtime: Runtime, key: str, body: dict[str, Any
                 return status
             time.sleep(0.1)
         raise AssertionError(f"job did not finish: {status}")
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=30)
 
 
 def test_sdg_rows_take_feedback_by_job_row_id_and_index(client: TestClient, runtime: Runtime, user_key: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import DEMO_PROMPTS, bearer
+from tests.conftest import DEMO_PROMPTS, CrashAfter, bearer, running_worker
 from winnow.api.app import create_app
 from winnow.config import RaySettings, Settings
 from winnow.models.registry import ModelRegistry
@@ -22,7 +21,6 @@ from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
 from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.runner import FileCheckpoint
 from winnow.sdg.service import build_plan, check_spec, make_runner
-from winnow.sdg.worker import Worker
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
@@ -47,18 +45,6 @@ def _spec(prompts: Path, executor: str) -> SubmitJobRequest:
         seed=21,
         executor=executor,  # type: ignore[arg-type]
     )
-
-
-class _CrashAfter(FileCheckpoint):
-    def __init__(self, path: Path, n: int) -> None:
-        super().__init__(path)
-        self.n = n
-
-    def save(self, state: dict[str, Any], stage: str) -> None:
-        if self.n == 0:
-            raise KeyboardInterrupt("crash")
-        self.n -= 1
-        super().save(state, stage)
 
 
 def test_ray_and_local_executors_give_identical_rows_and_ray_resumes_after_a_crash(tmp_path: Path) -> None:
@@ -86,7 +72,7 @@ def test_ray_and_local_executors_give_identical_rows_and_ray_resumes_after_a_cra
 
     local, _ = asyncio.run(run("local", "local", FileCheckpoint(tmp_path / "local.json")))
     with pytest.raises(KeyboardInterrupt):
-        asyncio.run(run("ray", "ray", _CrashAfter(tmp_path / "ray.json", 2)))
+        asyncio.run(run("ray", "ray", CrashAfter(tmp_path / "ray.json", 2)))
     remote, progress = asyncio.run(run("ray", "ray", FileCheckpoint(tmp_path / "ray.json")))
     assert progress[0] == 3 and progress[-2] == 6  # resumed after the 2 saved chunks; 6 chunks of 16 rows
     assert remote.read_bytes() == local.read_bytes()
@@ -105,12 +91,7 @@ def test_a_job_with_executor_ray_runs_on_a_worker_and_records_usage(tmp_path: Pa
         job = client.post("/api/v1/synthetic_data_generation/submit_job", json=body, headers=bearer(key)).json()
         assert job["params"]["executor"] == "ray"
 
-        stop = asyncio.Event()
-        loop = asyncio.new_event_loop()
-        worker = Worker(settings, poll_s=0.1)
-        thread = threading.Thread(target=loop.run_until_complete, args=(worker.run_forever(stop),), daemon=True)
-        thread.start()
-        try:
+        with running_worker(settings):
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 status = client.get(
@@ -121,9 +102,6 @@ def test_a_job_with_executor_ray_runs_on_a_worker_and_records_usage(tmp_path: Pa
                 if status["status"] in ("completed", "failed"):
                     break
                 time.sleep(0.2)
-        finally:
-            loop.call_soon_threadsafe(stop.set)
-            thread.join(timeout=30)
         assert status["status"] == "completed", status
         assert status["counts"]["prompts_read"] == 40 and status["counts"]["rows_kept"] == 80
         usage = client.get("/api/v1/usage", headers=bearer(key)).json()["total"]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +12,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import DEMO_LM, DEMO_PROMPTS, bearer
+from tests.conftest import DEMO_LM, DEMO_PROMPTS, bearer, running_worker
 from tests.spec import assert_error
 from winnow.api.app import create_app
 from winnow.config import ModelConfig, ModelPrice, Settings
 from winnow.runtime import Runtime
-from winnow.sdg.worker import Worker
 from winnow.usage.prices import PriceBook, default_table
 
 PRICE = 20.0  # USD per million tokens, in and out: a demo-lm request (~16 tokens) costs ~$0.0003
@@ -236,12 +233,7 @@ def test_a_job_pauses_on_its_budget_and_resumes_when_raised_without_loss(priced:
         "/api/v1/synthetic_data_generation/submit_job", json=_job_body(str(prompts)), headers=bearer(key)
     ).json()
 
-    stop = asyncio.Event()
-    loop = asyncio.new_event_loop()
-    worker = Worker(rt.settings, poll_s=0.1)
-    thread = threading.Thread(target=loop.run_until_complete, args=(worker.run_forever(stop),), daemon=True)
-    thread.start()
-    try:
+    with running_worker(rt.settings):
 
         def status() -> dict[str, Any]:
             params = {"job_id": job["job_id"]}
@@ -261,9 +253,6 @@ def test_a_job_pauses_on_its_budget_and_resumes_when_raised_without_loss(priced:
         while (current := status())["status"] != "completed" and time.monotonic() < deadline:
             time.sleep(0.1)
         assert current["status"] == "completed", current
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=30)
     rows = [json.loads(line) for line in Path(current["output_file_path"]).read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == sorted({r["id"] for r in rows}) and len(rows) == 60
     usage = priced.get("/api/v1/usage", params={"group_by": "model"}, headers=bearer(key)).json()["total"]
