@@ -61,7 +61,9 @@ class Runtime:
             feedback=FeedbackService(db, usage, jobs),
             metrics=metrics,
         )
-        metrics.add_callback("winnow_jobs", "SDG jobs by status (from the job store)", "status", jobs.count_by_status)
+        metrics.add_callback(
+            "winnow_jobs", "Jobs (SDG and evaluations) by status, from the job store", "status", jobs.count_by_status
+        )
         metrics.add_usage(usage.totals)
         metrics.add_callback("winnow_local_queue_rows", "Rows waiting for a local model", "model", models.queue_depths)
         metrics.add_callback(

@@ -72,7 +72,7 @@ def check_eval(
     base = baseline(spec)
     if base.template not in names or base.model not in spec.models:
         raise InvalidRequest("The baseline must be one of the templates and models", f"{base.template} x {base.model}")
-    prompts = validate_file(resolve_inside(spec.dataset_path, settings.effective_data_roots))
+    prompts = validate_file(resolve_inside(spec.dataset_path, settings.effective_data_roots, "dataset_path"))
     needed = {t.name: placeholders(t.template) for t in spec.templates}
     for row in read_rows(prompts.path):
         have = context(row)

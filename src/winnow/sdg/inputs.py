@@ -21,7 +21,7 @@ MAX_REPORTED_ERRORS = 10
 _ROLES = {"system", "user", "assistant", "ipython", "tool", "developer"}
 
 
-def resolve_inside(path: str, roots: list[Path]) -> Path:
+def resolve_inside(path: str, roots: list[Path], field: str = "prompts_path") -> Path:
     """``path`` (relative to the first root, or absolute) resolved with symlinks, if inside a root."""
     candidate = Path(path).expanduser()
     if not candidate.is_absolute():
@@ -31,7 +31,7 @@ def resolve_inside(path: str, roots: list[Path]) -> Path:
         if resolved.is_relative_to(root.resolve()):
             return resolved
     raise InvalidRequest(
-        "prompts_path is outside the allowed data directories",
+        f"{field} is outside the allowed data directories",
         f"{path!r} resolves outside {', '.join(str(r) for r in roots)}",
     )
 
