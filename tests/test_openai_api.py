@@ -154,8 +154,14 @@ def test_commercial_path_end_to_end(gateway: tuple[LiveServer, str]) -> None:
     assert batch.json()["metrics"]["successful_generations"] == 2
 
 
+def _relay_output_tokens(server: LiveServer, key: str) -> int:
+    usage = httpx.get(f"{server.url}/api/v1/usage", params={"group_by": "model"}, headers=bearer(key)).json()
+    return sum(r["output_tokens"] for r in usage["rows"] if r["group"] == "relay")
+
+
 def test_commercial_v1_passthrough_and_streaming(gateway: tuple[LiveServer, str]) -> None:
     server, key = gateway
+    before = _relay_output_tokens(server, key)
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
     direct = client.chat.completions.create(
         model="relay", messages=[{"role": "user", "content": "What is 8+9?"}], max_tokens=6, temperature=0
@@ -171,6 +177,11 @@ def test_commercial_v1_passthrough_and_streaming(gateway: tuple[LiveServer, str]
         )
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == direct.choices[0].message.content
+    # The upstream was asked for usage to bill the stream, but the client did not ask: no usage chunk.
+    assert all(c.usage is None for c in chunks)
+    assert direct.usage is not None
+    billed = _relay_output_tokens(server, key) - before
+    assert billed == 2 * direct.usage.completion_tokens  # the stream, greedy, billed as the direct call
 
 
 def _silent_server() -> tuple[int, threading.Event]:

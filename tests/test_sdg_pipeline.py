@@ -190,6 +190,10 @@ def test_a_takeover_works_in_its_own_directory_and_fences_out_the_old_owner(tmp_
         _run(spec, old, output, CrashAfter(checkpoint, 2))
     stale = old / "partial"
     stale.write_bytes(stale.read_bytes() + b'{"written": "after the lease ran out"}\n')  # the old owner goes on
+    # A second owner adopts, then gives the job back before its first checkpoint: the checkpoint still
+    # names the first owner's folder, which must still be there for the third.
+    with pytest.raises(SystemExit):
+        _run(spec, tmp_path / "work-2b", output, CrashAfter(checkpoint, 0))
+    assert old.exists()
     _run(spec, new, output, FileCheckpoint(checkpoint))
     assert output.read_text() == reference.read_text()
-    assert not old.exists()

@@ -53,8 +53,8 @@ class Database:
         with self._sessions.begin() as session:
             yield session
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (idempotent, keeps data)."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision``, the newest by default (idempotent, keeps data)."""
         from alembic import command
         from alembic.config import Config
 
@@ -65,7 +65,7 @@ class Database:
                 # Several processes may start at once; one migrates, the others wait.
                 conn.execute(text("SELECT pg_advisory_xact_lock(72426)"))
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
 
     def ping(self) -> bool:
         """True when the database answers a trivial query."""

@@ -17,6 +17,7 @@ on demand. Every node needs Winnow installed and the data directory at the same 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from winnow.errors import InvalidRequest
 from winnow.models.base import ChatMessage, Completion, GenerationResult
 from winnow.schemas.sdg import SubmitJobRequest
 from winnow.sdg import stages
-from winnow.sdg.inputs import read_rows
+from winnow.sdg.inputs import parse_line
 from winnow.sdg.rows import Candidate, PromptRow
 from winnow.sdg.runner import LocalRunner, Progress, chunk_params
 
@@ -183,17 +184,24 @@ class RayRunner(LocalRunner):
         batch = spec.batch_size
 
         def read(item: dict[str, Any]) -> dict[str, Any]:
-            index = int(item["chunk"])
-            rows = []
-            for row in read_rows(Path(path), system, skip=index * batch):
-                rows.append(row)
-                if len(rows) == batch or index * batch + len(rows) >= first + count:
-                    break
+            """The chunk's rows, read from its byte offset (one pass over the file in all)."""
+            index, offset, line = int(item["chunk"]), int(item["offset"]), int(item["line"])
+            wanted = min(batch, first + count - index * batch)
+            rows: list[PromptRow] = []
+            with Path(path).open("rb") as handle:
+                handle.seek(offset)
+                for raw in handle:
+                    line += 1
+                    text = raw.decode("utf-8")
+                    if text.strip():
+                        rows.append(parse_line(text, line, system))
+                        if len(rows) == wanted:
+                            break
             return {"chunk": index, "rows": _rows_json(rows)}
 
         shared = {"settings": self.settings.dump_for_child(), "spec": spec.model_dump(mode="json")}
         dataset = (
-            ray.data.from_items([{"chunk": k} for k in range(start, end)], override_num_blocks=max(end - start, 1))
+            ray.data.from_items(chunk_starts(plan.prompts, batch, start, end), override_num_blocks=max(end - start, 1))
             .map(read)
             .map_batches(
                 Generate,
@@ -213,13 +221,18 @@ class RayRunner(LocalRunner):
             )
         )
         iterator = iter(dataset.iter_rows())
+        self._pending: asyncio.Future[Any] | None = None
         try:
             await self._drain(iterator, progress, files, save)
         finally:
-            # Stop the pipeline now (cancel, crash, budget): not whenever the iterator is collected.
+            # Stop the pipeline now (cancel, crash, budget), not whenever the iterator is collected;
+            # a generator cannot be closed while a next() on it still runs in its thread.
+            if self._pending is not None and not self._pending.done():
+                await asyncio.wait({self._pending})
             close = getattr(iterator, "close", None)
             if close is not None:
-                await asyncio.to_thread(close)
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(close)
 
     async def _drain(
         self, iterator: Any, progress: Progress, files: dict[str, BinaryIO], save: Callable[[str], None]
@@ -227,7 +240,8 @@ class RayRunner(LocalRunner):
         """Write the chunks as they come back, in order, checkpointing after each."""
         plan = self.plan
         while True:
-            item = await asyncio.to_thread(next, iterator, None)
+            self._pending = asyncio.ensure_future(asyncio.to_thread(next, iterator, None))
+            item = await self._pending
             if item is None:
                 break
             rows = _rows(item["rows"])
@@ -238,11 +252,26 @@ class RayRunner(LocalRunner):
             timings["score_s"] = timings.get("score_s", 0.0) + float(item["score_s"])
             self.write_chunk(rows, outcome, kept, progress.counts, timings, files)
             progress.chunks_done += 1
-            if plan.meter is not None:  # usage as the cluster reported it; the budget after the fact
+            if plan.meter is not None:  # usage as the cluster reported it
                 prompts = [[ChatMessage(str(m["role"]), str(m["content"])) for m in r.messages] for r in rows]
                 plan.meter.record(prompts, _results(usage), outcome.elapsed_ms)
-                plan.meter.check([])
             save("generating")
+            if plan.meter is not None:
+                plan.meter.check([])  # the budget after the fact: this chunk is kept, the next waits
+
+
+def chunk_starts(path: Path, batch: int, start: int, end: int) -> list[dict[str, int]]:
+    """Where chunks ``start``..``end - 1`` begin in the file: byte offset and the line before."""
+    starts: list[dict[str, int]] = []
+    rows = offset = 0
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle):
+            if raw.strip():
+                if rows % batch == 0 and start <= rows // batch < end:
+                    starts.append({"chunk": rows // batch, "offset": offset, "line": number})
+                rows += 1
+            offset += len(raw)
+    return starts
 
 
 def _results(usage: list[Any]) -> list[GenerationResult]:

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -104,16 +103,20 @@ def adopt(previous: Path, work: Path, offsets: dict[str, int], names: tuple[str,
             copy_prefix(previous / name, target, offsets.get(name, 0))
             target.flush()
             os.fsync(target.fileno())
-    shutil.rmtree(previous, ignore_errors=True)
+    # The previous folder stays until the job ends: the checkpoint names it until this attempt saves
+    # its first chunk, and an attempt that gives the work back before then leaves it to the next.
 
 
 def copy_prefix(source: Path, target: BinaryIO, length: int) -> None:
     """Append the first ``length`` bytes of ``source`` (its checkpointed part) to ``target``."""
-    if length and source.exists():
-        with source.open("rb") as handle:
-            while length > 0 and (block := handle.read(min(length, 1 << 20))):
-                target.write(block)
-                length -= len(block)
+    if not length:
+        return
+    if not source.exists() or source.stat().st_size < length:
+        raise RuntimeError(f"{source} is missing or shorter than its checkpoint ({length} bytes)")
+    with source.open("rb") as handle:
+        while length > 0 and (block := handle.read(min(length, 1 << 20))):
+            target.write(block)
+            length -= len(block)
 
 
 def open_files(work: Path, offsets: dict[str, int], names: tuple[str, ...] = FILES) -> dict[str, BinaryIO]:
@@ -255,10 +258,15 @@ class LocalRunner:
         files = open_files(self.work, {})
         counts = JobCounts(prompts_total=self.plan.prompts_total)
         timings: dict[str, float] = {}
-        try:
+
+        def copy() -> None:
             for state in shards:
                 for name, handle in files.items():
                     copy_prefix(Path(state["work_dir"]) / name, handle, state["offsets"].get(name, 0))
+
+        try:
+            await asyncio.to_thread(copy)
+            for state in shards:
                 for name, value in state.get("counts", {}).items():
                     if name != "prompts_total":
                         setattr(counts, name, getattr(counts, name) + value)
@@ -343,7 +351,7 @@ class LocalRunner:
         """Write the final output (whole or not at all). Idempotent, so a crash here is redone."""
         for handle in files.values():
             handle.flush()
-        tmp = self.output.with_name(self.output.name + ".tmp")
+        tmp = self.output.with_name(f"{self.output.name}.{self.work.name}.tmp")  # one per attempt
         self.output.parent.mkdir(parents=True, exist_ok=True)
         tmp.unlink(missing_ok=True)
         if self.plan.global_filter is None:

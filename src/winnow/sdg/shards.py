@@ -183,11 +183,14 @@ class ShardStore:
         """A running job whose shards are all done and that nobody is merging: take its lease."""
         now = _now()
         pending = exists(select(JobShard.shard).where(JobShard.job_id == SdgJob.id, JobShard.status != "done"))
+        split = exists(select(JobShard.shard).where(JobShard.job_id == SdgJob.id))
         free = or_(SdgJob.worker.is_(None), SdgJob.lease_until < now)
         with self.db.session() as session:
             candidate = (
                 select(SdgJob.id)
-                .where(SdgJob.kind == "sdg", SdgJob.status == "running", ~SdgJob.cancel_requested, free, ~pending)
+                .where(
+                    SdgJob.kind == "sdg", SdgJob.status == "running", ~SdgJob.cancel_requested, free, split, ~pending
+                )
                 .order_by(SdgJob.created_at)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -232,13 +235,15 @@ class ShardStore:
             job = session.execute(
                 select(SdgJob.status, SdgJob.cancel_requested).where(SdgJob.id == claim.job_id)
             ).first()
-            if renewed is None or job is None or job.status != "running":
-                raise ShardLost(f"{claim.job_id} shard {claim.shard}")
-            if checkpoint is not None:
+            if renewed is not None and checkpoint is not None and job is not None and job.status == "running":
                 session.execute(
                     update(SdgJob).where(SdgJob.id == claim.job_id).values(updated_at=now, stage="generating")
                 )
-            return bool(job.cancel_requested)
+        # Raised after the commit: a shard still ours keeps its checkpoint even when the job was
+        # paused or cancelled meanwhile, so its finished chunk is neither redone nor billed twice.
+        if renewed is None or job is None or job.status != "running":
+            raise ShardLost(f"{claim.job_id} shard {claim.shard}")
+        return bool(job.cancel_requested)
 
     def done(self, claim: ShardClaim, worker: str) -> None:
         with self.db.session() as session:

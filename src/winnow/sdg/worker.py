@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Callable, Coroutine
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from sqlalchemy.exc import OperationalError
 
 from winnow.config import Settings
 from winnow.db import Database, SdgJob
@@ -135,8 +137,8 @@ class Worker:
     async def run_shard(self, claim: ShardClaim) -> None:
         """One shard of an SDG job: its rows through the local runner, checkpointed into the shard."""
         log.info("running %s shard %d (attempt %d)", claim.job_id, claim.shard, claim.attempts)
-        heartbeat = asyncio.create_task(self._beat(lambda: self.shards.renew(claim, self.id)))
         job = await asyncio.to_thread(self.store.row, claim.job_id)
+        heartbeat = asyncio.create_task(self._beat(lambda: self.shards.renew(claim, self.id)))
         try:
             plan, output = await self._plan(job)
             work = self.store.job_dir(job.id) / "shards" / f"{claim.shard}" / f"work-{claim.attempts}"
@@ -153,6 +155,11 @@ class Worker:
         except ShardLost:
             self.shards.release(claim, self.id)
             log.warning("%s shard %d is no longer ours (lease lost, or the job stopped)", job.id, claim.shard)
+        except OperationalError:
+            # The database, not the job: hand the shard back (its lease runs out if even that fails).
+            log.exception("database error in %s shard %d; handing it back", job.id, claim.shard)
+            with contextlib.suppress(Exception):
+                self.shards.release(claim, self.id)
         except Exception as exc:
             log.exception("job %s failed in shard %d", job.id, claim.shard)
             self.store.finish(job.id, None, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -170,6 +177,7 @@ class Worker:
             size = output.stat().st_size
             final = {"counts": summary["counts"], "timings": summary.get("timings", {})}
             self.store.finish(job.id, self.id, "completed", output_bytes=size, checkpoint=final)
+            self._clean(job.id)
             log.info("completed %s", job.id)
         except JobLost:
             log.warning("lost the lease on %s; another worker has it", job.id)
@@ -199,6 +207,7 @@ class Worker:
             await EvalRunner(eval_plan, work, Path(job.output_path), checkpoint).run()
             size = Path(job.output_path).stat().st_size
             self.store.finish(job.id, self.id, "completed", output_bytes=size)
+            self._clean(job.id)
             log.info("completed %s", job.id)
         except BudgetExceeded as exc:
             self._pause_for_budget(job, exc, worker=self.id)
@@ -222,6 +231,12 @@ class Worker:
         self.store.pause(job.id, worker, f"budget_exceeded: {exc.details or exc.message}", resume_at)
         log.info("paused %s: the owner's budget is spent (resumes %s)", job.id, resume_at or "when raised")
 
+    def _clean(self, job_id: str) -> None:
+        """A completed job's work folders go (the output and its reports stay)."""
+        for folder in self.store.job_dir(job_id).iterdir():
+            if folder.is_dir() and (folder.name == "shards" or folder.name.startswith(("work-", "merge-"))):
+                shutil.rmtree(folder, ignore_errors=True)
+
     async def _beat(self, renew: Callable[[], object]) -> None:
         """Renew a lease while a long chunk runs (checkpoints renew it too)."""
         while True:
@@ -229,7 +244,9 @@ class Worker:
             try:
                 await asyncio.to_thread(renew)
             except (JobLost, ShardLost):
-                return
+                return  # no longer ours: the next checkpoint says so to the runner too
+            except Exception:
+                log.exception("renewing a lease failed; trying again")
 
 
 class _NoCheckpoint:

@@ -105,6 +105,18 @@ class BudgetLedger:
             else:
                 self._budgets[key_id] = budget
 
+    def settle(self, written: Iterable[tuple[int, float, int]]) -> None:
+        """``written`` (key, usd, tokens) reached the database: it is no longer pending."""
+        with self._lock:
+            self._settle(written)
+
+    def _settle(self, written: Iterable[tuple[int, float, int]]) -> None:
+        for key_id, usd, tokens in written:
+            pending = self._pending.get(key_id)
+            if pending is not None:
+                pending[0] -= usd
+                pending[1] -= tokens
+
     def sync(self, db: Database, written: Iterable[tuple[int, float, int]] = ()) -> None:
         """Re-read budgets and this period's spend; ``written`` (key, usd, tokens) just reached the
         database, so it leaves the pending counts at the same moment the new totals arrive."""
@@ -135,11 +147,7 @@ class BudgetLedger:
                     stored[key_id] = Spend(float(usd), int(tokens))
                 starts.update(dict.fromkeys(keys, start))
         with self._lock:
-            for key_id, usd, tokens in written:
-                pending = self._pending.get(key_id)
-                if pending is not None:
-                    pending[0] -= usd
-                    pending[1] -= tokens
+            self._settle(written)
             for key_id, start in starts.items():
                 if self._period_start.get(key_id, start) != start:  # a new day or month began
                     self._pending.pop(key_id, None)

@@ -74,7 +74,11 @@ class UsageRecorder:
                         self._buffer[:0] = events
                     raise
             written = [(e.key_id, e.cost_usd, e.input_tokens + e.output_tokens) for e in events if e.budgeted]
-            self.ledger.sync(self.db, written)
+            try:
+                self.ledger.sync(self.db, written)
+            except Exception:
+                self.ledger.settle(written)  # written, so no longer pending, even if the re-read failed
+                raise
             return len(events)
 
     def start(self) -> None:

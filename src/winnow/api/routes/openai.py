@@ -24,6 +24,7 @@ from winnow.runtime import Runtime
 from winnow.schemas.common import OpenAIErrorResponse
 from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, ScoreRequest, usage
 from winnow.sdg.rows import Candidate, PromptRow, user_prompt
+from winnow.usage.service import estimate_tokens
 
 router = APIRouter(
     prefix="/v1",
@@ -74,10 +75,12 @@ async def _forward(
     raw = body.model_dump(exclude_unset=True)
     started = time.perf_counter()
     if body.stream:
+        # Usage is always asked of the upstream (to bill the stream) and passed on only if the client asked.
+        wanted = bool(body.stream_options and body.stream_options.include_usage)
+        raw["stream_options"] = {**(raw.get("stream_options") or {}), "include_usage": True}
         chunks = provider.forward_stream(path, raw)
-        return StreamingResponse(
-            _forward_stream(runtime, key_id, body.model, prompt, chunks, started), media_type="text/event-stream"
-        )
+        events = _forward_stream(runtime, key_id, body.model, prompt, chunks, started, wanted)
+        return StreamingResponse(events, media_type="text/event-stream")
     response = await provider.forward(path, raw)
     _record_forwarded(runtime, key_id, body.model, prompt, response, started)
     return JSONResponse(response)
@@ -102,7 +105,13 @@ def _record_forwarded(
 
 
 async def _forward_stream(
-    runtime: Runtime, key_id: int, model: str, prompt: Any, chunks: AsyncIterator[dict[str, Any]], started: float
+    runtime: Runtime,
+    key_id: int,
+    model: str,
+    prompt: Any,
+    chunks: AsyncIterator[dict[str, Any]],
+    started: float,
+    client_wants_usage: bool,
 ) -> AsyncIterator[bytes]:
     texts: dict[int, str] = {}
     ident, used = None, None
@@ -113,12 +122,19 @@ async def _forward_stream(
             for choice in chunk.get("choices") or []:
                 piece = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
                 texts[choice.get("index", 0)] = texts.get(choice.get("index", 0), "") + piece
+            if not client_wants_usage and "usage" in chunk:
+                if not chunk.get("choices"):
+                    continue  # the usage chunk we asked for, not the client
+                chunk = {k: v for k, v in chunk.items() if k != "usage"}
             yield _sse(chunk)
     except WinnowError as exc:
         yield _sse({"error": {"message": exc.message, "type": "api_error", "code": exc.code}})
-    # Token counts only when the upstream sent a usage block (stream_options.include_usage).
-    response = {"id": ident, "usage": used, "choices": [{"text": texts[i]} for i in sorted(texts)]}
-    _record_forwarded(runtime, key_id, model, prompt, response, started)
+    finally:  # billed even when the client goes away mid-stream
+        if used is None:  # an upstream that sends no usage, or a stream cut short: estimate
+            out = sum(estimate_tokens(t) for t in texts.values())
+            used = {"prompt_tokens": estimate_tokens(prompt), "completion_tokens": out}
+        response = {"id": ident, "usage": used, "choices": [{"text": texts[i]} for i in sorted(texts)]}
+        _record_forwarded(runtime, key_id, model, prompt, response, started)
     yield _sse("[DONE]")
 
 
@@ -158,6 +174,7 @@ async def _stream_response(
             yield _sse(chunk(None, role=True))
         delta: StreamDelta | None = first
         text: list[str] = []
+        recorded = False
         try:
             while delta is not None:
                 if delta.text or delta.finish_reason:
@@ -176,6 +193,7 @@ async def _stream_response(
                         prompt=prompt,
                         responses=["".join(text)],
                     )
+                    recorded = True
                     if include_usage:
                         body = {"id": ident, "object": kind, "created": created, "model": model, "choices": []}
                         yield _sse({**body, "usage": usage(delta.input_tokens, delta.output_tokens)})
@@ -184,6 +202,18 @@ async def _stream_response(
         except WinnowError as exc:
             yield _sse({"error": {"message": exc.message, "type": "api_error", "code": exc.code}})
         finally:
+            if not recorded:  # the client went away mid-stream: bill what was generated, estimated
+                runtime.usage.record(
+                    key_id,
+                    model,
+                    "v1",
+                    estimate_tokens(prompt),
+                    estimate_tokens("".join(text)),
+                    (time.perf_counter() - started) * 1000,
+                    generation_id=ident,
+                    prompt=prompt,
+                    responses=["".join(text)],
+                )
             aclose = getattr(deltas, "aclose", None)
             if aclose is not None:
                 await aclose()
