@@ -28,7 +28,7 @@ from winnow.evals.runner import EvalRunner
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.evals import EvaluationRequest
 from winnow.schemas.sdg import SubmitJobRequest
-from winnow.sdg.inputs import validate_file
+from winnow.sdg.inputs import PromptFile, validate_file
 from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.runner import JobCancelled, JobPlan, LocalRunner
 from winnow.sdg.service import DbCheckpoint, JobLost, JobStore, build_plan, make_runner
@@ -63,6 +63,7 @@ class Worker:
         self.rewards = RewardModelRegistry(settings, self.models)
         self.usage = UsageService(self.db, settings)
         self.shards = ShardStore(self.db, settings)
+        self._checked: dict[str, tuple[tuple[int, int], PromptFile]] = {}  # sha256 -> (size, mtime), file
 
     def _free_dead_local_jobs(self) -> None:
         prefix = f"{socket.gethostname()}:"
@@ -124,10 +125,23 @@ class Worker:
                 return
             await asyncio.sleep(0.5)
 
-    async def _plan(self, job: SdgJob) -> tuple[JobPlan, Path]:
-        prompts = await asyncio.to_thread(validate_file, Path(job.prompts_path))
+    async def _prompts(self, job: SdgJob) -> PromptFile:
+        """The job's prompts file, checked against the hash taken at submit: in full the first time
+        this worker meets the file, then only while its size and mtime stay the same (a worker runs
+        many shards of one job; re-hashing the whole file for each would cost shards x file)."""
+        path = Path(job.prompts_path)
+        stat = path.stat()
+        seen = self._checked.get(job.prompts_sha256)
+        if seen is not None and seen[0] == (stat.st_size, stat.st_mtime_ns):
+            return seen[1]
+        prompts = await asyncio.to_thread(validate_file, path)
         if prompts.sha256 != job.prompts_sha256:
             raise ValueError("the prompts file changed since the job was submitted")
+        self._checked[job.prompts_sha256] = ((stat.st_size, stat.st_mtime_ns), prompts)
+        return prompts
+
+    async def _plan(self, job: SdgJob) -> tuple[JobPlan, Path]:
+        prompts = await self._prompts(job)
         await asyncio.to_thread(self.usage.recorder.flush)  # the latest budgets (a raise may have woken us)
         spec = SubmitJobRequest.model_validate(job.params)
         plan = build_plan(spec, prompts, self.models, self.rewards)
