@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import DEMO_PROMPTS, bearer
+from tests.conftest import DEMO_PROMPTS, bearer, running_worker
 from winnow.api.app import create_app
 from winnow.config import Settings
 from winnow.db import Database, JobShard, SdgJob
@@ -173,3 +173,27 @@ def test_two_workers_on_postgresql_share_a_5k_job_and_one_is_killed(tmp_path: Pa
     assert len(keys) == 5000 and len(set(keys)) == 5000
     assert [r["id"] for r in rows] == [json.loads(line)["id"] for line in prompts.read_text().splitlines()]
     assert status["counts"]["prompts_read"] == 5000 and status["counts"]["rows_kept"] == 5000
+
+
+def test_a_prompts_file_changed_after_submit_fails_the_job(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", workers=0)
+    with TestClient(create_app(settings)) as client:
+        runtime: Any = client.app.state.runtime  # type: ignore[attr-defined]
+        key = runtime.keys.create("owner").key
+        prompts = settings.data_dir / "prompts.jsonl"
+        prompts.write_text("".join(line + "\n" for line in DEMO_PROMPTS.read_text().splitlines()[:20]))
+        body = {"model": "demo-lm", "prompts_path": str(prompts), "reward_model": "demo-rm", "max_gen_len": 4}
+        job = client.post("/api/v1/synthetic_data_generation/submit_job", json=body, headers=bearer(key)).json()
+        prompts.write_text(prompts.read_text().replace("What", "Who"))  # same rows, other content
+        with running_worker(settings):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                status = client.get(
+                    "/api/v1/synthetic_data_generation/job_status",
+                    params={"job_id": job["job_id"]},
+                    headers=bearer(key),
+                ).json()
+                if status["status"] in ("completed", "failed"):
+                    break
+                time.sleep(0.1)
+    assert status["status"] == "failed" and "changed since the job was submitted" in status["error"]
