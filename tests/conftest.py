@@ -191,3 +191,35 @@ class CrashAfter(FileCheckpoint):
             raise KeyboardInterrupt("crash")
         self.n -= 1
         super().save(state, stage)
+
+
+JOB_STATUS = "/api/v1/synthetic_data_generation/job_status"
+
+
+def wait_for(
+    client: TestClient | httpx.Client,
+    key: str,
+    path: str,
+    until: tuple[str, ...] = ("completed", "failed"),
+    timeout: float = 120.0,
+    params: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Poll ``path`` (a job's or evaluation's status) until its ``status`` is one of ``until``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status: dict[str, Any] = client.get(path, params=params, headers=bearer(key)).json()
+        if status["status"] in until:
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} {params or ''} did not reach {until}: {status}")
+        time.sleep(0.1)
+
+
+def wait_for_job(
+    client: TestClient | httpx.Client,
+    key: str,
+    job_id: str,
+    until: tuple[str, ...] = ("completed", "failed"),
+    timeout: float = 120.0,
+) -> dict[str, Any]:
+    return wait_for(client, key, JOB_STATUS, until, timeout, {"job_id": job_id})

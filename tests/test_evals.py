@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from tests.conftest import DEMO_LM, DEMO_PROMPTS, CrashAfter, bearer, running_worker
+from tests.conftest import DEMO_LM, DEMO_PROMPTS, CrashAfter, bearer, running_worker, wait_for
 from tests.spec import assert_error
 from winnow.api.app import create_app
 from winnow.cli import app as cli_app
@@ -71,12 +70,7 @@ def test_evaluation_table_matches_a_direct_count(evals: tuple[TestClient, Runtim
     assert client.get(f"/api/v1/evaluations/{evaluation['id']}/results", headers=bearer(key)).status_code == 409
 
     with running_worker(runtime.settings):
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            current = client.get(f"/api/v1/evaluations/{evaluation['id']}", headers=bearer(key)).json()
-            if current["status"] in ("completed", "failed"):
-                break
-            time.sleep(0.2)
+        current = wait_for(client, key, f"/api/v1/evaluations/{evaluation['id']}")
     assert current["status"] == "completed", current
     assert current["counts"] == {"rows_total": 500, "rows_done": 500, "generations": 1000, "errors": 0}
 

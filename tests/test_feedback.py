@@ -4,13 +4,12 @@ export it as preference pairs or SFT examples; errors are the spec's ErrorRespon
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import DEMO_PROMPTS, bearer, running_worker
+from tests.conftest import DEMO_PROMPTS, bearer, running_worker, wait_for_job
 from tests.spec import assert_error
 from winnow.api import create_app
 from winnow.config import Settings
@@ -201,15 +200,7 @@ def test_generations_kept_without_text_cannot_take_feedback(tmp_path: Path) -> N
 def _run_job(client: TestClient, runtime: Runtime, key: str, body: dict[str, Any]) -> dict[str, Any]:
     job = client.post("/api/v1/synthetic_data_generation/submit_job", json=body, headers=bearer(key)).json()
     with running_worker(runtime.settings):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            status: dict[str, Any] = client.get(
-                "/api/v1/synthetic_data_generation/job_status", params={"job_id": job["job_id"]}, headers=bearer(key)
-            ).json()
-            if status["status"] in ("completed", "failed", "cancelled"):
-                return status
-            time.sleep(0.1)
-        raise AssertionError(f"job did not finish: {status}")
+        return wait_for_job(client, key, job["job_id"], ("completed", "failed", "cancelled"), timeout=60)
 
 
 def test_sdg_rows_take_feedback_by_job_row_id_and_index(client: TestClient, runtime: Runtime, user_key: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import DEMO_PROMPTS, LiveServer, bearer
+from tests.conftest import DEMO_PROMPTS, LiveServer, bearer, wait_for_job
 from tests.spec import assert_error
 from winnow.schemas.sdg import PromptResponseScore
 
@@ -32,15 +32,8 @@ SEED_BODY_KEYS = {
 
 
 def _wait(server: LiveServer, key: str, job_id: str, until: set[str], timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = httpx.get(
-            f"{server.url}/api/v1/synthetic_data_generation/job_status", params={"job_id": job_id}, headers=bearer(key)
-        ).json()
-        if status["status"] in until:
-            return status  # type: ignore[no-any-return]
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not reach {until}: {status}")
+    with httpx.Client(base_url=server.url) as client:
+        return wait_for_job(client, key, job_id, tuple(until), timeout)
 
 
 def _wait_until_running(server: LiveServer, key: str, job_id: str, read: int = 50) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import DEMO_PROMPTS, CrashAfter, bearer, running_worker
+from tests.conftest import DEMO_PROMPTS, CrashAfter, bearer, running_worker, wait_for_job
 from winnow.api.app import create_app
 from winnow.config import RaySettings, Settings
 from winnow.models.registry import ModelRegistry
@@ -92,16 +91,7 @@ def test_a_job_with_executor_ray_runs_on_a_worker_and_records_usage(tmp_path: Pa
         assert job["params"]["executor"] == "ray"
 
         with running_worker(settings):
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                status = client.get(
-                    "/api/v1/synthetic_data_generation/job_status",
-                    params={"job_id": job["job_id"]},
-                    headers=bearer(key),
-                ).json()
-                if status["status"] in ("completed", "failed"):
-                    break
-                time.sleep(0.2)
+            status = wait_for_job(client, key, job["job_id"], timeout=180)
         assert status["status"] == "completed", status
         assert status["counts"]["prompts_read"] == 40 and status["counts"]["rows_kept"] == 80
         usage = client.get("/api/v1/usage", headers=bearer(key)).json()["total"]

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import DEMO_PROMPTS, bearer, running_worker
+from tests.conftest import DEMO_PROMPTS, bearer, running_worker, wait_for_job
 from winnow.api.app import create_app
 from winnow.config import Settings
 from winnow.db import Database, JobShard, SdgJob
@@ -143,16 +143,7 @@ def test_two_workers_on_postgresql_share_a_5k_job_and_one_is_killed(tmp_path: Pa
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait()
 
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline:
-                status = client.get(
-                    "/api/v1/synthetic_data_generation/job_status",
-                    params={"job_id": job["job_id"]},
-                    headers=bearer(key),
-                ).json()
-                if status["status"] in ("completed", "failed"):
-                    break
-                time.sleep(0.3)
+            status = wait_for_job(client, key, job["job_id"], timeout=240)
             assert status["status"] == "completed", (status, [log.name for log in logs])
         finally:
             for proc in workers:
@@ -186,14 +177,5 @@ def test_a_prompts_file_changed_after_submit_fails_the_job(tmp_path: Path) -> No
         job = client.post("/api/v1/synthetic_data_generation/submit_job", json=body, headers=bearer(key)).json()
         prompts.write_text(prompts.read_text().replace("What", "Who"))  # same rows, other content
         with running_worker(settings):
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                status = client.get(
-                    "/api/v1/synthetic_data_generation/job_status",
-                    params={"job_id": job["job_id"]},
-                    headers=bearer(key),
-                ).json()
-                if status["status"] in ("completed", "failed"):
-                    break
-                time.sleep(0.1)
+            status = wait_for_job(client, key, job["job_id"], timeout=60)
     assert status["status"] == "failed" and "changed since the job was submitted" in status["error"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import DEMO_LM, DEMO_PROMPTS, bearer, running_worker
+from tests.conftest import DEMO_LM, DEMO_PROMPTS, bearer, running_worker, wait_for_job
 from tests.spec import assert_error
 from winnow.api.app import create_app
 from winnow.config import ModelConfig, ModelPrice, Settings
@@ -234,14 +234,7 @@ def test_a_job_pauses_on_its_budget_and_resumes_when_raised_without_loss(priced:
     ).json()
 
     with running_worker(rt.settings):
-
-        def status() -> dict[str, Any]:
-            params = {"job_id": job["job_id"]}
-            return priced.get("/api/v1/synthetic_data_generation/job_status", params=params, headers=bearer(key)).json()
-
-        deadline = time.monotonic() + 60
-        while (current := status())["status"] not in ("paused", "completed", "failed") and time.monotonic() < deadline:
-            time.sleep(0.1)
+        current = wait_for_job(priced, key, job["job_id"], ("paused", "completed", "failed"), timeout=60)
         assert current["status"] == "paused", current
         assert current["error"].startswith("budget_exceeded")
         assert 0 < current["counts"]["prompts_read"] < 60
@@ -249,9 +242,7 @@ def test_a_job_pauses_on_its_budget_and_resumes_when_raised_without_loss(priced:
         assert spent["cost_usd"] >= 0.01 - 0.004  # stopped at the chunk that would go over
 
         assert priced.put("/api/v1/keys/jobs/budget", json={"usd": 10.0}, headers=bearer(admin)).status_code == 200
-        deadline = time.monotonic() + 60
-        while (current := status())["status"] != "completed" and time.monotonic() < deadline:
-            time.sleep(0.1)
+        current = wait_for_job(priced, key, job["job_id"], ("completed",), timeout=60)
         assert current["status"] == "completed", current
     rows = [json.loads(line) for line in Path(current["output_file_path"]).read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == sorted({r["id"] for r in rows}) and len(rows) == 60

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from winnow.schemas.evals import ComparisonRow, EvaluationCounts
 from winnow.sdg import stages
 from winnow.sdg.inputs import read_rows
 from winnow.sdg.rows import Candidate, PromptRow
-from winnow.sdg.runner import Checkpoint, adopt, link_or_copy, open_files, take
+from winnow.sdg.runner import Checkpoint, chunk_seed, link_or_copy, open_work, snapshot, take
 
 FILES = ("results",)
 
@@ -53,29 +52,15 @@ class EvalRunner:
 
     async def run(self) -> list[ComparisonRow]:
         spec = self.plan.spec
-        self.work.mkdir(parents=True, exist_ok=True)
-        state = self.checkpoint.load()
+        state, files, started = open_work(self.work, self.checkpoint, FILES)
         chunks_done = int(state.get("chunks_done", 0))
         counts = EvaluationCounts.model_validate(state.get("counts", {"rows_total": self.plan.prompts.rows}))
         timings: dict[str, float] = dict(state.get("timings", {}))
-        previous = state.get("work_dir")
-        if previous and Path(previous) != self.work:
-            adopt(Path(previous), self.work, state.get("offsets", {}), FILES)
-        files = open_files(self.work, state.get("offsets", {}), FILES)
         offsets: dict[str, int] = {name: handle.tell() for name, handle in files.items()}
-        started = time.perf_counter() - timings.get("total_s", 0.0)
 
         def save(stage: str) -> None:
-            timings["total_s"] = time.perf_counter() - started
             self.checkpoint.save(
-                {
-                    "work_dir": str(self.work),
-                    "chunks_done": chunks_done,
-                    "offsets": offsets,
-                    "counts": counts.model_dump(),
-                    "timings": timings,
-                },
-                stage,
+                snapshot(self.work, chunks_done, offsets, counts.model_dump(), timings, started), stage
             )
             self.on_progress(EvalProgress(counts, stage, timings))
 
@@ -105,7 +90,7 @@ class EvalRunner:
             max_tokens=spec.max_tokens,
             temperature=spec.temperature,
             top_p=spec.top_p,
-            seed=None if spec.seed is None else spec.seed * 1_000_003 + index,
+            seed=chunk_seed(spec.seed, index),
         )
         items = [(t, PromptRow(row.id, render(t, row), row.fields, row.line)) for row in chunk for t in spec.templates]
         lines: list[bytes] = []

@@ -51,7 +51,7 @@ class GenerationService:
         generation id (``request_id`` when given) and one usage row."""
         provider = self.registry.provider(model_id)
         if self.usage is not None:
-            self.usage.check(key_id, model_id, prompts, params.n)
+            self.usage.check(key_id, model_id, prompts)
         started = time.perf_counter()
         results = await provider.generate(prompts, params)
         elapsed = (time.perf_counter() - started) * 1000

@@ -50,8 +50,14 @@ def _rows(text: str) -> list[PromptRow]:
     return [PromptRow(r["id"], r["messages"], r["fields"], r["line"]) for r in json.loads(text)]
 
 
-def _outcome_json(rows: list[PromptRow], outcome: stages.GenerateOutcome) -> str:
+def _outcome_json(rows: list[PromptRow], outcome: stages.GenerateOutcome, usage: list[Any] | None = None) -> str:
+    """A chunk's outcome between stages; ``usage`` (per row: tokens in, out, latency, or None) is taken
+    from the outcome's results unless given (a deserialized outcome carries no results)."""
     position = {id(row): i for i, row in enumerate(rows)}
+    if usage is None:
+        usage = [
+            None if r.error is not None else [r.input_tokens, r.output_tokens, r.latency_ms] for r in outcome.results
+        ]
     return json.dumps(
         {
             "candidates": [
@@ -61,16 +67,13 @@ def _outcome_json(rows: list[PromptRow], outcome: stages.GenerateOutcome) -> str
             "failed": [[position[id(row)], reason] for row, reason in outcome.failed],
             "input_tokens": outcome.input_tokens,
             "output_tokens": outcome.output_tokens,
-            "usage": [
-                None if r.error is not None else [r.input_tokens, r.output_tokens, r.latency_ms]
-                for r in outcome.results
-            ],
+            "usage": usage,
             "elapsed_ms": outcome.elapsed_ms,
         }
     )
 
 
-def _outcome(rows: list[PromptRow], text: str) -> tuple[stages.GenerateOutcome, list[dict[str, Any]]]:
+def _outcome(rows: list[PromptRow], text: str) -> tuple[stages.GenerateOutcome, list[Any]]:
     data = json.loads(text)
     candidates = [
         Candidate(rows[row], index, body, stop, tokens, raw, score)
@@ -132,19 +135,14 @@ class Score(_Stage):
         outcomes, kept_lists, seconds = [], [], []
         for text, outcome_text in zip(batch["rows"], batch["outcome"], strict=True):
             rows = _rows(text)
-            outcome, _ = _outcome(rows, outcome_text)
+            outcome, usage = _outcome(rows, outcome_text)
             started = time.perf_counter()
             self.loop.run_until_complete(stages.score(outcome.candidates, self.reward, self.scoring, self.arg))
             kept = stages.keep(outcome.candidates, self.chunk_filter)
             seconds.append(time.perf_counter() - started)
             position = {id(c): i for i, c in enumerate(outcome.candidates)}
             kept_lists.append(json.dumps([position[id(c)] for c in kept]))
-            scored = json.loads(outcome_text)
-            scored["candidates"] = [
-                [r, i, t, s, n, c.raw_score, c.score]
-                for (r, i, t, s, n, _, _), c in zip(scored["candidates"], outcome.candidates, strict=True)
-            ]
-            outcomes.append(json.dumps(scored))
+            outcomes.append(_outcome_json(rows, outcome, usage))
         return {
             "chunk": batch["chunk"],
             "rows": batch["rows"],

@@ -131,6 +131,11 @@ def open_files(work: Path, offsets: dict[str, int], names: tuple[str, ...] = FIL
     return handles
 
 
+def chunk_seed(seed: int | None, index: int) -> int | None:
+    """The sampling seed of chunk ``index`` of a job seeded with ``seed`` (None: unseeded)."""
+    return None if seed is None else seed * 1_000_003 + index
+
+
 def chunk_params(spec: SubmitJobRequest, index: int) -> SamplingParams:
     """Sampling for chunk ``index`` of a job: the seed is the chunk's own, so any executor, worker or
     shard layout that gives the model the same chunk gets the same responses."""
@@ -139,8 +144,45 @@ def chunk_params(spec: SubmitJobRequest, index: int) -> SamplingParams:
         temperature=spec.temperature,
         top_p=spec.top_p,
         n=spec.num_generations,
-        seed=None if spec.seed is None else spec.seed * 1_000_003 + index,
+        seed=chunk_seed(spec.seed, index),
     )
+
+
+def open_work(
+    work: Path, checkpoint: Checkpoint, names: tuple[str, ...] = FILES
+) -> tuple[dict[str, Any], dict[str, BinaryIO], float]:
+    """Resume a runner's work: the checkpoint's state, the work files (adopted from the attempt the
+    checkpoint names when that was another, then cut back to the checkpoint), and the perf_counter
+    origin that makes ``timings["total_s"]`` count across attempts."""
+    work.mkdir(parents=True, exist_ok=True)
+    state = checkpoint.load()
+    previous = state.get("work_dir")
+    if previous and Path(previous) != work:
+        adopt(Path(previous), work, state.get("offsets", {}), names)
+    files = open_files(work, state.get("offsets", {}), names)
+    return state, files, time.perf_counter() - float(state.get("timings", {}).get("total_s", 0.0))
+
+
+def snapshot(
+    work: Path,
+    chunks_done: int,
+    offsets: dict[str, int],
+    counts: dict[str, Any],
+    timings: dict[str, float],
+    started: float,
+) -> dict[str, Any]:
+    """A checkpoint's state: what is done, and how long each work file is."""
+    timings["total_s"] = time.perf_counter() - started
+    return {"work_dir": str(work), "chunks_done": chunks_done, "offsets": offsets, "counts": counts, "timings": timings}
+
+
+def add_counts(total: JobCounts, shards: list[dict[str, Any]]) -> JobCounts:
+    """``total`` plus the counts of the shards' checkpoints (prompts_total is the job's, not a sum)."""
+    for state in shards:
+        for name, value in state.get("counts", {}).items():
+            if name != "prompts_total":
+                setattr(total, name, getattr(total, name) + value)
+    return total
 
 
 def _row_json(candidate: Candidate) -> bytes:
@@ -175,31 +217,19 @@ class LocalRunner:
 
     async def run(self) -> dict[str, Any]:
         spec, plan = self.plan.spec, self.plan
-        self.work.mkdir(parents=True, exist_ok=True)
-        state = self.checkpoint.load()
+        state, files, started = open_work(self.work, self.checkpoint)
         progress = Progress(
             JobCounts.model_validate(state.get("counts", {"prompts_total": plan.prompts_total})),
             "generating",
             int(state.get("chunks_done", 0)),
             dict(state.get("timings", {})),
         )
-        previous = state.get("work_dir")
-        if previous and Path(previous) != self.work:
-            adopt(Path(previous), self.work, state.get("offsets", {}))
-        files = open_files(self.work, state.get("offsets", {}))
-        started = time.perf_counter() - progress.timings.get("total_s", 0.0)
         counts, timings = progress.counts, progress.timings
 
         def save(stage: str) -> None:
-            timings["total_s"] = time.perf_counter() - started
-            snapshot = {
-                "work_dir": str(self.work),
-                "chunks_done": progress.chunks_done,
-                "offsets": {name: handle.tell() for name, handle in files.items()},
-                "counts": counts.model_dump(),
-                "timings": timings,
-            }
-            self.checkpoint.save(snapshot, stage)
+            offsets = {name: handle.tell() for name, handle in files.items()}
+            state = snapshot(self.work, progress.chunks_done, offsets, counts.model_dump(), timings, started)
+            self.checkpoint.save(state, stage)
             progress.stage = stage
             self.on_progress(progress)
 
@@ -256,7 +286,7 @@ class LocalRunner:
         final step as a one-worker run. Starts from scratch each time, so a crash here is redone."""
         self.work.mkdir(parents=True, exist_ok=True)
         files = open_files(self.work, {})
-        counts = JobCounts(prompts_total=self.plan.prompts_total)
+        counts = add_counts(JobCounts(prompts_total=self.plan.prompts_total), shards)
         timings: dict[str, float] = {}
 
         def copy() -> None:
@@ -267,9 +297,6 @@ class LocalRunner:
         try:
             await asyncio.to_thread(copy)
             for state in shards:
-                for name, value in state.get("counts", {}).items():
-                    if name != "prompts_total":
-                        setattr(counts, name, getattr(counts, name) + value)
                 for name, value in state.get("timings", {}).items():
                     timings[name] = timings.get(name, 0.0) + value
             for handle in files.values():

@@ -25,7 +25,7 @@ from winnow.sdg.inputs import PromptFile, read_rows, resolve_inside, validate_fi
 from winnow.sdg.ray_executor import RayRunner, ray_module
 from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.rows import Candidate
-from winnow.sdg.runner import Checkpoint, JobCancelled, JobPlan, LocalRunner, Progress
+from winnow.sdg.runner import Checkpoint, JobCancelled, JobPlan, LocalRunner, Progress, add_counts
 from winnow.sdg.scoring import resolve_scoring
 from winnow.sdg.shards import shard_states
 from winnow.usage.service import UsageService, estimate_tokens
@@ -142,11 +142,7 @@ def _progress(job: SdgJob) -> tuple[JobCounts, float]:
     checkpoint = job.checkpoint or {}
     session = object_session(job)
     if "counts" not in checkpoint and job.kind == "sdg" and session is not None:
-        counts = JobCounts(prompts_total=job.prompts_total)
-        for state in shard_states(session, job.id):
-            for name, value in state.get("counts", {}).items():
-                if name != "prompts_total":
-                    setattr(counts, name, getattr(counts, name) + value)
+        counts = add_counts(JobCounts(prompts_total=job.prompts_total), shard_states(session, job.id))
         elapsed = (_now() - _aware(job.started_at)).total_seconds() if job.started_at else 0.0
         return counts, elapsed
     counts = JobCounts.model_validate(checkpoint.get("counts", {"prompts_total": job.prompts_total}))

@@ -13,6 +13,7 @@ whoever ran which shard, and the same as a one-worker run.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -271,7 +272,7 @@ class ShardStore:
         with self.db.session() as session:
             return shard_states(session, job_id)
 
-    def expire_of(self, worker_prefix: str, alive: Any) -> int:
+    def expire_of(self, worker_prefix: str, alive: Callable[[str], bool]) -> int:
         """Free the shards of workers on this host that are gone."""
         freed = 0
         with self.db.session() as session:

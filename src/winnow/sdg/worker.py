@@ -136,13 +136,25 @@ class Worker:
             return seen[1]
         prompts = await asyncio.to_thread(validate_file, path)
         if prompts.sha256 != job.prompts_sha256:
-            raise ValueError("the prompts file changed since the job was submitted")
+            what = ("the dataset", "evaluation") if job.kind == "eval" else ("the prompts file", "job")
+            raise ValueError(f"{what[0]} changed since the {what[1]} was submitted")
         self._checked[job.prompts_sha256] = ((stat.st_size, stat.st_mtime_ns), prompts)
         return prompts
 
-    async def _plan(self, job: SdgJob) -> tuple[JobPlan, Path]:
+    async def _start(self, job: SdgJob) -> PromptFile:
+        """Before any work on a job: its input checked, and the latest budgets (a raise may have woken it)."""
         prompts = await self._prompts(job)
-        await asyncio.to_thread(self.usage.recorder.flush)  # the latest budgets (a raise may have woken us)
+        await asyncio.to_thread(self.usage.recorder.flush)
+        return prompts
+
+    def _complete(self, job: SdgJob, checkpoint: dict[str, Any] | None = None) -> None:
+        size = Path(job.output_path).stat().st_size
+        self.store.finish(job.id, self.id, "completed", output_bytes=size, checkpoint=checkpoint)
+        self._clean(job.id)
+        log.info("completed %s", job.id)
+
+    async def _plan(self, job: SdgJob) -> tuple[JobPlan, Path]:
+        prompts = await self._start(job)
         spec = SubmitJobRequest.model_validate(job.params)
         plan = build_plan(spec, prompts, self.models, self.rewards)
         plan.meter = UsageMeter(self.usage, job.owner_key_id, spec.model, "job", job.id)
@@ -188,11 +200,7 @@ class Worker:
             plan, output = await self._plan(job)
             runner = LocalRunner(plan, self.store.job_dir(job.id) / f"merge-{job.attempts}", output, _NoCheckpoint())
             summary = await runner.finish_from(await asyncio.to_thread(self.shards.states, job.id))
-            size = output.stat().st_size
-            final = {"counts": summary["counts"], "timings": summary.get("timings", {})}
-            self.store.finish(job.id, self.id, "completed", output_bytes=size, checkpoint=final)
-            self._clean(job.id)
-            log.info("completed %s", job.id)
+            self._complete(job, {"counts": summary["counts"], "timings": summary.get("timings", {})})
         except JobLost:
             log.warning("lost the lease on %s; another worker has it", job.id)
         except Exception as exc:
@@ -206,10 +214,7 @@ class Worker:
         log.info("running %s (attempt %d)", job.id, job.attempts)
         heartbeat = asyncio.create_task(self._beat(lambda: self.store.renew(job.id, self.id)))
         try:
-            prompts = await asyncio.to_thread(validate_file, Path(job.prompts_path))
-            if prompts.sha256 != job.prompts_sha256:
-                raise ValueError("the dataset changed since the evaluation was submitted")
-            await asyncio.to_thread(self.usage.recorder.flush)  # the latest budgets (a raise may have woken us)
+            prompts = await self._start(job)
             work = self.store.job_dir(job.id) / f"work-{job.attempts}"  # one per attempt: see runner.adopt
             # Usage rows are written before each checkpoint: a finished chunk's spend is never lost.
             checkpoint = DbCheckpoint(self.store, job, self.id, before_save=self.usage.recorder.flush)
@@ -219,10 +224,7 @@ class Worker:
                 m: UsageMeter(self.usage, job.owner_key_id, m, "eval", job.id) for m in evaluation.models
             }
             await EvalRunner(eval_plan, work, Path(job.output_path), checkpoint).run()
-            size = Path(job.output_path).stat().st_size
-            self.store.finish(job.id, self.id, "completed", output_bytes=size)
-            self._clean(job.id)
-            log.info("completed %s", job.id)
+            self._complete(job)
         except BudgetExceeded as exc:
             self._pause_for_budget(job, exc, worker=self.id)
         except JobCancelled:

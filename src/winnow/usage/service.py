@@ -59,7 +59,7 @@ class UsageService:
         self.recorder.close()
 
     # -- before and after a model call ----------------------------------------------------------
-    def check(self, key_id: int | None, model_id: str, prompts: Sequence[Any] = (), n: int = 1) -> None:
+    def check(self, key_id: int | None, model_id: str, prompts: Sequence[Any] = ()) -> None:
         """BudgetExceeded if the key's budget is spent, or would be by these prompts' input alone."""
         if key_id is None or self.ledger.budget(key_id) is None:
             return

@@ -71,7 +71,7 @@ async def _forward(
 ) -> JSONResponse | StreamingResponse:
     """An upstream model's request, as the client sent it (unknown fields included). The budget is
     checked before the call; usage comes from the upstream's own ``usage`` block."""
-    runtime.usage.check(key_id, body.model, [prompt], body.n)
+    runtime.usage.check(key_id, body.model, [prompt])
     raw = body.model_dump(exclude_unset=True)
     started = time.perf_counter()
     if body.stream:
@@ -148,7 +148,7 @@ async def _stream_response(
     chat: bool,
 ) -> StreamingResponse:
     provider = runtime.models.provider(model)
-    runtime.usage.check(key_id, model, [prompt], params.n)
+    runtime.usage.check(key_id, model, [prompt])
     deltas = aiter(provider.stream(prompt, params))
     started = time.perf_counter()
     first = await deltas.__anext__()  # errors before the first token still become HTTP errors
