@@ -116,7 +116,7 @@ def test_lora_adapter_is_applied_on_its_base_model(tmp_path: Path) -> None:
 def test_compiled_chat_template_renders_exactly_as_transformers() -> None:
     from transformers import AutoTokenizer
 
-    from winnow.models.providers.transformers import compiled_chat_template
+    from winnow.models.prompts import compiled_chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(DEMO_LM)
     render = compiled_chat_template(tokenizer)

@@ -57,8 +57,12 @@ class BatchingEngine(Generic[Item, Out]):
         rows_of: Callable[[Item], int],
         max_batch_rows: int = 64,
         max_wait_ms: float = 2.0,
+        key: Callable[[SamplingParams], tuple[object, ...]] = batch_key,
     ) -> None:
+        """``key``: requests whose params share it may run in one batch (an engine that takes
+        sampling parameters per item batches everything: ``key=lambda params: ()``)."""
         self._run = run
+        self._key = key
         self._executor = executor
         self._rows_of = rows_of
         self.max_batch_rows = max_batch_rows
@@ -112,11 +116,11 @@ class BatchingEngine(Generic[Item, Out]):
 
     def _take_batch(self) -> list[_Pending[Item, Out]]:
         first = self._queue[0]
-        key = batch_key(first.params)
+        key = self._key(first.params)
         batch: list[_Pending[Item, Out]] = []
         rows = 0
         for pending in self._queue:
-            if batch_key(pending.params) != key or (batch and rows + pending.rows > self.max_batch_rows):
+            if self._key(pending.params) != key or (batch and rows + pending.rows > self.max_batch_rows):
                 continue
             batch.append(pending)
             rows += pending.rows

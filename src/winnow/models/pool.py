@@ -27,7 +27,10 @@ class ModelPool:
         self.budget_bytes = budget_bytes
         self._resident: OrderedDict[str, Resident] = OrderedDict()
         self._lock = threading.RLock()
-        self._loading: dict[str, threading.Lock] = {}
+        # One load at a time, whatever the model: transformers resolves its lazy submodules
+        # unsafely from two threads, and vLLM sizes its KV cache from the memory free while it
+        # starts, which a second model loading beside it would change.
+        self.load_lock = threading.Lock()
 
     @property
     def used_bytes(self) -> int:
@@ -51,9 +54,7 @@ class ModelPool:
         value = self.peek(key)
         if value is not None:
             return value
-        with self._lock:
-            gate = self._loading.setdefault(key, threading.Lock())
-        with gate:  # one loader per key; others wait for it
+        with self.load_lock:
             with self._lock:
                 if key in self._resident:
                     return self._resident[key].value

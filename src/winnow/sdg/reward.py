@@ -57,25 +57,27 @@ class ClassifierRewardModel(RewardModel):
 
     def _load(self) -> tuple[Any, Any, Any]:
         if self._loaded is None:
-            import torch
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-            from winnow.models.providers.transformers import configure_torch_threads, resolve_device
-
-            if not self.config.path or not Path(self.config.path).is_dir():
-                raise ServiceUnavailable(
-                    f"Reward model {self.config.id!r} has no local directory", str(self.config.path)
-                )
-            configure_torch_threads(self.settings.local_torch_threads)
-            device = resolve_device(self.config.device)
-            tokenizer = AutoTokenizer.from_pretrained(self.config.path, local_files_only=True)
-            if tokenizer.pad_token_id is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            model = AutoModelForSequenceClassification.from_pretrained(self.config.path, local_files_only=True)
-            if model.config.pad_token_id is None:
-                model.config.pad_token_id = tokenizer.pad_token_id
-            self._loaded = (tokenizer, model.to(device).eval(), torch)
+            with self.models.pool.load_lock:  # one model load at a time in a process (see ModelPool)
+                self._loaded = self._load_now()
         return self._loaded
+
+    def _load_now(self) -> tuple[Any, Any, Any]:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from winnow.models.providers.transformers import configure_torch_threads, resolve_device
+
+        if not self.config.path or not Path(self.config.path).is_dir():
+            raise ServiceUnavailable(f"Reward model {self.config.id!r} has no local directory", str(self.config.path))
+        configure_torch_threads(self.settings.local_torch_threads)
+        device = resolve_device(self.config.device)
+        tokenizer = AutoTokenizer.from_pretrained(self.config.path, local_files_only=True)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForSequenceClassification.from_pretrained(self.config.path, local_files_only=True)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        return tokenizer, model.to(device).eval(), torch
 
     def render(self, candidate: Candidate) -> str:
         tokenizer, _, _ = self._load()
