@@ -28,6 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +73,26 @@ def engine_args(config: ModelConfig) -> dict[str, Any]:
     return args
 
 
+@cache
+def _vllm_sampling() -> tuple[Any, Any]:
+    """vLLM's SamplingParams and RequestOutputKind, resolved once (``vllm.X`` is a lazy lookup)."""
+    from vllm.sampling_params import RequestOutputKind
+    from vllm.sampling_params import SamplingParams as VLLMSamplingParams
+
+    return VLLMSamplingParams, RequestOutputKind
+
+
 def sampling_params(params: SamplingParams, item: EncodedPrompt, seed: int | None, delta: bool = False) -> Any:
     """vLLM SamplingParams for one prompt. Greedy ignores top_p and seed, as the transformers path does."""
-    import vllm
-    from vllm.sampling_params import RequestOutputKind
-
-    kind = RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY
-    return vllm.SamplingParams(
-        n=item.n,
+    make, kind = _vllm_sampling()
+    return make(
+        n=1 if params.greedy else item.n,  # vLLM refuses n > 1 when greedy: to_result copies the one
         max_tokens=item.max_tokens,
         temperature=0.0 if params.greedy else params.temperature,
         top_p=1.0 if params.greedy else params.top_p,
         seed=None if params.greedy else seed,
         stop=list(item.stop) or None,
-        output_kind=kind,
+        output_kind=kind.DELTA if delta else kind.FINAL_ONLY,
     )
 
 
@@ -95,7 +102,8 @@ def prompt_seed(params: SamplingParams, index: int) -> int | None:
 
 
 def to_result(output: Any, item: EncodedPrompt) -> GenerationResult:
-    """A vLLM RequestOutput as Winnow's result: EOS is counted in output_tokens, as everywhere."""
+    """A vLLM RequestOutput as Winnow's result: EOS is counted in output_tokens, as everywhere;
+    a greedy request asked for ``n`` gets its one completion ``n`` times, as on transformers."""
     completions = [
         Completion(
             text=c.text,
@@ -104,6 +112,8 @@ def to_result(output: Any, item: EncodedPrompt) -> GenerationResult:
         )
         for c in sorted(output.outputs, key=lambda c: c.index)
     ]
+    if len(completions) == 1 < item.n:
+        completions = [Completion(**vars(completions[0])) for _ in range(item.n)]
     return GenerationResult(completions=completions, input_tokens=len(item.input_ids))
 
 
