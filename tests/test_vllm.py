@@ -316,3 +316,46 @@ def test_an_unknown_engine_is_refused_when_the_config_loads(tmp_path: Path) -> N
     bad = ModelConfig(id="v", provider="vllm", path=str(DEMO_LM), options={"engine": "turbo"})
     with pytest.raises(ValueError, match=r"options\.engine must be one of"):
         Runtime.open(Settings(data_dir=tmp_path, workers=0, models=[bad]))
+
+
+@needs_vllm
+def test_the_ray_executor_runs_vllm_in_its_actors_with_the_local_executors_rows(wide_lm: Path, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    from tests.test_sdg_ray import _spec as job_spec  # the Ray test's job, on demo-vllm
+    from winnow.config import RaySettings
+    from winnow.models.registry import ModelRegistry
+    from winnow.sdg.reward import RewardModelRegistry
+    from winnow.sdg.runner import FileCheckpoint
+    from winnow.sdg.service import build_plan, check_spec, make_runner
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(line + "\n" for line in DEMO_PROMPTS.read_text().splitlines()[:64]))
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        workers=0,
+        data_roots=[tmp_path],
+        models=[vllm_config("demo-vllm", wide_lm, "llm")],
+        ray=RaySettings(generate_cpus=1, score_cpus=1),
+    )
+
+    async def run(executor: str) -> Path:
+        spec = job_spec(prompts, executor).model_copy(update={"model": "demo-vllm"})
+        models = ModelRegistry(settings)
+        rewards = RewardModelRegistry(settings, models)
+        try:
+            plan = build_plan(spec, check_spec(spec, settings, models, rewards), models, rewards)
+            output = tmp_path / executor / "output.jsonl"
+            checkpoint = FileCheckpoint(tmp_path / f"{executor}.json")
+            await make_runner(plan, settings, tmp_path / executor / "work", output, checkpoint, lambda _: None).run()
+            return output
+        finally:
+            await models.close()
+
+    local = asyncio.run(run("local"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = asyncio.run(run("ray"))
+    finally:
+        ray.shutdown()
+    assert remote.read_bytes() == local.read_bytes()
+    assert len(local.read_text().splitlines()) == 64 * 2
