@@ -57,3 +57,16 @@ def test_config_show_masks_secrets_and_reads_yaml(env: dict[str, str], tmp_path:
     shown = json.loads(result.stdout)
     assert shown["port"] == 9001
     assert "pw-secret" not in result.stdout and "sk-abc" not in result.stdout
+
+
+def test_errors_print_brackets_as_written(env: dict[str, str], tmp_path: Path) -> None:
+    """An error's text is not Rich markup: the install hint keeps its ``[vllm]``."""
+    from winnow.models.providers.vllm import vllm_installed
+
+    if vllm_installed():
+        pytest.skip("vLLM is installed here: the model fails later, for its missing path")
+    config = tmp_path / "winnow.yaml"
+    config.write_text("models:\n  - {id: v, provider: vllm, path: /nowhere}\n")
+    result = runner.invoke(app, ["generate", "What is 1+1?", "-m", "v", "--config", str(config)], env=env)
+    assert result.exit_code == 1
+    assert "pip install 'winnow[vllm]'" in " ".join(result.stderr.split())

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 
 from winnow.config import CONFIG_ENV_VAR, Settings
 from winnow.runtime import Runtime
@@ -17,6 +19,15 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML config file (also WINNOW_CONFIG)", exists=True, dir_okay=False),
 ]
+
+
+err = Console(stderr=True)
+
+
+def fail(message: str, details: str | None = None) -> typer.Exit:
+    """Print an error (its text escaped: ``[vllm]`` is not Rich markup) and the exit to raise."""
+    err.print("[red]error:[/red] " + escape(message + (f" ({details})" if details else "")))
+    return typer.Exit(1)
 
 
 def load_settings(config: Path | None) -> Settings:

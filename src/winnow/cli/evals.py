@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from winnow.cli.common import ConfigOption, load_settings, resume_dir
+from winnow.cli.common import ConfigOption, err, fail, load_settings, resume_dir
 from winnow.errors import WinnowError
 from winnow.evals.plan import build_eval_plan, check_eval
 from winnow.evals.runner import EvalProgress, EvalRunner
@@ -27,12 +27,6 @@ from winnow.sdg.runner import FileCheckpoint
 from winnow.usage.prices import PriceBook
 
 eval_app = typer.Typer(help="Prompt evaluation: templates x models over a dataset, compared.", no_args_is_help=True)
-err = Console(stderr=True)
-
-
-def _fail(message: str, details: str | None = None) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}" + (f" ({details})" if details else ""))
-    return typer.Exit(1)
 
 
 def _templates(values: list[str]) -> list[dict[str, str]]:
@@ -53,7 +47,7 @@ def _spec(spec_file: Path | None, overrides: dict[str, Any]) -> EvaluationReques
         return EvaluationRequest.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise _fail("invalid evaluation", problems) from exc
+        raise fail("invalid evaluation", problems) from exc
 
 
 def print_table(table: list[ComparisonRow], console: Console) -> None:
@@ -149,7 +143,7 @@ def run(
     try:
         table = asyncio.run(go())
     except WinnowError as exc:
-        raise _fail(exc.message, exc.details) from exc
+        raise fail(exc.message, exc.details) from exc
     shutil.rmtree(work, ignore_errors=True)
     if as_json:
         typer.echo(json.dumps([row.model_dump() for row in table], indent=2))

@@ -9,19 +9,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from winnow.cli.common import ConfigOption, open_runtime
+from winnow.cli.common import ConfigOption, err, fail, open_runtime
 from winnow.errors import WinnowError
 from winnow.schemas.keys import KeyBudget
 
 Period = Annotated[str, typer.Option("--budget-period", help="day, month or total")]
 
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
-err = Console(stderr=True)
 
 
 def _fail(exc: WinnowError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc.message}" + (f" ({exc.details})" if exc.details else ""))
-    return typer.Exit(1)
+    return fail(exc.message, exc.details)
 
 
 @keys_app.command("create")
@@ -43,8 +41,7 @@ def create(
         budget = _budget(budget_usd, budget_tokens, budget_period)
         created = runtime.keys.create(name, admin=admin, rate_limits=overrides, budget=budget)
     except json.JSONDecodeError as exc:
-        err.print(f"[red]error:[/red] --rate-limits is not JSON: {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(f"--rate-limits is not JSON: {exc}") from exc
     except WinnowError as exc:
         raise _fail(exc) from exc
     finally:
@@ -59,8 +56,7 @@ def _budget(usd: float | None, tokens: int | None, period: str) -> KeyBudget | N
     try:
         return KeyBudget.model_validate({"usd": usd, "tokens": tokens, "period": period})
     except ValueError as exc:
-        err.print(f"[red]error:[/red] bad budget: {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(f"bad budget: {exc}") from exc
 
 
 @keys_app.command("budget")
@@ -82,8 +78,7 @@ def budget(
         else:
             found = next((k for k in runtime.keys.list() if k.name == name), None)
             if found is None:
-                err.print(f"[red]error:[/red] no live key called {name!r}")
-                raise typer.Exit(1)
+                raise fail(f"no live key called {name!r}")
             runtime.usage.recorder.flush()
             key_id = found.id
         standing = runtime.usage.budget_status(key_id)

@@ -10,14 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from winnow.cli.common import ConfigOption, load_settings
+from winnow.cli.common import ConfigOption, fail, load_settings
 from winnow.errors import WinnowError
 from winnow.models.registry import ModelRegistry
 from winnow.models.service import GenerationService
 from winnow.schemas.platform import GenerateRequest
 
 models_app = typer.Typer(help="Inspect the configured models.", no_args_is_help=True)
-err = Console(stderr=True)
 
 
 @models_app.command("list")
@@ -71,5 +70,4 @@ def generate(
     try:
         typer.echo(asyncio.run(run()))
     except WinnowError as exc:
-        err.print(f"[red]error:[/red] {exc.message}" + (f" ({exc.details})" if exc.details else ""))
-        raise typer.Exit(1) from exc
+        raise fail(exc.message, exc.details) from exc

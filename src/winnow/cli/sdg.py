@@ -12,10 +12,9 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from winnow.cli.common import ConfigOption, load_settings, resume_dir
+from winnow.cli.common import ConfigOption, err, fail, load_settings, resume_dir
 from winnow.errors import WinnowError
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
@@ -27,12 +26,6 @@ from winnow.sdg.service import build_plan, check_spec, make_runner
 sdg_app = typer.Typer(
     help="Synthetic data generation: generate -> reward-score -> filter -> JSONL.", no_args_is_help=True
 )
-err = Console(stderr=True)
-
-
-def _fail(message: str, details: str | None = None) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}" + (f" ({details})" if details else ""))
-    return typer.Exit(1)
 
 
 @sdg_app.command("run")
@@ -80,7 +73,7 @@ def run(
             executor=executor,
         )
     except (ValueError, json.JSONDecodeError) as exc:
-        raise _fail("invalid parameters", str(exc)) from exc
+        raise fail("invalid parameters", str(exc)) from exc
     # The local user may read any file: this process's data roots are the file's own folder.
     settings = settings.model_copy(update={"data_roots": [prompts.resolve().parent]})
     work = resume_dir(output, spec.model_dump_json(), restart)
@@ -117,7 +110,7 @@ def run(
     try:
         summary = asyncio.run(go())
     except WinnowError as exc:
-        raise _fail(exc.message, exc.details) from exc
+        raise fail(exc.message, exc.details) from exc
     shutil.rmtree(work, ignore_errors=True)
     counts = summary["counts"]
     err.print(
@@ -132,7 +125,7 @@ def _client(url: str | None, key: str | None) -> httpx.Client:
     base = url or os.environ.get("WINNOW_URL", "http://127.0.0.1:8000")
     secret = key or os.environ.get("WINNOW_API_KEY")
     if not secret:
-        raise _fail("no API key", "pass --key or set WINNOW_API_KEY")
+        raise fail("no API key", "pass --key or set WINNOW_API_KEY")
     return httpx.Client(
         base_url=base.rstrip("/") + "/api/v1", headers={"Authorization": f"Bearer {secret}"}, timeout=60
     )
@@ -145,7 +138,7 @@ KeyOption = Annotated[str | None, typer.Option("--key", help="API key (WINNOW_AP
 def _show(response: httpx.Response) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     if response.status_code >= 400:
-        raise _fail(body.get("message", "request failed"), body.get("details"))
+        raise fail(body.get("message", "request failed"), body.get("details"))
     typer.echo(json.dumps(body, indent=2))
     return body
 
