@@ -203,12 +203,15 @@ class VLLMModel:
             if isinstance(item, InvalidRequest):
                 results[i].error = item
         if ready:
-            outputs = self.llm.generate(
-                [{"prompt_token_ids": item.input_ids} for _, item in ready],
-                [sampling_params(jobs[i].params, item, jobs[i].seed) for i, item in ready],
-                use_tqdm=False,
-                lora_request=self.lora,
-            )
+            try:
+                outputs = self.llm.generate(
+                    [{"prompt_token_ids": item.input_ids} for _, item in ready],
+                    [sampling_params(jobs[i].params, item, jobs[i].seed) for i, item in ready],
+                    use_tqdm=False,
+                    lora_request=self.lora,
+                )
+            except Exception as exc:  # the engine failed the whole call: every caller hears why
+                raise ServiceUnavailable("vLLM could not generate", f"{type(exc).__name__}: {exc}") from exc
             for (i, item), output in zip(ready, outputs, strict=True):
                 results[i] = to_result(output, item)
         return results
@@ -242,7 +245,7 @@ class VLLMModel:
         return results
 
     def raise_if_dead(self, exc: BaseException) -> None:
-        if self.async_engine.errored:
+        if self.async_engine is None or self.async_engine.errored:  # stopped, or closed (evicted)
             raise ServiceUnavailable("The vLLM engine has stopped", f"{type(exc).__name__}: {exc}") from exc
 
 
