@@ -27,7 +27,7 @@ from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.rows import Candidate
 from winnow.sdg.runner import Checkpoint, JobCancelled, JobPlan, LocalRunner, Progress, add_counts
 from winnow.sdg.scoring import resolve_scoring
-from winnow.sdg.shards import shard_states
+from winnow.sdg.shards import oldest_job, shard_states
 from winnow.usage.service import UsageService, estimate_tokens
 
 JOB_ID = re.compile(JOB_ID_PATTERN)
@@ -290,14 +290,7 @@ class JobStore:
             (SdgJob.status == "paused") & (SdgJob.resume_at <= now),
         )
         with self.db.session() as session:
-            candidate = (
-                select(SdgJob.id)
-                .where(claimable)
-                .order_by(SdgJob.created_at)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
-            )
+            candidate = oldest_job(claimable)
             claimed = session.execute(
                 update(SdgJob)
                 .where(SdgJob.id == candidate, claimable)

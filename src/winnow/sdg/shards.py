@@ -20,10 +20,26 @@ from typing import Any
 
 from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from winnow.config import Settings
 from winnow.db import Database, JobShard, SdgJob
 from winnow.sdg.runner import JobCancelled
+
+
+def oldest_job(*conditions: ColumnElement[bool]) -> ScalarSelect[Any]:
+    """The id of the oldest job meeting ``conditions`` that no other transaction holds
+    (``FOR UPDATE SKIP LOCKED``), as the subquery of a claiming ``UPDATE``: concurrent workers
+    each take a different job, and none waits on another's lock."""
+    return (
+        select(SdgJob.id)
+        .where(*conditions)
+        .order_by(SdgJob.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
 
 
 class ShardLost(Exception):
@@ -94,14 +110,7 @@ class ShardStore:
             self._split_one(session, now)
 
     def _split_one(self, session: Session, now: datetime) -> None:
-        candidate = (
-            select(SdgJob.id)
-            .where(SdgJob.kind == "sdg", SdgJob.status == "queued")
-            .order_by(SdgJob.created_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
+        candidate = oldest_job(SdgJob.kind == "sdg", SdgJob.status == "queued")
         started = session.execute(
             update(SdgJob)
             .where(SdgJob.id == candidate, SdgJob.status == "queued")
@@ -187,15 +196,8 @@ class ShardStore:
         split = exists(select(JobShard.shard).where(JobShard.job_id == SdgJob.id))
         free = or_(SdgJob.worker.is_(None), SdgJob.lease_until < now)
         with self.db.session() as session:
-            candidate = (
-                select(SdgJob.id)
-                .where(
-                    SdgJob.kind == "sdg", SdgJob.status == "running", ~SdgJob.cancel_requested, free, split, ~pending
-                )
-                .order_by(SdgJob.created_at)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
+            candidate = oldest_job(
+                SdgJob.kind == "sdg", SdgJob.status == "running", ~SdgJob.cancel_requested, free, split, ~pending
             )
             claimed = session.execute(
                 update(SdgJob)
