@@ -25,24 +25,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from winnow.config import Settings  # noqa: E402
-from winnow.models.registry import ModelRegistry  # noqa: E402
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest  # noqa: E402
-from winnow.sdg.reward import RewardModelRegistry  # noqa: E402
+from winnow.sdg.reward import open_registries  # noqa: E402
 from winnow.sdg.runner import FileCheckpoint, LocalRunner  # noqa: E402
 from winnow.sdg.service import build_plan, check_spec  # noqa: E402
 
 
 async def run_job(settings: Settings, spec: SubmitJobRequest, work: Path) -> list[dict[str, Any]]:
-    models = ModelRegistry(settings)
-    rewards = RewardModelRegistry(settings, models)
-    try:
+    async with open_registries(settings) as (models, rewards):
         plan = build_plan(spec, check_spec(spec, settings, models, rewards), models, rewards)
         output = work / "out.jsonl"
         await LocalRunner(plan, work, output, FileCheckpoint(work / "checkpoint.json")).run()
         return [json.loads(line) for line in output.read_text().splitlines()]
-    finally:
-        await rewards.close()
-        await models.close()
 
 
 def main() -> None:

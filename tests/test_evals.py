@@ -21,10 +21,9 @@ from winnow.cli import app as cli_app
 from winnow.config import ModelConfig, Settings
 from winnow.evals.plan import build_eval_plan, check_eval
 from winnow.evals.runner import EvalRunner
-from winnow.models.registry import ModelRegistry
 from winnow.runtime import Runtime
 from winnow.schemas.evals import EvaluationRequest
-from winnow.sdg.reward import RewardModelRegistry
+from winnow.sdg.reward import open_registries
 from winnow.sdg.runner import FileCheckpoint
 from winnow.usage.prices import PriceBook
 
@@ -156,15 +155,11 @@ def test_a_crash_mid_evaluation_resumes_to_identical_results(tmp_path: Path) -> 
     )
 
     async def run(work: Path, output: Path, checkpoint: FileCheckpoint) -> Any:
-        models = ModelRegistry(settings)
-        rewards = RewardModelRegistry(settings, models)
-        try:
+        async with open_registries(settings) as (models, rewards):
             plan = build_eval_plan(
                 spec, check_eval(spec, settings, models, rewards), models, rewards, PriceBook(settings)
             )
             return await EvalRunner(plan, work, output, checkpoint).run()
-        finally:
-            await models.close()
 
     clean = tmp_path / "clean" / "results.jsonl"
     expected = asyncio.run(run(tmp_path / "clean" / "work", clean, FileCheckpoint(tmp_path / "clean.json")))

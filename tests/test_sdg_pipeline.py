@@ -14,9 +14,8 @@ from tests.conftest import DEMO_PROMPTS
 from tests.spec import SDG, load
 from winnow.cli import app
 from winnow.config import Settings
-from winnow.models.registry import ModelRegistry
 from winnow.schemas.sdg import FilteringFunction, PromptResponseScore, SubmitJobRequest
-from winnow.sdg.reward import RewardModelRegistry
+from winnow.sdg.reward import open_registries
 from winnow.sdg.runner import FileCheckpoint, LocalRunner
 from winnow.sdg.service import build_plan, check_spec
 
@@ -66,14 +65,9 @@ def _run(spec: SubmitJobRequest, work: Path, output: Path, checkpoint: FileCheck
     settings = Settings(data_dir=work.parent / "data", workers=0, data_roots=[SMALL.parent])
 
     async def go() -> dict[str, Any]:
-        models = ModelRegistry(settings)
-        rewards = RewardModelRegistry(settings, models)
-        try:
+        async with open_registries(settings) as (models, rewards):
             plan = build_plan(spec, check_spec(spec, settings, models, rewards), models, rewards)
             return await LocalRunner(plan, work, output, checkpoint or FileCheckpoint(work / "checkpoint.json")).run()
-        finally:
-            await rewards.close()
-            await models.close()
 
     return asyncio.run(go())
 

@@ -15,9 +15,8 @@ from fastapi.testclient import TestClient
 from tests.conftest import DEMO_PROMPTS, CrashAfter, bearer, running_worker, wait_for_job
 from winnow.api.app import create_app
 from winnow.config import RaySettings, Settings
-from winnow.models.registry import ModelRegistry
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
-from winnow.sdg.reward import RewardModelRegistry
+from winnow.sdg.reward import open_registries
 from winnow.sdg.runner import FileCheckpoint
 from winnow.sdg.service import build_plan, check_spec, make_runner
 
@@ -55,10 +54,8 @@ def test_ray_and_local_executors_give_identical_rows_and_ray_resumes_after_a_cra
 
     async def run(executor: str, name: str, checkpoint: FileCheckpoint) -> tuple[Path, list[int]]:
         spec = _spec(prompts, executor)
-        models = ModelRegistry(settings)
-        rewards = RewardModelRegistry(settings, models)
         seen: list[int] = []
-        try:
+        async with open_registries(settings) as (models, rewards):
             plan = build_plan(spec, check_spec(spec, settings, models, rewards), models, rewards)
             output = tmp_path / name / "output.jsonl"
             runner = make_runner(
@@ -66,8 +63,6 @@ def test_ray_and_local_executors_give_identical_rows_and_ray_resumes_after_a_cra
             )
             await runner.run()
             return output, seen
-        finally:
-            await models.close()
 
     local, _ = asyncio.run(run("local", "local", FileCheckpoint(tmp_path / "local.json")))
     with pytest.raises(KeyboardInterrupt):

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import LiveServer, bearer
 from winnow.config import RewardModelConfig, Settings
 from winnow.models.registry import ModelRegistry
-from winnow.sdg.reward import RewardModelRegistry
+from winnow.sdg.reward import RewardModelRegistry, open_registries
 from winnow.sdg.rows import Candidate, PromptRow, user_prompt
 
 PAIRS = [("What is 17+25?", "42"), ("What is 17+25?", "43"), ("What is 3+4?", "7"), ("What is 3+4?", "71")]
@@ -25,13 +25,8 @@ def _candidates() -> list[Candidate]:
 
 def _scores(settings: Settings, reward_model: str) -> list[float]:
     async def go() -> list[float]:
-        models = ModelRegistry(settings)
-        rewards = RewardModelRegistry(settings, models)
-        try:
+        async with open_registries(settings) as (_, rewards):
             return await rewards.get(reward_model).score(_candidates())
-        finally:
-            await rewards.close()
-            await models.close()
 
     return asyncio.run(go())
 

@@ -21,9 +21,8 @@ from tests.conftest import DEMO_PROMPTS, bearer, running_worker, wait_for_job
 from winnow.api.app import create_app
 from winnow.config import Settings
 from winnow.db import Database, JobShard, SdgJob
-from winnow.models.registry import ModelRegistry
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
-from winnow.sdg.reward import RewardModelRegistry
+from winnow.sdg.reward import open_registries
 from winnow.sdg.runner import FileCheckpoint, LocalRunner
 from winnow.sdg.service import build_plan, check_spec
 
@@ -45,9 +44,7 @@ def test_shards_merge_to_exactly_the_one_worker_output(tmp_path: Path, filter_na
     )
 
     async def run() -> tuple[bytes, bytes]:
-        models = ModelRegistry(settings)
-        rewards = RewardModelRegistry(settings, models)
-        try:
+        async with open_registries(settings) as (models, rewards):
             plan = build_plan(spec, check_spec(spec, settings, models, rewards), models, rewards)
             whole = tmp_path / "whole" / "output.jsonl"
             await LocalRunner(plan, tmp_path / "whole" / "work", whole, FileCheckpoint(tmp_path / "whole.json")).run()
@@ -70,8 +67,6 @@ def test_shards_merge_to_exactly_the_one_worker_output(tmp_path: Path, filter_na
             ).finish_from(states)
             assert summary["counts"]["prompts_read"] == 500
             return whole.read_bytes(), merged.read_bytes()
-        finally:
-            await models.close()
 
     whole, merged = asyncio.run(run())
     assert merged == whole and whole.count(b"\n") > 0

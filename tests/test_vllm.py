@@ -323,8 +323,7 @@ def test_the_ray_executor_runs_vllm_in_its_actors_with_the_local_executors_rows(
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
     from tests.test_sdg_ray import _spec as job_spec  # the Ray test's job, on demo-vllm
     from winnow.config import RaySettings
-    from winnow.models.registry import ModelRegistry
-    from winnow.sdg.reward import RewardModelRegistry
+    from winnow.sdg.reward import open_registries
     from winnow.sdg.runner import FileCheckpoint
     from winnow.sdg.service import build_plan, check_spec, make_runner
 
@@ -340,16 +339,12 @@ def test_the_ray_executor_runs_vllm_in_its_actors_with_the_local_executors_rows(
 
     async def run(executor: str) -> Path:
         spec = job_spec(prompts, executor).model_copy(update={"model": "demo-vllm"})
-        models = ModelRegistry(settings)
-        rewards = RewardModelRegistry(settings, models)
-        try:
+        async with open_registries(settings) as (models, rewards):
             plan = build_plan(spec, check_spec(spec, settings, models, rewards), models, rewards)
             output = tmp_path / executor / "output.jsonl"
             checkpoint = FileCheckpoint(tmp_path / f"{executor}.json")
             await make_runner(plan, settings, tmp_path / executor / "work", output, checkpoint, lambda _: None).run()
             return output
-        finally:
-            await models.close()
 
     local = asyncio.run(run("local"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

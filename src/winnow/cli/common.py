@@ -11,6 +11,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from winnow.config import CONFIG_ENV_VAR, Settings
 from winnow.runtime import Runtime
@@ -28,6 +37,12 @@ def fail(message: str, details: str | None = None) -> typer.Exit:
     """Print an error (its text escaped: ``[vllm]`` is not Rich markup) and the exit to raise."""
     err.print("[red]error:[/red] " + escape(message + (f" ({details})" if details else "")))
     return typer.Exit(1)
+
+
+def progress_bar(*extra: ProgressColumn) -> Progress:
+    """The progress bar of the in-process runs, on stderr: stage, bar, done/total, ``extra``, times."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *extra)
+    return Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=err)
 
 
 def load_settings(config: Path | None) -> Settings:

@@ -13,16 +13,14 @@ import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from winnow.cli.common import ConfigOption, err, fail, load_settings, resume_dir
+from winnow.cli.common import ConfigOption, err, fail, load_settings, progress_bar, resume_dir
 from winnow.errors import WinnowError
 from winnow.evals.plan import build_eval_plan, check_eval
 from winnow.evals.runner import EvalProgress, EvalRunner
-from winnow.models.registry import ModelRegistry
 from winnow.schemas.evals import ComparisonRow, EvaluationRequest
-from winnow.sdg.reward import RewardModelRegistry
+from winnow.sdg.reward import open_registries
 from winnow.sdg.runner import FileCheckpoint
 from winnow.usage.prices import PriceBook
 
@@ -116,19 +114,10 @@ def run(
     work = resume_dir(output, spec.model_dump_json(), restart)
 
     async def go() -> list[ComparisonRow]:
-        models = ModelRegistry(settings)
-        rewards = RewardModelRegistry(settings, models)
-        try:
+        async with open_registries(settings) as (models, rewards):
             prompts = check_eval(spec, settings, models, rewards)
             plan = build_eval_plan(spec, prompts, models, rewards, PriceBook(settings))
-            columns = (
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
-            with Progress(*columns, console=err) as bar:
+            with progress_bar() as bar:
                 task = bar.add_task("rows", total=prompts.rows)
 
                 def show(p: EvalProgress) -> None:
@@ -136,9 +125,6 @@ def run(
 
                 checkpoint = FileCheckpoint(work / "checkpoint.json")
                 return await EvalRunner(plan, work, output.resolve(), checkpoint, show).run()
-        finally:
-            await rewards.close()
-            await models.close()
 
     try:
         table = asyncio.run(go())

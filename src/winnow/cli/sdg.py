@@ -12,13 +12,12 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import TextColumn
 
-from winnow.cli.common import ConfigOption, err, fail, load_settings, resume_dir
+from winnow.cli.common import ConfigOption, err, fail, load_settings, progress_bar, resume_dir
 from winnow.errors import WinnowError
-from winnow.models.registry import ModelRegistry
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
-from winnow.sdg.reward import RewardModelRegistry
+from winnow.sdg.reward import open_registries
 from winnow.sdg.runner import FileCheckpoint
 from winnow.sdg.runner import Progress as JobProgress
 from winnow.sdg.service import build_plan, check_spec, make_runner
@@ -79,20 +78,10 @@ def run(
     work = resume_dir(output, spec.model_dump_json(), restart)
 
     async def go() -> dict[str, Any]:
-        models = ModelRegistry(settings)
-        rewards = RewardModelRegistry(settings, models)
-        try:
+        async with open_registries(settings) as (models, rewards):
             prompt_file = check_spec(spec, settings, models, rewards)
             plan = build_plan(spec, prompt_file, models, rewards)
-            columns = (
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} prompts/s"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
-            with Progress(*columns, console=err) as bar:
+            with progress_bar(TextColumn("{task.fields[rate]} prompts/s")) as bar:
                 task = bar.add_task("prompts", total=prompt_file.rows, rate="-")
 
                 def show(p: JobProgress) -> None:
@@ -103,9 +92,6 @@ def run(
                 checkpoint = FileCheckpoint(work / "checkpoint.json")
                 runner = make_runner(plan, settings, work, output.resolve(), checkpoint, show)
                 return await runner.run()
-        finally:
-            await rewards.close()
-            await models.close()
 
     try:
         summary = asyncio.run(go())

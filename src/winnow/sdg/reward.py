@@ -13,8 +13,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -252,3 +253,16 @@ class RewardModelRegistry:
     async def close(self) -> None:
         await asyncio.gather(*(m.close() for m in self._built.values()))
         self._built.clear()
+
+
+@asynccontextmanager
+async def open_registries(settings: Settings) -> AsyncIterator[tuple[ModelRegistry, RewardModelRegistry]]:
+    """The model and reward-model registries of a job run outside a Runtime (the CLI's in-process
+    runs, scripts), both closed when the block ends."""
+    models = ModelRegistry(settings)
+    rewards = RewardModelRegistry(settings, models)
+    try:
+        yield models, rewards
+    finally:
+        await rewards.close()
+        await models.close()
