@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ def _platform() -> str | None:
     return "cuda" if current_platform.is_cuda() else "cpu" if current_platform.is_cpu() else None
 
 
-PLATFORM = _platform() if "--collect-only" not in sys.argv else None
+PLATFORM = _platform()
 needs_vllm = pytest.mark.skipif(
     PLATFORM is None,
     reason="vLLM is not installed or has no usable device: pip install 'winnow[vllm]' on a CUDA machine "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from winnow.auth import Principal
@@ -76,3 +76,6 @@ async def admin_key(principal: OtherKey) -> Principal:
 
 
 AdminKey = Annotated[Principal, Depends(admin_key)]
+
+# The ``status`` filter of job and evaluation listings: a stored job's statuses.
+JobStatusQuery = Annotated[str | None, Query(pattern="^(queued|running|paused|completed|failed|cancelled)$")]

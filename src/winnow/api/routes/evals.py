@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from winnow.api.deps import BatchKey, OtherKey, RuntimeDep
+from winnow.api.deps import BatchKey, JobStatusQuery, OtherKey, RuntimeDep
 from winnow.errors import InvalidRequest
 from winnow.evals.plan import check_eval
 from winnow.evals.service import eval_details
@@ -54,7 +54,7 @@ async def list_evaluations(
     runtime: RuntimeDep,
     key: OtherKey,
     limit: int = Query(100, ge=1, le=1000),
-    status: str | None = Query(None, pattern="^(queued|running|paused|completed|failed|cancelled)$"),
+    status: JobStatusQuery = None,
 ) -> EvaluationList:
     found = await run_in_threadpool(runtime.jobs.list, key, limit, status, "eval", eval_details)
     return EvaluationList(evaluations=found, count=len(found))

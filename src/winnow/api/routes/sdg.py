@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from winnow.api.deps import BatchKey, OtherKey, RuntimeDep
+from winnow.api.deps import BatchKey, JobStatusQuery, OtherKey, RuntimeDep
 from winnow.auth import Principal
 from winnow.errors import InvalidRequest, NotFound
 from winnow.runtime import Runtime
@@ -71,7 +71,7 @@ async def list_jobs(
     runtime: RuntimeDep,
     key: OtherKey,
     limit: int = Query(100, ge=1, le=1000),
-    status: str | None = Query(None, pattern="^(queued|running|paused|completed|failed|cancelled)$"),
+    status: JobStatusQuery = None,
 ) -> JobList:
     jobs = await run_in_threadpool(runtime.jobs.list, key, limit, status, "sdg", details)
     return JobList(jobs=jobs, count=len(jobs))

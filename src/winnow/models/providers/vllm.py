@@ -47,7 +47,9 @@ ENGINES = ("async", "llm")
 _INLINE_PROMPTS = 8
 
 
+@cache
 def vllm_installed() -> bool:
+    """Looked up once: /models asks on every listing, and an install does not change under a process."""
     import importlib.util
 
     return importlib.util.find_spec("vllm") is not None
