@@ -65,7 +65,6 @@ class LoadedModel:
             config,
             config.context_length or int(getattr(self.model.config, "max_position_embeddings", 0) or 2048),
         )
-        self.context_length = self.prompts.context_length
         eos = self.model.generation_config.eos_token_id or self.prompts.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = int(self.prompts.tokenizer.pad_token_id)
@@ -109,7 +108,7 @@ class LoadedModel:
         input_ids = torch.tensor([[self.pad_id] * (width - len(r.input_ids)) + r.input_ids for r in rows])
         attention = torch.tensor([[0] * (width - len(r.input_ids)) + [1] * len(r.input_ids) for r in rows])
         # Left padding aligns every row's end at ``width``: the longest prompt bounds the room.
-        max_new = max(1, min(max(r.max_tokens for r in rows), self.context_length - width))
+        max_new = max(1, min(max(r.max_tokens for r in rows), self.prompts.context_length - width))
         if params.seed is not None:
             torch.manual_seed(params.seed)
         with torch.inference_mode():
