@@ -22,6 +22,28 @@ def test_wrong_method_is_405(client: TestClient) -> None:
     assert_error(client.post("/api/v1/health"), 405, "method_not_allowed")
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/api/v1/generate", "POST"),
+        ("POST", "/api/v1/health", "GET"),
+        ("PATCH", "/api/v1/keys", "GET, POST"),  # two routes on one path
+        ("GET", "/api/v1/keys/someone/budget", "DELETE, PUT"),
+        ("PUT", "/api/v1/models/demo-lm", "GET"),
+        ("POST", "/api/v1/synthetic_data_generation/jobs/abc/output", "GET"),
+        ("POST", "/api/v1/docs", "GET, HEAD"),  # a Starlette route on the app itself
+        ("GET", "/v1/chat/completions", "POST"),
+        ("DELETE", "/v1/models", "GET"),
+        ("POST", "/metrics", "GET"),
+    ],
+)
+def test_405_allow_lists_the_methods_the_path_serves(client: TestClient, method: str, path: str, allow: str) -> None:
+    """RFC 9110: a 405 names the methods the target serves, whichever router holds them."""
+    response = client.request(method, path)
+    assert response.status_code == 405, response.text
+    assert response.headers["Allow"] == allow
+
+
 def test_validation_error_is_400_naming_the_field(client: TestClient, admin_key: str) -> None:
     response = client.post("/api/v1/keys", json={"name": "ok", "admin": "maybe"}, headers=bearer(admin_key))
     body = assert_error(response, 400, "validation_error")

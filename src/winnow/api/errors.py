@@ -8,6 +8,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -117,15 +118,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method any route serves at this path (Starlette names only the first route's)."""
+    """Every method any route serves at this path (Starlette names only the first route's).
+
+    ``app.routes`` holds one wrapper per ``include_router`` (FastAPI >= 0.137), which has no
+    ``methods``; ``iter_route_contexts`` yields each endpoint with its prefixed path instead."""
     methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
+    for route in iter_route_contexts(request.app.routes):
+        match, _ = route.matches(request.scope)  # the effective (prefixed) route's matcher
         if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-        match, _ = route.matches(request.scope)
-        if match == Match.PARTIAL:
-            methods |= set(getattr(route, "methods", None) or ())
+            methods |= route.methods or set()
     return sorted(methods)
 
 
