@@ -35,7 +35,7 @@ err = Console(stderr=True)
 
 def fail(message: str, details: str | None = None) -> typer.Exit:
     """Print an error (its text escaped: ``[vllm]`` is not Rich markup) and the exit to raise."""
-    err.print("[red]error:[/red] " + escape(message + (f" ({details})" if details else "")))
+    err.print("[red]error:[/red] " + escape(message + (f" ({details})" if details else "")), soft_wrap=True)
     return typer.Exit(1)
 
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.progress import TextColumn
 
 from winnow.cli.common import ConfigOption, err, fail, load_settings, progress_bar, resume_dir
+from winnow.cli.remote import KeyOption, UrlOption, answer, server, show
 from winnow.errors import WinnowError
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
 from winnow.sdg.reward import open_registries
@@ -107,83 +106,70 @@ def run(
 
 
 # -- talking to a server ----------------------------------------------------------------------
-def _client(url: str | None, key: str | None) -> httpx.Client:
-    base = url or os.environ.get("WINNOW_URL", "http://127.0.0.1:8000")
-    secret = key or os.environ.get("WINNOW_API_KEY")
-    if not secret:
-        raise fail("no API key", "pass --key or set WINNOW_API_KEY")
-    return httpx.Client(
-        base_url=base.rstrip("/") + "/api/v1", headers={"Authorization": f"Bearer {secret}"}, timeout=60
-    )
-
-
-UrlOption = Annotated[str | None, typer.Option("--url", help="Server URL (WINNOW_URL, default http://127.0.0.1:8000)")]
-KeyOption = Annotated[str | None, typer.Option("--key", help="API key (WINNOW_API_KEY)")]
-
-
-def _show(response: httpx.Response) -> dict[str, Any]:
-    body: dict[str, Any] = response.json()
-    if response.status_code >= 400:
-        raise fail(body.get("message", "request failed"), body.get("details"))
-    typer.echo(json.dumps(body, indent=2))
-    return body
-
-
 @sdg_app.command("submit")
 def submit(
-    body: Annotated[str, typer.Argument(help="The submit_job body as JSON, or @file.json")],
+    body: Annotated[str, typer.Argument(help="The submit_job body as JSON, or @file.json", show_default=False)],
     url: UrlOption = None,
     key: KeyOption = None,
 ) -> None:
     """Submit a job to a server (the seed's submit_job body)."""
     text = Path(body[1:]).read_text() if body.startswith("@") else body
-    with _client(url, key) as client:
-        _show(
+    with server(url, key) as client:
+        show(
             client.post(
                 "/synthetic_data_generation/submit_job", content=text, headers={"Content-Type": "application/json"}
             )
         )
 
 
+JobId = Annotated[str, typer.Argument(help="The job's id (as submit printed it)", show_default=False)]
+
+
 @sdg_app.command("status")
-def status(job_id: str, url: UrlOption = None, key: KeyOption = None) -> None:
+def status(job_id: JobId, url: UrlOption = None, key: KeyOption = None) -> None:
     """A job's status, progress and ETA."""
-    with _client(url, key) as client:
-        _show(client.get("/synthetic_data_generation/job_status", params={"job_id": job_id}))
+    with server(url, key) as client:
+        show(client.get("/synthetic_data_generation/job_status", params={"job_id": job_id}))
 
 
 @sdg_app.command("list")
 def list_jobs(url: UrlOption = None, key: KeyOption = None) -> None:
     """Your jobs, newest first."""
-    with _client(url, key) as client:
-        _show(client.get("/synthetic_data_generation/jobs"))
+    with server(url, key) as client:
+        show(client.get("/synthetic_data_generation/jobs"))
 
 
 @sdg_app.command("cancel")
-def cancel(job_id: str, url: UrlOption = None, key: KeyOption = None) -> None:
+def cancel(job_id: JobId, url: UrlOption = None, key: KeyOption = None) -> None:
     """Cancel a queued or running job (a running one stops after its current chunk)."""
-    with _client(url, key) as client:
-        _show(client.post(f"/synthetic_data_generation/jobs/{job_id}/cancel"))
+    with server(url, key) as client:
+        show(client.post(f"/synthetic_data_generation/jobs/{job_id}/cancel"))
 
 
 @sdg_app.command("download")
 def download(
-    job_id: str,
-    output: Annotated[Path, typer.Option("--output", "-o")],
+    job_id: JobId,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where the output JSONL goes", show_default=False)],
     url: UrlOption = None,
     key: KeyOption = None,
 ) -> None:
     """Download a completed job's output JSONL."""
+    part = output.with_name(output.name + ".part")  # the output appears whole or not at all
     with (
-        _client(url, key) as client,
+        server(url, key) as client,
         client.stream("GET", f"/synthetic_data_generation/jobs/{job_id}/output") as response,
     ):
         if response.status_code >= 400:
             response.read()
-            _show(response)
-        with output.open("wb") as handle:
-            for block in response.iter_bytes():
-                handle.write(block)
+            answer(response)
+        try:
+            with part.open("wb") as handle:
+                for block in response.iter_bytes():
+                    handle.write(block)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+    part.replace(output)
     typer.echo(str(output))
 
 
