@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import iter_route_contexts
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -130,7 +131,21 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+async def _database_error(request: Request, exc: Exception) -> Response:
+    """A database that dropped the connection (restart, failover, a killed backend) or cannot be
+    reached is a 503 the client may retry; the pool pre-pings, so the retry gets a fresh connection.
+    Any other database error is a bug: the last-resort 500."""
+    assert isinstance(exc, DBAPIError)
+    if not (exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)):
+        raise exc
+    log.warning("database unavailable: %s", exc.orig)
+    return error_response(
+        request, 503, "service_unavailable", "The database is unavailable", "retry shortly", {"Retry-After": "1"}
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(WinnowError, _winnow_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -27,10 +27,21 @@ class ChatMessage:
 Prompt = str | Sequence[ChatMessage]
 
 
+# Temperatures below this sample as greedy (vLLM's rule too): dividing logits by a tiny positive
+# temperature overflows float32 to inf, and softmax of inf - inf is nan.
+GREEDY_BELOW = 1e-5
+
+
+def engine_seed(seed: int, offset: int = 0) -> int:
+    """A seed (plus ``offset``) as local engines take it: any integer, reduced modulo 2**63 into the
+    range torch and vLLM accept. Seeds below 2**63 are unchanged, so their samples stay the same."""
+    return (seed + offset) % 2**63
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 100
-    temperature: float = 0.7  # 0 means greedy
+    temperature: float = 0.7  # 0 (or anything below GREEDY_BELOW) means greedy
     top_p: float = 1.0
     n: int = 1
     stop: tuple[str, ...] = ()
@@ -38,7 +49,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0.0
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass

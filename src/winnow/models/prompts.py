@@ -6,23 +6,38 @@ same tokens, the same token counts and the same errors whichever engine serves t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from winnow.config import ModelConfig
 from winnow.errors import InvalidRequest
 from winnow.models.base import Prompt
 
+# Prompts longer than this (in characters) are tokenized before they reach a model's queue, on a
+# thread of their own, so that one large prompt never holds up the batch other callers wait in.
+INLINE_ENCODE_CHARS = 16_384
+
+# A token covers at most the longest vocabulary entry; normalizers (NFC composition, ...) may
+# shorten a text a little before it is split, so the cheap size check keeps this margin.
+_NORMALIZER_MARGIN = 4
+
 
 @dataclass(frozen=True)
 class PromptRequest:
-    """One prompt as an engine queues it, with its own per-request limits."""
+    """One prompt as an engine queues it, with its own per-request limits (and its token ids, when
+    they were computed before it was queued)."""
 
     prompt: Prompt
     max_tokens: int
     n: int
     stop: tuple[str, ...]
+    input_ids: list[int] | None = None
+
+
+def prompt_chars(prompt: Prompt) -> int:
+    return len(prompt) if isinstance(prompt, str) else sum(len(m.content) for m in prompt)
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,8 @@ class PromptEncoder:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.context_length = context_length
+        # The fewest tokens a text of n characters can be is n / (longest vocabulary entry).
+        self.max_token_chars = max((len(t) for t in self.tokenizer.get_vocab()), default=1) or 1
         template = config.options.get("chat_template", "auto")
         self.use_chat_template = bool(self.tokenizer.chat_template) and template in ("auto", True)
         self._template = compiled_chat_template(self.tokenizer)
@@ -118,6 +135,16 @@ class PromptEncoder:
         ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=not self.use_chat_template)["input_ids"]
         return ids
 
+    def check_size(self, text: str) -> None:
+        """InvalidRequest for a text that cannot fit the context whatever its tokens: found from its
+        length alone, so a multi-megabyte prompt costs no tokenization at all."""
+        fewest = len(text) // (self.max_token_chars * _NORMALIZER_MARGIN)
+        if fewest > self.context_length:
+            raise InvalidRequest(
+                "Prompt exceeds the model's context length",
+                f"{len(text)} characters make at least {fewest} tokens; context length is {self.context_length}",
+            )
+
     def check(self, ids: list[int], request: PromptRequest) -> EncodedPrompt:
         """The prompt with its room in the context, or InvalidRequest."""
         if not ids:
@@ -131,17 +158,72 @@ class PromptEncoder:
         return EncodedPrompt(ids, min(request.max_tokens, room), request.n, request.stop)
 
     def prepare(self, request: PromptRequest) -> EncodedPrompt:
-        return self.check(self.encode([self.render(request.prompt)])[0], request)
+        result = self.prepare_all([request])[0]
+        if isinstance(result, InvalidRequest):
+            raise result
+        return result
 
     def prepare_all(self, requests: list[PromptRequest]) -> list[EncodedPrompt | InvalidRequest]:
-        """Every request encoded in one tokenizer call; a prompt that cannot be served gets its error."""
-        out: list[EncodedPrompt | InvalidRequest] = []
-        for request, ids in zip(requests, self.encode([self.render(r.prompt) for r in requests]), strict=True):
+        """Every request encoded (those not encoded yet in one batched tokenizer call); a prompt that
+        cannot be served gets its error."""
+        ids: list[list[int] | InvalidRequest] = []
+        todo: list[int] = []
+        texts: list[str] = []
+        for i, request in enumerate(requests):
+            if request.input_ids is not None:
+                ids.append(request.input_ids)
+                continue
             try:
-                out.append(self.check(ids, request))
+                text = self.render(request.prompt)
+                self.check_size(text)
             except InvalidRequest as exc:
-                out.append(exc)
+                ids.append(exc)
+                continue
+            ids.append([])
+            todo.append(i)
+            texts.append(text)
+        if texts:
+            for i, encoded in zip(todo, self.encode(texts), strict=True):
+                ids[i] = encoded
+        return [self._check_or_error(item, request) for item, request in zip(ids, requests, strict=True)]
+
+    def _check_or_error(
+        self, ids: list[int] | InvalidRequest, request: PromptRequest
+    ) -> EncodedPrompt | InvalidRequest:
+        if isinstance(ids, InvalidRequest):
+            return ids
+        try:
+            return self.check(ids, request)
+        except InvalidRequest as exc:
+            return exc
+
+    async def pre_encode(self, requests: list[PromptRequest]) -> list[PromptRequest]:
+        """The requests with the token ids of their large prompts filled in, computed on a thread of
+        their own (the Rust tokenizer releases the GIL), so a large prompt neither blocks the event
+        loop nor holds the model's queue. Small prompts are left to the engine's batched call; a large
+        prompt that cannot fit is left as it is (``prepare_all`` refuses it without tokenizing)."""
+        if all(r.input_ids is not None or prompt_chars(r.prompt) <= INLINE_ENCODE_CHARS for r in requests):
+            return requests
+        return await asyncio.to_thread(self._pre_encode, requests)
+
+    def _pre_encode(self, requests: list[PromptRequest]) -> list[PromptRequest]:
+        out = []
+        for request in requests:
+            if request.input_ids is None and prompt_chars(request.prompt) > INLINE_ENCODE_CHARS:
+                text = self.render(request.prompt)
+                try:
+                    self.check_size(text)
+                except InvalidRequest:
+                    out.append(request)
+                    continue
+                request = replace(request, input_ids=self.encode([text])[0])
+            out.append(request)
         return out
+
+    async def prepare_async(self, request: PromptRequest) -> EncodedPrompt:
+        """``prepare`` for a caller on the event loop: a large prompt is tokenized on a thread."""
+        (request,) = await self.pre_encode([request])
+        return self.prepare(request)
 
     def decode(self, tokens: list[int]) -> str:
         return str(self.tokenizer.decode(tokens, skip_special_tokens=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 
 def now_utc() -> datetime:
@@ -25,9 +25,31 @@ class WireModel(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
+def _integral(value: object) -> object:
+    """JSON Schema's integers: 5.0 is one (JSON has one number type); 5.5, "5" and true are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+integral = BeforeValidator(_integral)
+
+# An integer field of a request body (use it for every ``int`` of a RequestModel: strict mode alone
+# would refuse 5.0). Constraints of an optional integer go inside, before ``integral``, so that the
+# JSON Schema states them (``Annotated[int, Field(ge=0), integral] | None``).
+Int = Annotated[int, integral]
+
+# Seeds: any non-negative integer (a microsecond timestamp, 2**64, ...). Engines use a seed, and the
+# seeds derived from it, modulo 2**63 (``winnow.models.base.engine_seed``), so none overflows.
+Seed = Annotated[int, Field(ge=0), integral]
+
+
 class RequestModel(WireModel):
-    """A request body. Numbers follow JSON Schema (5.0 is an integer); booleans are strict (see
-    ``StrictBool`` fields) and strings are never made from numbers."""
+    """A request body, typed strictly: unknown fields are refused (a typo is an error, not a default),
+    numbers are never made from strings nor booleans from anything but ``true``/``false``, and an
+    integer may be written ``5`` or ``5.0`` (see ``Int``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorResponse(WireModel):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
-from winnow.schemas.common import RequestModel, Timestamp, WireModel
+from winnow.schemas.common import Int, RequestModel, Seed, Timestamp, WireModel
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
 
@@ -16,24 +16,18 @@ class PromptTemplate(RequestModel):
     """A prompt built from a dataset row: ``{field}`` placeholders name the row's fields (``{prompt}``
     is the row's prompt text, ``{id}`` its id; ``{{`` and ``}}`` are literal braces)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     name: str = Field(pattern=NAME, examples=["plain"])
     template: str = Field(min_length=1, max_length=20_000, examples=["{prompt}"])
     system: str | None = Field(None, max_length=20_000, description="A system message sent first")
 
 
 class Baseline(RequestModel):
-    model_config = ConfigDict(extra="forbid")
-
     template: str = Field(pattern=NAME)
     model: str = Field(min_length=1, max_length=200)
 
 
 class EvaluationRequest(RequestModel):
     """Every template with every model, on every row of the dataset."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, max_length=200)
     dataset_path: str = Field(
@@ -46,11 +40,11 @@ class EvaluationRequest(RequestModel):
     )
     reward_model: str | None = Field(None, description="A reward model id (classifier, openai-score, llm-judge)")
     baseline: Baseline | None = Field(None, description="What win rates compare against (default: the first pair)")
-    max_tokens: int = Field(64, ge=1, le=8192)
+    max_tokens: Int = Field(64, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
-    batch_size: int = Field(32, ge=1, le=4096, description="Dataset rows per chunk (and checkpoint)")
+    seed: Seed | None = Field(None, description="Makes sampling reproducible: any integer >= 0")
+    batch_size: Int = Field(32, ge=1, le=4096, description="Dataset rows per chunk (and checkpoint)")
 
 
 class ComparisonRow(WireModel):

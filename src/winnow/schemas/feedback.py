@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, model_validator
 
-from winnow.schemas.common import RequestModel, Timestamp, WireModel
+from winnow.schemas.common import Int, RequestModel, Timestamp, WireModel
 from winnow.schemas.sdg import JOB_ID_PATTERN
 
 MAX_LABELS = 20
@@ -64,7 +64,7 @@ _SOME_JUDGEMENT: dict[str, Any] = {
 class _Judgement(RequestModel):
     """What a person says about a response; at least one of the four."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_SOME_JUDGEMENT)
+    model_config = ConfigDict(json_schema_extra=_SOME_JUDGEMENT)
 
     rating: Rating = None
     labels: list[Label] = Field(
@@ -85,7 +85,7 @@ class GenerationFeedback(_Judgement):
     ``/generate/batch``'s results), or a ``/v1/chat/completions`` / ``/v1/completions`` response ``id``."""
 
     generation_id: str = Field(min_length=1, max_length=64, examples=["gen-0f3c9a6d1e2b4c5d8e7f6a5b4c3d2e1f"])
-    index: int = Field(0, ge=0, le=100_000, description="The choice index (a /v1 response's choices[i].index)")
+    index: Int = Field(0, ge=0, le=100_000, description="The choice index (a /v1 response's choices[i].index)")
 
 
 class RowFeedback(_Judgement):
@@ -93,7 +93,7 @@ class RowFeedback(_Judgement):
 
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     id: str = Field(min_length=1, max_length=200, description="The output row's id (the prompt's id)")
-    index: int = Field(ge=0, le=100_000, description="The output row's index (which generation)")
+    index: Int = Field(ge=0, le=100_000, description="The output row's index (which generation)")
 
 
 def _target(value: Any) -> str | None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, StrictBool
+from pydantic import Field, StrictBool
 
-from winnow.schemas.common import RequestModel, Timestamp, WireModel
+from winnow.schemas.common import RequestModel, Timestamp, WireModel, integral
 
 RATE_CLASSES = ("generation", "batch", "other")
 
@@ -18,8 +18,6 @@ LIMIT_PATTERN = r"^[1-9][0-9]{0,8} *(/|per) *([1-9][0-9]{0,5} *)?(second|minute|
 class KeyRateLimits(RequestModel):
     """Per-class overrides of the server's default limits; unset classes keep the default."""
 
-    model_config = ConfigDict(extra="forbid")
-
     generation: str | None = Field(default=None, pattern=LIMIT_PATTERN, examples=["200/minute"])
     batch: str | None = Field(default=None, pattern=LIMIT_PATTERN)
     other: str | None = Field(default=None, pattern=LIMIT_PATTERN)
@@ -30,10 +28,8 @@ class KeyBudget(RequestModel):
     go over it get 402 ``budget_exceeded`` before any model is called; jobs pause until it allows.
     With neither usd nor tokens set there is no cap."""
 
-    model_config = ConfigDict(extra="forbid")
-
     usd: float | None = Field(default=None, ge=0, le=1e12, examples=[10.0])
-    tokens: int | None = Field(default=None, ge=0, le=10**15, examples=[1_000_000])
+    tokens: Annotated[int, Field(ge=0, le=10**15), integral] | None = Field(default=None, examples=[1_000_000])
     period: Literal["day", "month", "total"] = "month"
 
 

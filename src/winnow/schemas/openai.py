@@ -6,9 +6,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from winnow.schemas.common import Int, integral
+
 
 class OpenAIModel(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """Typed as OpenAI's API types them (no strings for numbers), unknown fields kept for upstreams."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class ContentPart(OpenAIModel):
@@ -34,12 +38,12 @@ class StreamOptions(OpenAIModel):
 
 class _Sampling(OpenAIModel):
     model: str
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: Annotated[int, Field(ge=1), integral] | None = None
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, ge=0.0, le=1.0)
-    n: int = Field(default=1, ge=1, le=128)
+    n: Int = Field(default=1, ge=1, le=128)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Int | None = Field(default=None, description="Any integer; local engines use it modulo 2**63")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -52,7 +56,7 @@ class _Sampling(OpenAIModel):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessageIn] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: Annotated[int, Field(ge=1), integral] | None = None
 
 
 class CompletionRequest(_Sampling):

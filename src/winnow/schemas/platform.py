@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from winnow.schemas.common import RequestModel, Timestamp, WireModel, now_utc
+from winnow.schemas.common import Int, RequestModel, Timestamp, WireModel, now_utc
 
 
 class HealthResponse(WireModel):
@@ -91,13 +91,17 @@ class ModelInfoResponse(WireModel):
 
 
 class SamplingFields(RequestModel):
-    max_tokens: int = Field(default=100, ge=1, le=2048, description="Maximum number of tokens to generate")
+    max_tokens: Int = Field(default=100, ge=1, le=2048, description="Maximum number of tokens to generate")
     temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy)")
     top_p: float = Field(default=1.0, ge=0.0, le=1.0, description="Nucleus sampling parameter")
 
 
+# One cap on a prompt for /generate and each prompt of /generate/batch (the spec's maxLength).
+MAX_PROMPT_CHARS = 10_000
+
+
 class GenerateRequest(SamplingFields):
-    prompt: str = Field(min_length=1, max_length=10000, description="Input prompt for text generation")
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="Input prompt for text generation")
     model_id: str = Field(description="Model identifier to use for generation")
 
 
@@ -125,7 +129,11 @@ class GenerateResponse(WireModel):
 
 
 class BatchGenerateRequest(SamplingFields):
-    prompts: list[str] = Field(min_length=1, max_length=10, description="List of prompts for batch generation")
+    prompts: list[Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]] = Field(
+        min_length=1,
+        max_length=10,
+        description=f"List of prompts for batch generation (each at most {MAX_PROMPT_CHARS} characters, as /generate's)",
+    )
     model_id: str
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, RootModel, StrictBool
 
-from winnow.schemas.common import RequestModel, Timestamp, WireModel
+from winnow.schemas.common import Int, RequestModel, Seed, Timestamp, WireModel
 
 JOB_ID_PATTERN = r"^job-[0-9a-f]{24}$"
 EVAL_ID_PATTERN = r"^eval-[0-9a-f]{24}$"
@@ -67,7 +67,7 @@ class PromptResponseScore(WireModel):
     raw_score: float = Field(description="Raw score from the reward model.")
 
 
-class FilteringFunction(WireModel):
+class FilteringFunction(RequestModel):
     name: str = Field(description="A simple threshold or a pre-registered function")
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -84,16 +84,18 @@ class SubmitJobRequest(RequestModel):
 
     model: str = Field(description="Model identifier for batch inference.")
     prompts_path: str = Field(min_length=1, description="JSONL prompts, inside the server's data directories")
-    batch_size: int = Field(32, ge=1, le=4096, description="Number of prompts to process in each batch.")
+    batch_size: Int = Field(32, ge=1, le=4096, description="Number of prompts to process in each batch.")
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_gen_len: int = Field(100, ge=1, le=8192, description="Maximum length of generated responses (tokens).")
-    num_generations: int = Field(1, ge=1, le=64, description="Number of generations per prompt.")
+    max_gen_len: Int = Field(100, ge=1, le=8192, description="Maximum length of generated responses (tokens).")
+    num_generations: Int = Field(1, ge=1, le=64, description="Number of generations per prompt.")
     reward_model: str = Field(description="Identifier for the reward model used for scoring.")
     scoring_function: str = Field("raw", description="raw, sigmoid, zscore, rank, exact_match[:field], ...")
     filtering_function: FilteringFunction = Field(default_factory=lambda: FilteringFunction(name="none"))
     system_prompt: str | None = Field(None, description="Sent first with every prompt that has none")
-    seed: int | None = Field(None, description="Makes sampling reproducible (per chunk)")
+    seed: Seed | None = Field(
+        None, description="Makes sampling reproducible: any integer >= 0 (each chunk derives its own seed from it)"
+    )
     executor: Literal["local", "ray"] | None = Field(
         None, description="local (the worker's process) or ray (a Ray Data pipeline); default from config"
     )

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from winnow.api.deps import BatchKey, JobStatusQuery, OtherKey, RuntimeDep
-from winnow.errors import InvalidRequest
+from winnow.api.routing import Router
+from winnow.auth.paths import authorize_client_path
 from winnow.evals.plan import check_eval
 from winnow.evals.service import eval_details
 from winnow.schemas.common import ErrorResponse
@@ -19,7 +20,7 @@ from winnow.sdg.service import EVAL_ID
 
 EvalIdPath = Annotated[str, Path(pattern=EVAL_ID.pattern, description="eval- followed by 24 hex digits")]
 
-router = APIRouter(
+router = Router(
     prefix="/evaluations",
     tags=["Evaluations"],
     responses={404: {"model": ErrorResponse, "description": "Evaluation not found"}},
@@ -40,11 +41,10 @@ router = APIRouter(
     responses={400: {"model": ErrorResponse, "description": "Invalid evaluation"}},
 )
 async def create_evaluation(body: EvaluationRequest, runtime: RuntimeDep, key: BatchKey) -> EvaluationDetails:
+    await run_in_threadpool(
+        authorize_client_path, body.dataset_path, runtime.settings, key, runtime.jobs.owner_of, "dataset_path"
+    )
     prompts = await run_in_threadpool(check_eval, body, runtime.settings, runtime.models, runtime.rewards)
-    uploads = (runtime.settings.data_dir / "files").resolve()
-    theirs = prompts.path.is_relative_to(uploads) and not prompts.path.is_relative_to(uploads / str(key.id))
-    if theirs and not key.is_admin:
-        raise InvalidRequest("dataset_path is another key's file", str(prompts.path))
     job = await run_in_threadpool(runtime.jobs.create, body, prompts, key, "eval")
     return eval_details(job)
 

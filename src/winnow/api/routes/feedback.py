@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from winnow.api.deps import OtherKey, RuntimeDep
+from winnow.api.routing import Router
 from winnow.feedback.service import to_jsonl
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.feedback import FeedbackItem, FeedbackList, FeedbackRequest
@@ -19,7 +20,7 @@ class NDJSONResponse(Response):
     media_type = "application/x-ndjson"
 
 
-router = APIRouter(prefix="/feedback", tags=["Human feedback"])
+router = Router(prefix="/feedback", tags=["Human feedback"])
 
 _GIVE = """Judge one response: either a generation (`generation_id`, and `index` for a choice other than
 the first: a /v1 response's `choices[i].index`) or one row of a completed SDG job's output (`job_id`, the

@@ -6,14 +6,15 @@ import os
 import uuid
 from pathlib import Path
 
-from fastapi import APIRouter, UploadFile
+from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from winnow.api.deps import OtherKey, RuntimeDep
+from winnow.api.routing import Router
 from winnow.schemas.common import ErrorResponse, Timestamp, WireModel, now_utc
 from winnow.sdg.inputs import validate_file
 
-router = APIRouter(prefix="/files", tags=["Files"])
+router = Router(prefix="/files", tags=["Files"])
 
 
 class FileInfo(WireModel):

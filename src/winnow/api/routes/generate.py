@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from pydantic import BaseModel
 
 from winnow.api.deps import BatchKey, GenerationKey, RuntimeDep
+from winnow.api.routing import Router
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.platform import BatchGenerateRequest, BatchGenerateResponse, GenerateRequest, GenerateResponse
 
-router = APIRouter(
+router = Router(
     prefix="/generate",
     tags=["Generation"],
     responses={

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from winnow import __version__
 from winnow.api.deps import OtherKey, RuntimeDep
+from winnow.api.routing import Router
 from winnow.errors import SystemUnhealthy
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.platform import DetailedStatusResponse, HealthResponse, ReadinessResponse
 from winnow.system import readiness, system_status
 
-router = APIRouter(tags=["Health"])
-public = APIRouter(tags=["Health"])
+router = Router(tags=["Health"])
+public = Router(tags=["Health"])
 
 
 @public.get("/health", summary="Basic health check", response_model=HealthResponse)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from winnow.api.deps import AdminKey, RuntimeDep
+from winnow.api.routing import Router
 from winnow.schemas.common import ErrorResponse, now_utc
 from winnow.schemas.keys import KeyBudget, KeyCreated, KeyCreateRequest, KeyInfo, KeyList
 
-router = APIRouter(
+router = Router(
     prefix="/keys",
     tags=["Keys"],
     responses={403: {"model": ErrorResponse, "description": "The key is not an admin key"}},

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from winnow.api.deps import OtherKey, RuntimeDep
+from winnow.api.routing import Router
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.platform import ModelInfoResponse, ModelsListResponse
 
-router = APIRouter(prefix="/models", tags=["Models"])
+router = Router(prefix="/models", tags=["Models"])
 
 
 @router.get("", summary="List available models", response_model=ModelsListResponse, response_model_exclude_none=True)

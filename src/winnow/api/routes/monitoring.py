@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from winnow.api.deps import RuntimeDep
+from winnow.api.routing import Router
 
-router = APIRouter(tags=["Monitoring"])
+router = Router(tags=["Monitoring"])
 
 
 @router.get(

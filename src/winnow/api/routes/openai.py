@@ -13,10 +13,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from winnow.api.deps import GenerationKey, OtherKey, RuntimeDep
+from winnow.api.routing import Router
 from winnow.errors import InvalidRequest, ModelNotFound, WinnowError
 from winnow.models.base import ChatMessage, Prompt, SamplingParams, StreamDelta
 from winnow.models.providers.openai import OpenAIProvider
@@ -26,7 +26,7 @@ from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest, Mode
 from winnow.sdg.rows import Candidate, PromptRow, user_prompt
 from winnow.usage.service import estimate_tokens
 
-router = APIRouter(
+router = Router(
     prefix="/v1",
     tags=["OpenAI-compatible"],
     responses={

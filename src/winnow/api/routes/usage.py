@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from starlette.concurrency import run_in_threadpool
 
 from winnow.api.deps import OtherKey, RuntimeDep
+from winnow.api.routing import Router
 from winnow.errors import NotFound, PermissionDenied
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.usage import BudgetStatus, UsageReport
@@ -21,7 +22,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-router = APIRouter(prefix="/usage", tags=["Usage and budgets"])
+router = Router(prefix="/usage", tags=["Usage and budgets"])
 
 
 @router.get(

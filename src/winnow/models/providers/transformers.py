@@ -23,6 +23,7 @@ from winnow.models.base import (
     Prompt,
     SamplingParams,
     StreamDelta,
+    engine_seed,
 )
 from winnow.models.batching import BatchingEngine
 from winnow.models.prompts import EncodedPrompt, PromptEncoder, PromptRequest, truncate_at_stop
@@ -110,7 +111,7 @@ class LoadedModel:
         # Left padding aligns every row's end at ``width``: the longest prompt bounds the room.
         max_new = max(1, min(max(r.max_tokens for r in rows), self.prompts.context_length - width))
         if params.seed is not None:
-            torch.manual_seed(params.seed)
+            torch.manual_seed(engine_seed(params.seed))
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids.to(self.device),
@@ -161,7 +162,7 @@ class LoadedModel:
                 return cancel.is_set()
 
         if params.seed is not None:
-            torch.manual_seed(params.seed)
+            torch.manual_seed(engine_seed(params.seed))
         try:
             with torch.inference_mode():
                 self.model.generate(
@@ -227,11 +228,11 @@ class TransformersProvider(LocalProvider[LoadedModel]):
     async def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
         model = await self._model()
         requests = [PromptRequest(p, params.max_tokens, params.n, params.stop) for p in prompts]
-        return await model.engine.submit(requests, params)
+        return await model.engine.submit(await model.prompts.pre_encode(requests), params)
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamDelta]:
         model = await self._model()
-        item = model.prompts.prepare(PromptRequest(prompt, params.max_tokens, 1, params.stop))
+        item = await model.prompts.prepare_async(PromptRequest(prompt, params.max_tokens, 1, params.stop))
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
         cancel = threading.Event()

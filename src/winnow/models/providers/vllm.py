@@ -34,7 +34,7 @@ from typing import Any
 
 from winnow.config import ModelConfig, Settings
 from winnow.errors import InvalidRequest, ServiceUnavailable, WinnowError
-from winnow.models.base import Completion, GenerationResult, Prompt, SamplingParams, StreamDelta
+from winnow.models.base import Completion, GenerationResult, Prompt, SamplingParams, StreamDelta, engine_seed
 from winnow.models.batching import BatchingEngine, BatchStats
 from winnow.models.pool import ModelPool
 from winnow.models.prompts import EncodedPrompt, PromptEncoder, PromptRequest
@@ -100,7 +100,7 @@ def sampling_params(params: SamplingParams, item: EncodedPrompt, seed: int | Non
 
 def prompt_seed(params: SamplingParams, index: int) -> int | None:
     """Each prompt of a seeded call gets its own seed, so prompts do not share one random stream."""
-    return None if params.seed is None else params.seed + index
+    return None if params.seed is None else engine_seed(params.seed, index)
 
 
 def to_result(output: Any, item: EncodedPrompt) -> GenerationResult:
@@ -271,7 +271,7 @@ class VLLMProvider(LocalProvider[VLLMModel]):
 
     async def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
         model = await self._model()
-        requests = self._requests(prompts, params)
+        requests = await model.prompts.pre_encode(self._requests(prompts, params))
         if model.mode == "llm":
             jobs = [_Job(request, params, prompt_seed(params, i)) for i, request in enumerate(requests)]
             results: list[GenerationResult] = await model.engine.submit(jobs, params)
@@ -288,7 +288,7 @@ class VLLMProvider(LocalProvider[VLLMModel]):
             async for delta in super().stream(prompt, params):
                 yield delta
             return
-        item = model.prompts.prepare(PromptRequest(prompt, params.max_tokens, 1, params.stop))
+        item = await model.prompts.prepare_async(PromptRequest(prompt, params.max_tokens, 1, params.stop))
         sp = sampling_params(params, item, params.seed, delta=True)
         outputs = model.async_engine.generate(
             {"prompt_token_ids": item.input_ids}, sp, uuid.uuid4().hex, lora_request=model.lora
