@@ -4,6 +4,7 @@ the URL and what to do, when the server is down, silent or not a Winnow server: 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -18,6 +19,12 @@ from typer.testing import CliRunner
 
 from tests.conftest import free_port
 from winnow.cli import app
+
+
+def _python_path() -> dict[str, str]:
+    """The interpreter's module path for a child process (only what is needed of this one's environment)."""
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+
 
 COMMANDS = {
     "submit": ["sdg", "submit", '{"model": "demo-lm"}'],
@@ -53,7 +60,13 @@ def test_a_refused_connection_is_one_line_naming_the_url(command: str, closed_ur
 
 
 def test_the_real_cli_prints_no_traceback(closed_url: str, tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "WINNOW_URL": closed_url, "WINNOW_API_KEY": "wn-test", "COLUMNS": "80"}
+    env = {
+        **_python_path(),
+        "PATH": "/usr/bin:/bin",
+        "WINNOW_URL": closed_url,
+        "WINNOW_API_KEY": "wn-test",
+        "COLUMNS": "80",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "winnow", "sdg", "list"], env=env, capture_output=True, text=True, timeout=60
     )

@@ -8,15 +8,18 @@ from typing import Annotated
 import typer
 
 from winnow import __version__
-from winnow.cli.common import ConfigOption, load_settings
+from winnow.cli.common import ConfigOption, load_settings, quiet_model_loading
 from winnow.cli.evals import eval_app
 from winnow.cli.keys import keys_app
 from winnow.cli.models import generate, models_app
 from winnow.cli.sdg import sdg_app, worker
+from winnow.cli.styling import typer_app
 from winnow.cli.usage import usage
 
-app = typer.Typer(name="winnow", help=__doc__, no_args_is_help=True, add_completion=False)
-config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+app = typer_app(
+    "Winnow: one API over local and commercial LLMs, and synthetic training data.", name="winnow", add_completion=False
+)
+config_app = typer_app("Inspect the effective configuration.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
@@ -40,6 +43,7 @@ def root(
     ] = False,
 ) -> None:
     """Winnow: one API over local and commercial LLMs, and synthetic training data."""
+    quiet_model_loading()
 
 
 @app.command()

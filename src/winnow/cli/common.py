@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,26 @@ def fail(message: str, details: str | None = None) -> typer.Exit:
     return typer.Exit(1)
 
 
+def quiet_model_loading() -> None:
+    """No progress bars or info logs from transformers and huggingface_hub while models load (the
+    CLI draws its own progress): set before they are imported, applied to them if they already are.
+    A variable the user set wins."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if "huggingface_hub" in sys.modules and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+        from huggingface_hub.utils.tqdm import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        if os.environ["TRANSFORMERS_VERBOSITY"] == "error":
+            transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+
+
 def progress_bar(*extra: ProgressColumn) -> Progress:
     """The progress bar of the in-process runs, on stderr: stage, bar, done/total, ``extra``, times."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *extra)
@@ -56,11 +77,16 @@ def open_runtime(config: Path | None) -> Runtime:
     return Runtime.open(load_settings(config))
 
 
+def work_dir(output: Path) -> Path:
+    """Where an in-process run of ``output`` keeps its checkpoint and work files."""
+    return output.with_name(output.name + ".winnow-work")
+
+
 def resume_dir(output: Path, fingerprint_source: str, restart: bool) -> Path:
     """The work directory beside ``output`` where an in-process run keeps its checkpoint, so that
     running the same command again resumes it. A leftover of a run with other parameters is refused
     (``--restart`` discards it)."""
-    work = output.with_name(output.name + ".winnow-work")
+    work = work_dir(output)
     fingerprint = hashlib.sha256(fingerprint_source.encode()).hexdigest()
     if restart and work.exists():
         shutil.rmtree(work)

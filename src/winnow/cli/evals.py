@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from collections.abc import Callable
+from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from winnow.cli.common import ConfigOption, err, fail, load_settings, progress_bar, resume_dir
+from winnow.cli.styling import typer_app
 from winnow.errors import WinnowError
 from winnow.evals.plan import build_eval_plan, check_eval
 from winnow.evals.runner import EvalProgress, EvalRunner
@@ -24,7 +28,7 @@ from winnow.sdg.reward import open_registries
 from winnow.sdg.runner import FileCheckpoint
 from winnow.usage.prices import PriceBook
 
-eval_app = typer.Typer(help="Prompt evaluation: templates x models over a dataset, compared.", no_args_is_help=True)
+eval_app = typer_app("Prompt evaluation: templates x models over a dataset, compared.")
 
 
 def _templates(values: list[str]) -> list[dict[str, str]]:
@@ -48,55 +52,124 @@ def _spec(spec_file: Path | None, overrides: dict[str, Any]) -> EvaluationReques
         raise fail("invalid evaluation", problems) from exc
 
 
+def _count(value: float) -> str:
+    """A count in at most 5 characters: 7, 999, 9999, 12.3k, 1.23M."""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(value) >= limit:
+            return f"{value / (1e3 if suffix == 'k' else limit):.3g}{suffix}"
+    return f"{value:.0f}" if abs(value) >= 10 or value == int(value) else f"{value:.1f}"
+
+
+def _cost(usd: float) -> str:
+    return "0" if usd == 0 else f"{usd:.2g}" if usd < 10 else f"{usd:.0f}"
+
+
 def print_table(table: list[ComparisonRow], console: Console) -> None:
-    grid = Table("template", "model", "rows", "mean", "± 95%", "win rate", "p50 ms", "p95 ms", "tokens", "cost $")
+    """The comparison, readable at 80 columns: a template or model that every row shares goes in
+    the title instead of a column, names wrap, numbers are short and never cut."""
+    titles = []
+    columns: list[tuple[str, Callable[[ComparisonRow], str]]] = []
+    for name in ("template", "model"):
+        shared = {getattr(row, name) for row in table}
+        if len(shared) == 1 and len(table) > 1:
+            titles.append(f"{name}: {shared.pop()}")
+        else:
+            columns.append((name, attrgetter(name)))
+    grid = Table(
+        title=", ".join(titles) or None,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for name, _ in columns:
+        grid.add_column(name, overflow="fold", min_width=8)
+    errors = any(row.errors for row in table)
+    numbers: list[tuple[str, Callable[[ComparisonRow], str]]] = [
+        ("rows", lambda r: _count(r.rows)),
+        *([("err", lambda r: _count(r.errors))] if errors else []),
+        ("score ±95%", _score),
+        ("win", lambda r: "base" if r.win_rate is None else f"{r.win_rate:.1%}"),
+        ("p50/p95 ms", _latency),
+        ("tokens", lambda r: _count(r.input_tokens + r.output_tokens)),
+        ("cost $", lambda r: _cost(r.cost_usd)),
+    ]
+    for name, _ in numbers:
+        grid.add_column(name, justify="right", no_wrap=True, overflow="fold")
     for row in table:
-        grid.add_row(
-            row.template,
-            row.model,
-            f"{row.rows}" + (f" ({row.errors} err)" if row.errors else ""),
-            "-" if row.mean_score is None else f"{row.mean_score:.4f}",
-            "-" if row.ci95 is None else f"{row.ci95:.4f}",
-            "baseline" if row.win_rate is None else f"{row.win_rate:.1%}",
-            "-" if row.latency_p50_ms is None else f"{row.latency_p50_ms:.1f}",
-            "-" if row.latency_p95_ms is None else f"{row.latency_p95_ms:.1f}",
-            f"{row.input_tokens + row.output_tokens}",
-            f"{row.cost_usd:.6f}",
-        )
+        grid.add_row(*(value(row) for _, value in [*columns, *numbers]))
     console.print(grid)
+
+
+def _score(row: ComparisonRow) -> str:
+    score = "-" if row.mean_score is None else f"{row.mean_score:.3f}"
+    return score if row.ci95 is None else f"{score}±{row.ci95:.3f}"
+
+
+def _latency(row: ComparisonRow) -> str:
+    if row.latency_p50_ms is None or row.latency_p95_ms is None:
+        return "-"
+    return f"{_count(row.latency_p50_ms)}/{_count(row.latency_p95_ms)}"
 
 
 @eval_app.command("run")
 def run(
     dataset: Annotated[
-        Path | None, typer.Option("--dataset", "-d", help="JSONL rows (id, prompt, fields)", dir_okay=False)
-    ] = None,
+        Path,
+        typer.Option("--dataset", "-d", help="JSONL rows (id, prompt, fields)", dir_okay=False, show_default=False),
+    ],
     template: Annotated[
-        list[str] | None, typer.Option("--template", "-t", help="name=text with {field}s (repeat for several)")
-    ] = None,
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model id (repeat for several)")] = None,
+        list[str],
+        typer.Option(
+            "--template",
+            "-t",
+            help="A prompt template with {field}s, as NAME=TEXT or TEXT (repeat for several)",
+            metavar="NAME=TEXT",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        list[str],
+        typer.Option("--model", "-m", help="Model id (repeat for several)", metavar="MODEL", show_default=False),
+    ],
     scoring_function: Annotated[
-        str | None, typer.Option("--scoring-function", "-s", help="exact_match[:field], raw, ...")
+        str | None,
+        typer.Option(
+            "--scoring-function", "-s", help="exact_match[:field], raw (needs --reward-model), ... (default raw)"
+        ),
     ] = None,
-    reward_model: Annotated[str | None, typer.Option("--reward-model", help="Reward model id")] = None,
-    baseline: Annotated[str | None, typer.Option("--baseline", help="TEMPLATE:MODEL win rates compare with")] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per chunk")] = None,
+    reward_model: Annotated[
+        str | None, typer.Option("--reward-model", help="Reward model id that scores the answers", metavar="MODEL")
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline", help="The pair win rates compare with (default: the first pair)", metavar="TEMPLATE:MODEL"
+        ),
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Most tokens per answer (default 64)")] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="Sampling temperature (default 0: greedy)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Reproducible sampling")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Rows per chunk (and checkpoint) (default 32)")
+    ] = None,
     spec_file: Annotated[
-        Path | None, typer.Option("--spec", help="YAML/JSON evaluation body (flags override)", exists=True)
+        Path | None,
+        typer.Option("--spec", help="YAML/JSON evaluation body for the other fields (flags override)", exists=True),
     ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Per-row results JSONL")] = Path("eval-results.jsonl"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON on stdout")] = False,
-    restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted run of this output")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted run of OUTPUT")] = False,
     config: ConfigOption = None,
 ) -> None:
     """Run an evaluation here and print the comparison table."""
     overrides: dict[str, Any] = {
-        "dataset_path": str(dataset.resolve()) if dataset else None,
-        "templates": _templates(template or []),
-        "models": model or [],
+        "dataset_path": str(dataset.resolve()),
+        "templates": _templates(template),
+        "models": model,
         "scoring_function": scoring_function,
         "reward_model": reward_model,
         "max_tokens": max_tokens,

@@ -10,12 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from winnow.cli.common import ConfigOption, err, fail, open_runtime
+from winnow.cli.styling import typer_app
 from winnow.errors import WinnowError
 from winnow.schemas.keys import KeyBudget
 
 Period = Annotated[str, typer.Option("--budget-period", help="day, month or total")]
+KeyName = Annotated[str, typer.Argument(help="The key's name", show_default=False)]
 
-keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+keys_app = typer_app("Manage API keys.")
 
 
 def _fail(exc: WinnowError) -> typer.Exit:
@@ -24,10 +26,11 @@ def _fail(exc: WinnowError) -> typer.Exit:
 
 @keys_app.command("create")
 def create(
-    name: str,
+    name: KeyName,
     admin: Annotated[bool, typer.Option("--admin", help="May manage other keys")] = False,
     rate_limits: Annotated[
-        str | None, typer.Option("--rate-limits", help='JSON overrides, e.g. {"generation": "200/minute"}')
+        str | None,
+        typer.Option("--rate-limits", help='JSON overrides, e.g. {"generation": "200/minute"}', metavar="JSON"),
     ] = None,
     budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="Spend cap in USD per period")] = None,
     budget_tokens: Annotated[int | None, typer.Option("--budget-tokens", help="Token cap per period")] = None,
@@ -61,7 +64,7 @@ def _budget(usd: float | None, tokens: int | None, period: str) -> KeyBudget | N
 
 @keys_app.command("budget")
 def budget(
-    name: str,
+    name: KeyName,
     usd: Annotated[float | None, typer.Option("--usd", help="Spend cap in USD per period")] = None,
     tokens: Annotated[int | None, typer.Option("--tokens", help="Token cap per period")] = None,
     period: Annotated[str, typer.Option("--period", help="day, month or total")] = "month",
@@ -119,7 +122,7 @@ def list_keys(
 
 
 @keys_app.command("revoke")
-def revoke(name: str, config: ConfigOption = None) -> None:
+def revoke(name: KeyName, config: ConfigOption = None) -> None:
     """Revoke the live key called NAME."""
     runtime = open_runtime(config)
     try:

@@ -11,12 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from winnow.cli.common import ConfigOption, fail, load_settings
+from winnow.cli.styling import typer_app
 from winnow.errors import WinnowError
 from winnow.models.registry import ModelRegistry
 from winnow.models.service import GenerationService
 from winnow.schemas.platform import GenerateRequest
 
-models_app = typer.Typer(help="Inspect the configured models.", no_args_is_help=True)
+models_app = typer_app("Inspect the configured models.")
 
 
 @models_app.command("list")
@@ -46,11 +47,11 @@ def list_models(
 
 
 def generate(
-    prompt: str,
-    model: Annotated[str, typer.Option("--model", "-m", help="Model id")] = "demo-lm",
+    prompt: Annotated[str, typer.Argument(help="The prompt (a chat message if the model has a template)")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model id", metavar="MODEL")] = "demo-lm",
     max_tokens: Annotated[int, typer.Option(help="Most tokens to generate")] = 100,
     temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.7,
-    top_p: Annotated[float, typer.Option()] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling: the smallest set of tokens with this mass")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole GenerateResponse")] = False,
     config: ConfigOption = None,
 ) -> None:

@@ -7,35 +7,41 @@ import asyncio
 import json
 import shutil
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.progress import TextColumn
 
-from winnow.cli.common import ConfigOption, err, fail, load_settings, progress_bar, resume_dir
+from winnow.cli.common import ConfigOption, err, fail, load_settings, progress_bar, resume_dir, work_dir
 from winnow.cli.remote import KeyOption, UrlOption, answer, server, show
+from winnow.cli.styling import typer_app
 from winnow.errors import WinnowError
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
+from winnow.sdg.report import summary_path
 from winnow.sdg.reward import open_registries
 from winnow.sdg.runner import FileCheckpoint
 from winnow.sdg.runner import Progress as JobProgress
 from winnow.sdg.service import build_plan, check_spec, make_runner
 
-sdg_app = typer.Typer(
-    help="Synthetic data generation: generate -> reward-score -> filter -> JSONL.", no_args_is_help=True
-)
+sdg_app = typer_app("Synthetic data generation: generate -> reward-score -> filter -> JSONL.")
 
 
 @sdg_app.command("run")
 def run(
-    prompts: Annotated[Path, typer.Option("--prompts", help="JSONL of prompts", exists=True, dir_okay=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where the PromptResponseScore JSONL goes")],
-    model: Annotated[str, typer.Option(help="Generation model id")] = "demo-lm",
-    reward_model: Annotated[str, typer.Option("--reward-model", help="Reward model id")] = "demo-rm",
+    prompts: Annotated[
+        Path, typer.Option("--prompts", help="JSONL of prompts", exists=True, dir_okay=False, show_default=False)
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where the PromptResponseScore JSONL goes", show_default=False)
+    ],
+    model: Annotated[str, typer.Option(help="Generation model id", metavar="MODEL")] = "demo-lm",
+    reward_model: Annotated[str, typer.Option("--reward-model", help="Reward model id", metavar="MODEL")] = "demo-rm",
     num_generations: Annotated[int, typer.Option("--num-generations", "-n", help="Responses per prompt")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per chunk")] = 32,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy)")] = 0.7,
-    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
+    top_p: Annotated[
+        float, typer.Option("--top-p", help="Nucleus sampling: the smallest set of tokens with this mass")
+    ] = 1.0,
     max_gen_len: Annotated[int, typer.Option("--max-gen-len", help="Most tokens per response")] = 100,
     scoring_function: Annotated[
         str, typer.Option("--scoring-function", help="raw, sigmoid, zscore, rank, exact_match[:field], ...")
@@ -43,12 +49,19 @@ def run(
     filter_name: Annotated[
         str, typer.Option("--filter", help="none, threshold, best_of_n, top_k, top_p, ...")
     ] = "none",
-    filter_params: Annotated[str, typer.Option("--filter-params", help="JSON object of filter parameters")] = "{}",
-    system_prompt: Annotated[str | None, typer.Option("--system-prompt")] = None,
+    filter_params: Annotated[
+        str, typer.Option("--filter-params", help="JSON object of filter parameters", metavar="JSON")
+    ] = "{}",
+    system_prompt: Annotated[
+        str | None, typer.Option("--system-prompt", help="Sent first with every prompt that has none")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Reproducible sampling")] = None,
-    restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted run of this output")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted run of OUTPUT")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Regenerate OUTPUT even if a run like this one completed it")
+    ] = False,
     executor: Annotated[
-        str | None, typer.Option("--executor", help="local or ray (default from config: local)")
+        Literal["local", "ray"] | None, typer.Option("--executor", help="Where chunks run (default from config: local)")
     ] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -74,21 +87,32 @@ def run(
         raise fail("invalid parameters", str(exc)) from exc
     # The local user may read any file: this process's data roots are the file's own folder.
     settings = settings.model_copy(update={"data_roots": [prompts.resolve().parent]})
-    work = resume_dir(output, spec.model_dump_json(), restart)
+    finished = None if force else _finished(output, spec)
+    if finished is not None:
+        counts = finished["counts"]
+        err.print(
+            f"{output} is already complete ({counts['rows_kept']} rows from {counts['prompts_read']} prompts): "
+            "nothing to do (--force regenerates it)",
+            soft_wrap=True,
+        )
+        typer.echo(str(output))
+        return
+    work = resume_dir(output, spec.model_dump_json(), restart or force)
 
     async def go() -> dict[str, Any]:
         async with open_registries(settings) as (models, rewards):
             prompt_file = check_spec(spec, settings, models, rewards)
             plan = build_plan(spec, prompt_file, models, rewards)
+            checkpoint = FileCheckpoint(work / "checkpoint.json")
+            done = _resume_point(checkpoint.load(), prompt_file.rows, spec.batch_size)
             with progress_bar(TextColumn("{task.fields[rate]} prompts/s")) as bar:
-                task = bar.add_task("prompts", total=prompt_file.rows, rate="-")
+                task = bar.add_task("prompts", total=prompt_file.rows, completed=done, rate="-")
 
                 def show(p: JobProgress) -> None:
                     elapsed = p.timings.get("total_s", 0.0)
                     rate = f"{p.counts.prompts_read / elapsed:.1f}" if elapsed else "-"
                     bar.update(task, completed=p.counts.prompts_read, rate=rate, description=p.stage)
 
-                checkpoint = FileCheckpoint(work / "checkpoint.json")
                 runner = make_runner(plan, settings, work, output.resolve(), checkpoint, show)
                 return await runner.run()
 
@@ -103,6 +127,32 @@ def run(
         f"({summary['kept_ratio']:.1%}) from {counts['prompts_read']} prompts; errors: {counts['errors']}"
     )
     typer.echo(str(output))
+
+
+def _finished(output: Path, spec: SubmitJobRequest) -> dict[str, Any] | None:
+    """The summary of the completed run of ``spec`` that wrote ``output``, while that is still what
+    is there: the summary beside it names these parameters, no run of them is under way (an
+    interrupted ``--force`` run resumes), and the prompts have not changed since."""
+    try:
+        summary: dict[str, Any] = json.loads(summary_path(output).read_text())
+        current = output.stat().st_mtime >= Path(spec.prompts_path).stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    state = FileCheckpoint(work_dir(output) / "checkpoint.json").load()
+    same = summary.get("params") == spec.model_dump(mode="json") and summary.get("output") == str(output.resolve())
+    return summary if same and current and state.get("stage", "finalizing") == "finalizing" else None
+
+
+def _resume_point(state: dict[str, Any], prompts: int, batch_size: int) -> int:
+    """Say where an interrupted run resumes (from its checkpoint's ``state``); the prompts done."""
+    chunks_done = int(state.get("chunks_done", 0))
+    done = int(state.get("counts", {}).get("prompts_read", 0))
+    chunks = -(-prompts // batch_size)
+    if chunks_done and chunks_done < chunks:
+        err.print(f"Resuming at chunk {chunks_done + 1} of {chunks} ({done} prompts done)")
+    elif chunks_done:
+        err.print(f"Resuming after the last of {chunks} chunks ({done} prompts done): writing the output")
+    return done
 
 
 # -- talking to a server ----------------------------------------------------------------------
