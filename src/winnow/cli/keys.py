@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -14,7 +14,9 @@ from winnow.cli.styling import typer_app
 from winnow.errors import WinnowError
 from winnow.schemas.keys import KeyBudget
 
-Period = Annotated[str, typer.Option("--budget-period", help="day, month or total")]
+Period = Annotated[
+    Literal["day", "month", "total"], typer.Option("--budget-period", help="The period the caps apply to")
+]
 KeyName = Annotated[str, typer.Argument(help="The key's name", show_default=False)]
 
 keys_app = typer_app("Manage API keys.")
@@ -67,7 +69,9 @@ def budget(
     name: KeyName,
     usd: Annotated[float | None, typer.Option("--usd", help="Spend cap in USD per period")] = None,
     tokens: Annotated[int | None, typer.Option("--tokens", help="Token cap per period")] = None,
-    period: Annotated[str, typer.Option("--period", help="day, month or total")] = "month",
+    period: Annotated[
+        Literal["day", "month", "total"], typer.Option("--period", help="The period the caps apply to")
+    ] = "month",
     clear: Annotated[bool, typer.Option("--clear", help="Remove the key's budget")] = False,
     config: ConfigOption = None,
 ) -> None:

@@ -22,9 +22,9 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_S = 60.0
 
 UrlOption = Annotated[
-    str | None, typer.Option("--url", help=f"Server URL (also WINNOW_URL; default {DEFAULT_URL})", show_default=False)
+    str | None, typer.Option("--url", help=f"Server URL (also WINNOW_URL; default {DEFAULT_URL})", metavar="URL")
 ]
-KeyOption = Annotated[str | None, typer.Option("--key", help="API key (also WINNOW_API_KEY)", show_default=False)]
+KeyOption = Annotated[str | None, typer.Option("--key", help="API key (also WINNOW_API_KEY)", metavar="KEY")]
 
 
 class NotWinnowAnswer(Exception):

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from winnow.auth import Principal
 from winnow.cli.common import ConfigOption, open_runtime
+from winnow.usage.service import GroupBy
 
 
 def _when(value: str | None) -> datetime | None:
@@ -22,20 +23,20 @@ def _when(value: str | None) -> datetime | None:
 
 
 def usage(
-    group_by: Annotated[str, typer.Option("--group-by", "-g", help="key, model or day")] = "model",
-    start: Annotated[str | None, typer.Option("--from", help="Inclusive start, ISO 8601 (UTC if no offset)")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Exclusive end, ISO 8601")] = None,
+    group_by: Annotated[GroupBy, typer.Option("--group-by", "-g", help="What each row totals")] = "model",
+    start: Annotated[
+        str | None, typer.Option("--from", help="Inclusive start, ISO 8601 (UTC if no offset)", metavar="TIME")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Exclusive end, ISO 8601", metavar="TIME")] = None,
     key: Annotated[str | None, typer.Option("--key", help="Only this key's usage")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     config: ConfigOption = None,
 ) -> None:
     """Print tokens and cost (as an admin sees them: every key's)."""
-    if group_by not in ("key", "model", "day"):
-        raise typer.BadParameter("expected key, model or day", param_hint="--group-by")
     runtime = open_runtime(config)
     try:
         operator = Principal(id=0, name="cli", is_admin=True)
-        report = runtime.usage.summary(operator, group_by, _when(start), _when(end), key)  # type: ignore[arg-type]
+        report = runtime.usage.summary(operator, group_by, _when(start), _when(end), key)
     finally:
         runtime.close()
     if as_json:
