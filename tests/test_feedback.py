@@ -19,8 +19,8 @@ FEEDBACK = "/api/v1/feedback"
 PROMPT = "What is 17+25?"
 
 
-def _generate(client: TestClient, key: str, prompt: str = PROMPT) -> dict[str, Any]:
-    body = {"prompt": prompt, "model_id": "demo-lm", "max_tokens": 8, "temperature": 1.0}
+def _generate(client: TestClient, key: str, prompt: str = PROMPT, temperature: float = 1.0) -> dict[str, Any]:
+    body = {"prompt": prompt, "model_id": "demo-lm", "max_tokens": 8, "temperature": temperature}
     response = client.post("/api/v1/generate", json=body, headers=bearer(key))
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
@@ -75,28 +75,30 @@ def test_rated_and_corrected_generations_export_as_preference_pairs(client: Test
 
 def test_chat_choices_take_feedback_by_response_id_and_index(client: TestClient, user_key: str) -> None:
     messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 5+5?"}]
-    body = {"model": "demo-lm", "messages": messages, "n": 2, "max_tokens": 8, "temperature": 1.0}
+    # Seeded, so the same choices every run; of several samples, judge the first and the first
+    # that differs from it, so the preference pair below always exists.
+    body = {"model": "demo-lm", "messages": messages, "n": 6, "max_tokens": 8, "temperature": 1.0, "seed": 1}
     chat = client.post("/v1/chat/completions", json=body, headers=bearer(user_key)).json()
-    second = chat["choices"][1]["message"]["content"]
+    contents = [choice["message"]["content"] for choice in chat["choices"]]
+    first = contents[0]
+    index = next(i for i, content in enumerate(contents) if content != first)
+    second = contents[index]
 
-    item = _given(client, user_key, generation_id=chat["id"], index=1, rating=5)
-    assert (item["response"], item["index"], item["prompt"]) == (second, 1, messages)
+    item = _given(client, user_key, generation_id=chat["id"], index=index, rating=5)
+    assert (item["response"], item["index"], item["prompt"]) == (second, index, messages)
     assert (item["rating"], item["rating_scale"]) == (5, "stars")
-    assert_error(_give(client, user_key, generation_id=chat["id"], index=5, rating=1), 404, "not_found")
+    assert_error(_give(client, user_key, generation_id=chat["id"], index=6, rating=1), 404, "not_found")
     assert_error(_give(client, user_key, generation_id="gen-nope", rating=1), 404, "not_found")
 
     # A 2-star answer to the same prompt: a conversational preference pair, and one SFT example.
     _given(client, user_key, generation_id=chat["id"], index=0, rating=2)
-    pairs = _export(client, user_key, "preference")
-    first = chat["choices"][0]["message"]["content"]
-    if first != second:
-        assert pairs == [
-            {
-                "prompt": messages,
-                "chosen": [{"role": "assistant", "content": second}],
-                "rejected": [{"role": "assistant", "content": first}],
-            }
-        ]
+    assert _export(client, user_key, "preference") == [
+        {
+            "prompt": messages,
+            "chosen": [{"role": "assistant", "content": second}],
+            "rejected": [{"role": "assistant", "content": first}],
+        }
+    ]
     assert _export(client, user_key, "sft") == [{"messages": [*messages, {"role": "assistant", "content": second}]}]
 
 
@@ -176,16 +178,26 @@ def test_malformed_feedback_is_400(client: TestClient, user_key: str) -> None:
 
 
 def test_sft_export_shape_for_plain_prompts(client: TestClient, user_key: str) -> None:
-    a, b = _generate(client, user_key), _generate(client, user_key, "What is 2+3?")
+    a = _generate(client, user_key)
+    # Greedy, so the same text every run; neither correction below is a demo-lm answer.
+    b = _generate(client, user_key, "What is 2+3?", temperature=0.0)
+    same = _generate(client, user_key, "What is 4+4?", temperature=0.0)
+    correction = "2 + 3 = 5."
+    assert b["text"] != correction
     _given(client, user_key, generation_id=a["metadata"]["generation_id"], rating=4)
     _given(client, user_key, generation_id=a["metadata"]["generation_id"], rating="up")  # same text: once
-    _given(client, user_key, generation_id=b["metadata"]["generation_id"], rating=3, corrected_response="5")
+    _given(client, user_key, generation_id=b["metadata"]["generation_id"], rating=3, corrected_response=correction)
+    # A "correction" that repeats the response is an SFT example but pairs with nothing.
+    _given(client, user_key, generation_id=same["metadata"]["generation_id"], corrected_response=same["text"])
     rows = _export(client, user_key, "sft")
-    assert rows == [{"prompt": PROMPT, "completion": a["text"]}, {"prompt": "What is 2+3?", "completion": "5"}]
+    assert rows == [
+        {"prompt": PROMPT, "completion": a["text"]},
+        {"prompt": "What is 2+3?", "completion": correction},
+        {"prompt": "What is 4+4?", "completion": same["text"]},
+    ]
     # 3 stars is neither good nor bad; the corrected original is rejected against its correction.
     pairs = _export(client, user_key, "preference")
-    if b["text"] != "5":
-        assert pairs == [{"prompt": "What is 2+3?", "chosen": "5", "rejected": b["text"]}]
+    assert pairs == [{"prompt": "What is 2+3?", "chosen": correction, "rejected": b["text"]}]
 
 
 def test_generations_kept_without_text_cannot_take_feedback(tmp_path: Path) -> None:
