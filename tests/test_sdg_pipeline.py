@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from winnow.schemas.sdg import FilteringFunction, PromptResponseScore, SubmitJob
 from winnow.sdg.reward import open_registries
 from winnow.sdg.runner import FileCheckpoint, LocalRunner
 from winnow.sdg.service import build_plan, check_spec
+from winnow.usage.recorder import UsageEvent
 
 SMALL = DEMO_PROMPTS.with_name("arithmetic_small.jsonl")
 
@@ -54,11 +56,11 @@ class CrashAfter(FileCheckpoint):
         super().__init__(path)
         self.left = n
 
-    def save(self, state: dict[str, Any], stage: str) -> None:
+    def save(self, state: dict[str, Any], stage: str, usage: Sequence[UsageEvent] = ()) -> None:
         self.left -= 1
         if self.left < 0:
             raise SystemExit("simulated crash")
-        super().save(state, stage)
+        super().save(state, stage, usage)
 
 
 def _run(spec: SubmitJobRequest, work: Path, output: Path, checkpoint: FileCheckpoint | None = None) -> dict[str, Any]:

@@ -91,3 +91,29 @@ def test_a_job_with_executor_ray_runs_on_a_worker_and_records_usage(tmp_path: Pa
         assert status["counts"]["prompts_read"] == 40 and status["counts"]["rows_kept"] == 80
         usage = client.get("/api/v1/usage", headers=bearer(key)).json()["total"]
         assert usage["requests"] == 40 and usage["output_tokens"] == status["counts"]["output_tokens"]
+
+
+def test_a_ray_job_killed_between_a_chunk_and_its_checkpoint_bills_each_prompt_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_usage_once import dies_on_save, first_shard, job_usage
+    from winnow.sdg.shards import ShardStore
+
+    settings = Settings(data_dir=tmp_path / "data", workers=0, ray=RaySettings(generate_cpus=1, score_cpus=1))
+    with TestClient(create_app(settings)) as client:
+        runtime: Any = client.app.state.runtime  # type: ignore[attr-defined]
+        key = runtime.keys.create("ray-user").key
+        prompts = settings.data_dir / "prompts.jsonl"
+        prompts.write_text("".join(line + "\n" for line in DEMO_PROMPTS.read_text().splitlines()[:40]))
+        body = _spec(prompts, "ray").model_dump(mode="json")  # one shard: 3 chunks of 16 rows
+        job_id = client.post("/api/v1/synthetic_data_generation/submit_job", json=body, headers=bearer(key)).json()[
+            "job_id"
+        ]
+        # the driver saves chunk 1, and dies saving chunk 2
+        dies_on_save(settings, monkeypatch, ShardStore, 2, job_id, first_shard)
+        with running_worker(settings):
+            status = wait_for_job(client, key, job_id, timeout=180)
+        assert status["status"] == "completed", status
+        counts = status["counts"]
+        assert counts["prompts_read"] == 40
+        assert job_usage(runtime.db, job_id) == (40, counts["input_tokens"], counts["output_tokens"])

@@ -27,6 +27,7 @@ from winnow.schemas.evals import ComparisonRow, EvaluationRequest
 from winnow.sdg.reward import open_registries
 from winnow.sdg.runner import FileCheckpoint
 from winnow.usage.prices import PriceBook
+from winnow.usage.service import cli_usage
 
 eval_app = typer_app("Prompt evaluation: templates x models over a dataset, compared.")
 
@@ -187,16 +188,17 @@ def run(
     work = resume_dir(output, spec.model_dump_json(), restart)
 
     async def go() -> list[ComparisonRow]:
-        async with open_registries(settings) as (models, rewards):
+        async with open_registries(settings) as (models, rewards), cli_usage(settings) as usage:
             prompts = check_eval(spec, settings, models, rewards)
             plan = build_eval_plan(spec, prompts, models, rewards, PriceBook(settings))
+            checkpoint = FileCheckpoint(work / "checkpoint.json", usage)
+            plan.meters = {model: checkpoint.meter(model) for model in spec.models}  # usage rows, source cli
             with progress_bar() as bar:
                 task = bar.add_task("rows", total=prompts.rows)
 
                 def show(p: EvalProgress) -> None:
                     bar.update(task, completed=p.counts.rows_done, description=p.stage)
 
-                checkpoint = FileCheckpoint(work / "checkpoint.json")
                 return await EvalRunner(plan, work, output.resolve(), checkpoint, show).run()
 
     try:

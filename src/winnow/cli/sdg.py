@@ -22,6 +22,7 @@ from winnow.sdg.reward import open_registries
 from winnow.sdg.runner import FileCheckpoint
 from winnow.sdg.runner import Progress as JobProgress
 from winnow.sdg.service import build_plan, check_spec, make_runner
+from winnow.usage.service import cli_usage
 
 sdg_app = typer_app("Synthetic data generation: generate -> reward-score -> filter -> JSONL.")
 
@@ -100,10 +101,11 @@ def run(
     work = resume_dir(output, spec.model_dump_json(), restart or force)
 
     async def go() -> dict[str, Any]:
-        async with open_registries(settings) as (models, rewards):
+        async with open_registries(settings) as (models, rewards), cli_usage(settings) as usage:
             prompt_file = check_spec(spec, settings, models, rewards)
             plan = build_plan(spec, prompt_file, models, rewards)
-            checkpoint = FileCheckpoint(work / "checkpoint.json")
+            checkpoint = FileCheckpoint(work / "checkpoint.json", usage)
+            plan.meter = checkpoint.meter(spec.model)  # usage rows, source cli
             done = _resume_point(checkpoint.load(), prompt_file.rows, spec.batch_size)
             with progress_bar(TextColumn("{task.fields[rate]} prompts/s")) as bar:
                 task = bar.add_task("prompts", total=prompt_file.rows, completed=done, rate="-")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,8 @@ from winnow.schemas.evals import ComparisonRow, EvaluationCounts
 from winnow.sdg import stages
 from winnow.sdg.inputs import read_rows
 from winnow.sdg.rows import Candidate, PromptRow
-from winnow.sdg.runner import Checkpoint, chunk_seed, link_or_copy, open_work, snapshot, take
+from winnow.sdg.runner import Checkpoint, chunk_seed, open_work, publish, snapshot, take
+from winnow.usage.recorder import UsageEvent
 
 FILES = ("results",)
 
@@ -58,10 +59,9 @@ class EvalRunner:
         timings: dict[str, float] = dict(state.get("timings", {}))
         offsets: dict[str, int] = {name: handle.tell() for name, handle in files.items()}
 
-        def save(stage: str) -> None:
-            self.checkpoint.save(
-                snapshot(self.work, chunks_done, offsets, counts.model_dump(), timings, started), stage
-            )
+        def save(stage: str, usage: Sequence[UsageEvent] = ()) -> None:
+            state = snapshot(self.work, chunks_done, offsets, counts.model_dump(), timings, started)
+            self.checkpoint.save(state, stage, usage)
             self.on_progress(EvalProgress(counts, stage, timings))
 
         for provider in self.plan.providers.values():
@@ -69,14 +69,15 @@ class EvalRunner:
         rows = read_rows(self.plan.prompts.path, skip=chunks_done * spec.batch_size)
         try:
             while chunk := take(rows, spec.batch_size):
-                lines = await self._chunk(chunk, chunks_done, counts)
+                usage: list[UsageEvent] = []  # the chunk's usage rows, written with its checkpoint
+                lines = await self._chunk(chunk, chunks_done, counts, usage)
                 files["results"].write(b"".join(lines))
                 files["results"].flush()
                 os.fsync(files["results"].fileno())
                 counts.rows_done += len(chunk)
                 chunks_done += 1
                 offsets = {name: handle.tell() for name, handle in files.items()}
-                save("generating")
+                save("generating", usage)
         finally:
             for handle in files.values():
                 handle.close()
@@ -84,7 +85,9 @@ class EvalRunner:
         save("finalizing")
         return table
 
-    async def _chunk(self, chunk: list[PromptRow], index: int, counts: EvaluationCounts) -> list[bytes]:
+    async def _chunk(
+        self, chunk: list[PromptRow], index: int, counts: EvaluationCounts, usage: list[UsageEvent]
+    ) -> list[bytes]:
         plan, spec = self.plan, self.plan.spec
         params = SamplingParams(
             max_tokens=spec.max_tokens,
@@ -98,6 +101,7 @@ class EvalRunner:
             outcome = await stages.generate(
                 [r for _, r in items], plan.providers[model], params, plan.meters.get(model)
             )
+            usage.extend(outcome.usage)
             by_template: dict[str, list[tuple[Candidate, Any]]] = {}
             for (template, row), result in zip(items, outcome.results, strict=True):
                 record: dict[str, Any] = {"id": row.id, "template": template.name, "model": model}
@@ -137,10 +141,7 @@ class EvalRunner:
         tmp = table_path(self.output).with_suffix(".tmp")
         tmp.write_text(json.dumps([row.model_dump() for row in table]))
         os.replace(tmp, table_path(self.output))
-        results_tmp = self.output.with_name(self.output.name + ".tmp")
-        results_tmp.unlink(missing_ok=True)
-        link_or_copy(self.work / "results", results_tmp)
-        os.replace(results_tmp, self.output)
+        publish(self.work / "results", self.output, self.work.name)
         return table
 
 

@@ -8,21 +8,26 @@ OpenAI batch line ``{"custom_id": ..., "body": {"messages": [...]}}``. Every oth
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from winnow.errors import InvalidRequest
 from winnow.sdg.rows import PromptRow, user_prompt
+from winnow.usage.tokens import PromptTokens
 
 MAX_REPORTED_ERRORS = 10
+TOKEN_BATCH = 256  # prompts per tokenizer call while validating
 _ROLES = {"system", "user", "assistant", "ipython", "tool", "developer"}
 
 
 def resolve_inside(path: str, roots: list[Path], field: str = "prompts_path") -> Path:
     """``path`` (relative to the first root, or absolute) resolved with symlinks, if inside a root."""
+    if "\x00" in path:  # the OS refuses such a name; say so instead of failing on it
+        raise InvalidRequest(f"{field} contains a NUL character", repr(path))
     candidate = Path(path).expanduser()
     if not candidate.is_absolute():
         candidate = roots[0] / candidate
@@ -57,9 +62,9 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
 
 def parse_line(text: str, line: int, system_prompt: str | None = None) -> PromptRow:
     """One JSONL line as a PromptRow, or ValueError saying what is wrong with it."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    try:  # orjson, as for request bodies: lone surrogates ("\ud800") are invalid JSON, not a failed job later
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON ({exc.msg})") from None
     if not isinstance(data, dict):
         raise ValueError("a line must be a JSON object")
@@ -107,40 +112,64 @@ class PromptFile:
     rows: int
     size: int
     sha256: str
+    input_tokens: int | None = None  # every prompt's input tokens, when checked against a model
 
 
-def validate_file(path: Path) -> PromptFile:
-    """One streaming pass: every line parses, ids are present and unique. InvalidRequest lists the
-    first errors with line numbers. Memory: one set of ids, never the prompts."""
+def validate_file(path: Path, tokens: PromptTokens | None = None, system_prompt: str | None = None) -> PromptFile:
+    """One streaming pass: every line parses, ids are present and unique, and, given the model's
+    token counter, every prompt (with ``system_prompt``) fits the model's context; the prompts are
+    tokenized ``TOKEN_BATCH`` at a time. InvalidRequest lists the first errors with line numbers.
+    Memory: one set of ids and one batch of prompts."""
     if not path.is_file():
         raise InvalidRequest("prompts_path does not exist", str(path))
-    errors: list[str] = []
+    errors: list[tuple[int, str]] = []
     ids: set[str] = set()
     rows = 0
+    input_tokens = 0
+    batch: list[PromptRow] = []
     digest = hashlib.sha256()
+
+    def measure(counter: PromptTokens) -> None:
+        nonlocal input_tokens
+        for row, counted in zip(batch, counter.measure([r.chat() for r in batch]), strict=True):
+            if isinstance(counted, InvalidRequest):
+                reason = f"{counted.message} ({counted.details})" if counted.details else counted.message
+                errors.append((row.line, reason[:1].lower() + reason[1:]))
+            else:
+                input_tokens += counted
+        batch.clear()
+
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             digest.update(raw)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                errors.append(f"line {number}: not UTF-8")
+                errors.append((number, "not UTF-8"))
                 continue
             if not text.strip():
                 continue
             try:
-                row = parse_line(text, number)
+                row = parse_line(text, number, system_prompt)
             except ValueError as exc:
-                errors.append(f"line {number}: {exc}")
+                errors.append((number, str(exc)))
                 continue
             if row.id in ids:
-                errors.append(f"line {number}: duplicate id {row.id!r}")
+                errors.append((number, f"duplicate id {row.id!r}"))
             ids.add(row.id)
             rows += 1
+            if tokens is not None:
+                batch.append(row)
+                if len(batch) == TOKEN_BATCH:
+                    measure(tokens)
+    if tokens is not None and batch:
+        measure(tokens)
     if errors:
-        shown = "; ".join(errors[:MAX_REPORTED_ERRORS])
+        errors.sort(key=lambda error: error[0])
+        shown = "; ".join(f"line {number}: {reason}" for number, reason in errors[:MAX_REPORTED_ERRORS])
         more = f" (and {len(errors) - MAX_REPORTED_ERRORS} more)" if len(errors) > MAX_REPORTED_ERRORS else ""
         raise InvalidRequest(f"prompts file has {len(errors)} invalid line(s)", shown + more)
     if rows == 0:
         raise InvalidRequest("prompts file has no prompts", str(path))
-    return PromptFile(path, rows, path.stat().st_size, digest.hexdigest())
+    counted = input_tokens if tokens is not None else None
+    return PromptFile(path, rows, path.stat().st_size, digest.hexdigest(), counted)

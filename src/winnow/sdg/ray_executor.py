@@ -20,18 +20,17 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from winnow.config import Settings
 from winnow.errors import InvalidRequest
-from winnow.models.base import ChatMessage, Completion, GenerationResult
+from winnow.models.base import Completion, GenerationResult
 from winnow.schemas.sdg import SubmitJobRequest
 from winnow.sdg import stages
 from winnow.sdg.inputs import parse_line
 from winnow.sdg.rows import Candidate, PromptRow
-from winnow.sdg.runner import LocalRunner, Progress, chunk_params
+from winnow.sdg.runner import LocalRunner, Progress, Save, chunk_params
 
 
 def ray_module() -> Any:
@@ -160,7 +159,7 @@ class RayRunner(LocalRunner):
         super().__init__(*args, **kwargs)
         self.settings = settings
 
-    async def _chunks(self, progress: Progress, files: dict[str, BinaryIO], save: Callable[[str], None]) -> None:
+    async def _chunks(self, progress: Progress, files: dict[str, BinaryIO], save: Save) -> None:
         ray = ray_module()
         config = self.settings.ray
         if not ray.is_initialized():
@@ -232,9 +231,7 @@ class RayRunner(LocalRunner):
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(close)
 
-    async def _drain(
-        self, iterator: Any, progress: Progress, files: dict[str, BinaryIO], save: Callable[[str], None]
-    ) -> None:
+    async def _drain(self, iterator: Any, progress: Progress, files: dict[str, BinaryIO], save: Save) -> None:
         """Write the chunks as they come back, in order, checkpointing after each."""
         plan = self.plan
         while True:
@@ -250,10 +247,10 @@ class RayRunner(LocalRunner):
             timings["score_s"] = timings.get("score_s", 0.0) + float(item["score_s"])
             self.write_chunk(rows, outcome, kept, progress.counts, timings, files)
             progress.chunks_done += 1
-            if plan.meter is not None:  # usage as the cluster reported it
-                prompts = [[ChatMessage(str(m["role"]), str(m["content"])) for m in r.messages] for r in rows]
-                plan.meter.record(prompts, _results(usage), outcome.elapsed_ms)
-            save("generating")
+            events = []  # usage as the cluster reported it, written with the chunk's checkpoint
+            if plan.meter is not None:
+                events = plan.meter.record([r.chat() for r in rows], _results(usage), outcome.elapsed_ms)
+            save("generating", events)
             if plan.meter is not None:
                 plan.meter.check([])  # the budget after the fact: this chunk is kept, the next waits
 

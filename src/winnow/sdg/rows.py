@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from winnow.models.base import ChatMessage
 from winnow.schemas.sdg import PromptResponseScore, SystemMessage, UserMessage
 
 
@@ -16,6 +17,10 @@ class PromptRow:
     messages: list[dict[str, Any]]
     fields: dict[str, Any] = field(default_factory=dict)
     line: int = 0
+
+    def chat(self) -> list[ChatMessage]:
+        """The messages as a model takes them."""
+        return [ChatMessage(str(m["role"]), str(m["content"])) for m in self.messages]
 
 
 @dataclass

@@ -19,7 +19,8 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -27,7 +28,8 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from winnow.models.base import Provider, SamplingParams
+from winnow.errors import WinnowError
+from winnow.models.base import Provider, SamplingParams, engine_seed
 from winnow.schemas.sdg import JobCounts, SubmitJobRequest
 from winnow.sdg import stages
 from winnow.sdg.filters import GlobalFilter
@@ -36,6 +38,8 @@ from winnow.sdg.report import write_histogram, write_summary
 from winnow.sdg.reward import RewardModel
 from winnow.sdg.rows import Candidate, PromptRow
 from winnow.sdg.scoring import ScoringFn
+from winnow.usage.recorder import UsageEvent
+from winnow.usage.service import CLI_KEY_ID, UsageMeter, UsageService
 
 FILES = ("partial", "spill", "spill_scores", "raw_scores", "kept_scores", "errors")
 
@@ -44,29 +48,88 @@ class JobCancelled(Exception):
     """The job was cancelled between two chunks."""
 
 
+class EveryPromptFailed(WinnowError):
+    """A job ran to its end, but no prompt got a response: its output is empty and its errors file
+    says why for each prompt. (A WinnowError, so that ``winnow sdg run`` reports it as one.)"""
+
+    def __init__(self, counts: JobCounts, first: dict[str, Any]) -> None:
+        where = f"id {first.get('id')!r}, line {first.get('line')}"
+        super().__init__(
+            f"all {counts.prompts_read} prompts failed",
+            f"the first ({where}): {first.get('error')}; the job's errors file lists every one",
+        )
+        self.counts = counts
+
+
+def errors_path(output: Path) -> Path:
+    """The failed prompts of a finished job, one JSON line each (id, index, line, error), beside its output."""
+    return output.with_name(output.stem + ".errors.jsonl")
+
+
 class Checkpoint(Protocol):
     def load(self) -> dict[str, Any]: ...
 
-    def save(self, state: dict[str, Any], stage: str) -> None:
-        """Persist ``state``; raise JobCancelled when the job has been cancelled."""
+    def save(self, state: dict[str, Any], stage: str, usage: Sequence[UsageEvent] = ()) -> None:
+        """Persist ``state`` and, with it, the usage rows of the chunks it adds (so a chunk is billed
+        exactly when its checkpoint is saved); raise JobCancelled when the job has been cancelled."""
 
 
 class FileCheckpoint:
-    """A checkpoint in a JSON file (for in-process runs): written to a temp name, fsynced, renamed."""
+    """A checkpoint in a JSON file (for in-process runs): written to a temp name, fsynced, renamed.
 
-    def __init__(self, path: Path) -> None:
+    With a usage service, the run's usage rows (source ``cli``, no key) go to its database under a
+    run id kept in the file; a file and a database share no transaction, so the rows are written
+    first and the file counts them: a resumed run deletes rows past that count (a chunk whose
+    checkpoint never followed), as it cuts its work files back."""
+
+    def __init__(self, path: Path, usage: UsageService | None = None) -> None:
         self.path = path
+        self.usage = usage
+        self._extra: dict[str, Any] = {}  # usage_run, usage_rows
 
     def load(self) -> dict[str, Any]:
-        return json.loads(self.path.read_text()) if self.path.exists() else {}
+        state: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        if self.usage is not None:
+            if "usage_run" not in state:  # named before any row is written under it
+                state["usage_run"] = f"cli-{uuid.uuid4().hex[:24]}"
+                self._write(state)
+            self._extra = {"usage_run": state["usage_run"], "usage_rows": int(state.get("usage_rows", 0))}
+            self.usage.recorder.trim(state["usage_run"], self._extra["usage_rows"])
+        return state
 
-    def save(self, state: dict[str, Any], stage: str) -> None:
+    @property
+    def run_id(self) -> str:
+        """The run's id in its usage rows' ``job_id`` (after ``load``)."""
+        return str(self._extra["usage_run"])
+
+    def meter(self, model_id: str) -> stages.Meter | None:
+        """Usage accounting for this run's calls to ``model_id`` (None without a usage service)."""
+        if self.usage is None:
+            return None
+        if not self._extra:
+            self.load()
+        return UsageMeter(self.usage, CLI_KEY_ID, model_id, "cli", self.run_id)
+
+    def save(self, state: dict[str, Any], stage: str, usage: Sequence[UsageEvent] = ()) -> None:
+        if usage and self.usage is not None:
+            self.usage.recorder.write_with(usage, self.usage.recorder.insert)
+            self._extra["usage_rows"] += len(usage)
+        self._write({**state, **self._extra, "stage": stage})
+
+    def _write(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         with tmp.open("w") as handle:
-            json.dump({**state, "stage": stage}, handle)
+            json.dump(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(self.path)
+
+
+class Save(Protocol):
+    """A runner's checkpoint step: its state now, with the usage rows of the chunk just written."""
+
+    def __call__(self, stage: str, usage: Sequence[UsageEvent] = ()) -> None: ...
 
 
 @dataclass
@@ -83,6 +146,7 @@ class JobPlan:
     chunk_filter: Callable[[list[Candidate]], list[Candidate]]
     global_filter: GlobalFilter | None
     meter: stages.Meter | None = None  # usage rows and the owner's budget
+    job_id: str | None = None  # a server job's id (the histogram's title names it)
 
 
 @dataclass
@@ -132,8 +196,9 @@ def open_files(work: Path, offsets: dict[str, int], names: tuple[str, ...] = FIL
 
 
 def chunk_seed(seed: int | None, index: int) -> int | None:
-    """The sampling seed of chunk ``index`` of a job seeded with ``seed`` (None: unseeded)."""
-    return None if seed is None else seed * 1_000_003 + index
+    """The sampling seed of chunk ``index`` of a job seeded with ``seed`` (None: unseeded); any seed
+    the API accepts gives every chunk a seed every engine takes."""
+    return None if seed is None else engine_seed(seed * 1_000_003, index)
 
 
 def chunk_params(spec: SubmitJobRequest, index: int) -> SamplingParams:
@@ -216,7 +281,7 @@ class LocalRunner:
             raise ValueError("a shard must start on a chunk boundary")
 
     async def run(self) -> dict[str, Any]:
-        spec, plan = self.plan.spec, self.plan
+        plan = self.plan
         state, files, started = open_work(self.work, self.checkpoint)
         progress = Progress(
             JobCounts.model_validate(state.get("counts", {"prompts_total": plan.prompts_total})),
@@ -226,10 +291,10 @@ class LocalRunner:
         )
         counts, timings = progress.counts, progress.timings
 
-        def save(stage: str) -> None:
+        def save(stage: str, usage: Sequence[UsageEvent] = ()) -> None:
             offsets = {name: handle.tell() for name, handle in files.items()}
             state = snapshot(self.work, progress.chunks_done, offsets, counts.model_dump(), timings, started)
-            self.checkpoint.save(state, stage)
+            self.checkpoint.save(state, stage, usage)
             progress.stage = stage
             self.on_progress(progress)
 
@@ -243,8 +308,15 @@ class LocalRunner:
         finally:
             for handle in files.values():
                 handle.close()
-        summary = write_summary(self.work, self.output, spec, counts, timings)
-        write_histogram(self.work, self.output)
+        return self._report(counts, timings)
+
+    def _report(self, counts: JobCounts, timings: dict[str, float]) -> dict[str, Any]:
+        """The summary and histogram beside the output; EveryPromptFailed when no prompt got a response."""
+        summary = write_summary(self.work, self.output, self.plan.spec, counts, timings)
+        write_histogram(self.work, self.output, self.plan.spec, self.plan.job_id or self.output.name)
+        if counts.prompts_read and counts.errors == counts.prompts_read:
+            with errors_path(self.output).open("rb") as handle:
+                raise EveryPromptFailed(counts, json.loads(handle.readline() or b"{}"))
         return summary
 
     def _chunk_range(self, chunks_done: int) -> tuple[Iterator[PromptRow], int]:
@@ -256,8 +328,9 @@ class LocalRunner:
         rows = islice(read_rows(self.plan.prompts, spec.system_prompt, skip=first + done), max(count - done, 0))
         return rows, first // spec.batch_size + chunks_done
 
-    async def _chunks(self, progress: Progress, files: dict[str, BinaryIO], save: Callable[[str], None]) -> None:
-        """Generate, score and write every remaining chunk in order, saving a checkpoint after each."""
+    async def _chunks(self, progress: Progress, files: dict[str, BinaryIO], save: Save) -> None:
+        """Generate, score and write every remaining chunk in order, saving a checkpoint (and the
+        chunk's usage rows) after each."""
         rows, index = self._chunk_range(progress.chunks_done)
         ahead: asyncio.Task[tuple[list[PromptRow], stages.GenerateOutcome, float]] | None = None
         try:
@@ -274,7 +347,7 @@ class LocalRunner:
                 progress.timings["generate_s"] = progress.timings.get("generate_s", 0.0) + generate_s
                 await self._score_and_write(chunk, outcome, progress.counts, progress.timings, files)
                 progress.chunks_done += 1
-                save("generating")
+                save("generating", outcome.usage)
         finally:
             if ahead is not None and not ahead.done():
                 ahead.cancel()
@@ -306,9 +379,7 @@ class LocalRunner:
         finally:
             for handle in files.values():
                 handle.close()
-        summary = write_summary(self.work, self.output, self.plan.spec, counts, timings)
-        write_histogram(self.work, self.output)
-        return summary
+        return self._report(counts, timings)
 
     def _generate_next(
         self, rows: Iterator[PromptRow], index: int
@@ -352,6 +423,8 @@ class LocalRunner:
     ) -> None:
         """Append one scored chunk to the work files and fsync them (the checkpoint comes next)."""
         t2 = time.perf_counter()
+        first = self.rows[0] + counts.prompts_read  # the chunk's first prompt, 0-based in the file
+        index = {id(row): first + i for i, row in enumerate(chunk)}
         counts.prompts_read += len(chunk)
         counts.prompts_generated += len(chunk) - len(outcome.failed)
         counts.responses_generated += len(outcome.candidates)
@@ -360,7 +433,8 @@ class LocalRunner:
         counts.input_tokens += outcome.input_tokens
         counts.output_tokens += outcome.output_tokens
         for row, reason in outcome.failed:
-            files["errors"].write(json.dumps({"id": row.id, "line": row.line, "error": reason}).encode() + b"\n")
+            error = {"id": row.id, "index": index[id(row)], "line": row.line, "error": reason}
+            files["errors"].write(json.dumps(error, ensure_ascii=False).encode() + b"\n")
         files["raw_scores"].write(np.asarray([c.raw_score for c in outcome.candidates], dtype=np.float32).tobytes())
         if self.plan.global_filter is None:
             files["partial"].write(b"".join(_row_json(c) for c in kept))
@@ -378,13 +452,13 @@ class LocalRunner:
         """Write the final output (whole or not at all). Idempotent, so a crash here is redone."""
         for handle in files.values():
             handle.flush()
-        tmp = self.output.with_name(f"{self.output.name}.{self.work.name}.tmp")  # one per attempt
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp.unlink(missing_ok=True)
+        publish(self.work / "errors", errors_path(self.output), self.work.name)
         if self.plan.global_filter is None:
-            link_or_copy(self.work / "partial", tmp)
-            os.replace(tmp, self.output)
+            publish(self.work / "partial", self.output, self.work.name)
             return
+        tmp = self.output.with_name(f"{self.output.name}.{self.work.name}.tmp")  # one per attempt
+        tmp.unlink(missing_ok=True)
         t0 = time.perf_counter()
         scores = _scores(self.work / "spill_scores")
         cutoff = float(self.plan.global_filter.cutoff(scores)) if len(scores) else 0.0
@@ -408,6 +482,14 @@ def _scores(path: Path) -> np.ndarray[Any, np.dtype[np.float32]]:
     if path.stat().st_size == 0:
         return np.zeros(0, dtype=np.float32)
     return np.memmap(path, dtype=np.float32, mode="r")
+
+
+def publish(source: Path, target: Path, attempt: str) -> None:
+    """``source`` under ``target``'s name, whole or not at all (through a temporary name of this attempt's)."""
+    tmp = target.with_name(f"{target.name}.{attempt}.tmp")
+    tmp.unlink(missing_ok=True)
+    link_or_copy(source, tmp)
+    os.replace(tmp, target)
 
 
 def link_or_copy(source: Path, target: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,14 +21,16 @@ from winnow.models.registry import ModelRegistry
 from winnow.schemas.evals import EvaluationRequest
 from winnow.schemas.sdg import EVAL_ID_PATTERN, JOB_ID_PATTERN, JobCounts, JobDetails, JobEstimate, SubmitJobRequest
 from winnow.sdg.filters import GlobalFilter, build_filter, is_global
-from winnow.sdg.inputs import PromptFile, read_rows, resolve_inside, validate_file
+from winnow.sdg.inputs import PromptFile, resolve_inside, validate_file
 from winnow.sdg.ray_executor import RayRunner, ray_module
 from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.rows import Candidate
 from winnow.sdg.runner import Checkpoint, JobCancelled, JobPlan, LocalRunner, Progress, add_counts
 from winnow.sdg.scoring import resolve_scoring
 from winnow.sdg.shards import oldest_job, shard_states
-from winnow.usage.service import UsageService, estimate_tokens
+from winnow.usage.recorder import UsageEvent, UsageRecorder, insert_rows
+from winnow.usage.service import UsageService
+from winnow.usage.tokens import prompt_tokens
 
 JOB_ID = re.compile(JOB_ID_PATTERN)
 EVAL_ID = re.compile(EVAL_ID_PATTERN)
@@ -61,7 +63,8 @@ def check_spec(
         ray_module()
     resolve_scoring(spec.scoring_function)
     split_filter(spec)
-    return validate_file(resolve_inside(spec.prompts_path, settings.effective_data_roots))
+    path = resolve_inside(spec.prompts_path, settings.effective_data_roots)
+    return validate_file(path, prompt_tokens(models.config(spec.model)), spec.system_prompt)
 
 
 def build_plan(
@@ -83,8 +86,11 @@ def build_plan(
 
 
 def estimate(spec: SubmitJobRequest, prompts: PromptFile, usage: UsageService, key_id: int) -> JobDetails:
-    """A dry run's answer: the job's most tokens and cost against the key's budget. Nothing is queued."""
-    input_tokens = sum(estimate_tokens(row.messages) for row in read_rows(prompts.path, spec.system_prompt))
+    """A dry run's answer: the job's most tokens and cost against the key's budget, with the prompts'
+    input tokens as the job will count and bill them (``winnow.usage.tokens``). Nothing is queued."""
+    input_tokens = prompts.input_tokens
+    if input_tokens is None:
+        raise ValueError("the prompts file was checked without the model's token counter")
     max_output = prompts.rows * spec.num_generations * spec.max_gen_len
     price = usage.prices.for_model(spec.model)
     standing = usage.budget_status(key_id)
@@ -184,6 +190,12 @@ class JobStore:
     def job_dir(self, job_id: str) -> Path:
         return self.settings.data_dir / "jobs" / job_id
 
+    def owner_of(self, job_id: str) -> int | None:
+        """The key that owns a job (an SDG job or an evaluation), None when there is no such job."""
+        with self.db.session() as session:
+            owner: int | None = session.scalar(select(SdgJob.owner_key_id).where(SdgJob.id == job_id))
+            return owner
+
     def create(
         self, spec: SubmitJobRequest | EvaluationRequest, prompts: PromptFile, owner: Principal, kind: str = "sdg"
     ) -> SdgJob:
@@ -237,10 +249,11 @@ class JobStore:
             session.expunge(job)
             return job
 
-    def output(self, job_id: str, owner: Principal, kind: str = "sdg") -> Path:
+    def output(self, job_id: str, owner: Principal, kind: str = "sdg", ended: tuple[str, ...] = ("completed",)) -> Path:
+        """Where a job's output is (or would be), once its status is one of ``ended``."""
         with self.db.session() as session:
             job = self._owned(session, job_id, owner, kind)
-            if job.status != "completed":
+            if job.status not in ended:
                 raise Conflict("The job has no output yet", f"status {job.status}")
             return Path(job.output_path)
 
@@ -329,10 +342,16 @@ class JobStore:
             return freed
 
     def renew(
-        self, job_id: str, worker: str, checkpoint: dict[str, Any] | None = None, stage: str | None = None
+        self,
+        job_id: str,
+        worker: str,
+        checkpoint: dict[str, Any] | None = None,
+        stage: str | None = None,
+        usage: Sequence[dict[str, Any]] = (),
     ) -> bool:
-        """Extend our lease (and save a checkpoint). Returns whether cancellation was requested;
-        raises JobLost if another worker holds the job."""
+        """Extend our lease (and save a checkpoint, with the usage rows of the chunks it adds, in one
+        transaction). Returns whether cancellation was requested; raises JobLost if another worker
+        holds the job (then nothing is saved)."""
         values: dict[str, Any] = {
             "lease_until": _now() + timedelta(seconds=self.settings.job_lease_s),
             "updated_at": _now(),
@@ -348,6 +367,8 @@ class JobStore:
                 .values(**values)
                 .returning(SdgJob.cancel_requested)
             ).scalar_one_or_none()
+            if cancel is not None:
+                insert_rows(session, usage)
         if cancel is None:
             raise JobLost(job_id)
         return bool(cancel)
@@ -418,23 +439,24 @@ class JobStore:
 
 
 class DbCheckpoint:
-    """A runner checkpoint kept in the job's row; every save renews the lease."""
+    """A runner checkpoint kept in the job's row, saved in one transaction with the usage rows of the
+    chunks it adds; every save renews the lease."""
 
-    def __init__(
-        self, store: JobStore, job: SdgJob, worker: str, before_save: Callable[[], object] | None = None
-    ) -> None:
+    def __init__(self, store: JobStore, job: SdgJob, worker: str, recorder: UsageRecorder) -> None:
         self.store = store
         self.job_id = job.id
         self.worker = worker
-        self.before_save = before_save
+        self.recorder = recorder
         self._state = dict(job.checkpoint or {})
 
     def load(self) -> dict[str, Any]:
         return self._state
 
-    def save(self, state: dict[str, Any], stage: str) -> None:
-        if self.before_save is not None:
-            self.before_save()
-        if self.store.renew(self.job_id, self.worker, state, stage):
-            raise JobCancelled(self.job_id)
+    def save(self, state: dict[str, Any], stage: str, usage: Sequence[UsageEvent] = ()) -> None:
+        def write(rows: list[dict[str, Any]]) -> bool:
+            return self.store.renew(self.job_id, self.worker, state, stage, rows)
+
+        cancelled = self.recorder.write_with(usage, write)
         self._state = state
+        if cancelled:
+            raise JobCancelled(self.job_id)

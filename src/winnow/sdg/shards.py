@@ -13,7 +13,7 @@ whoever ran which shard, and the same as a one-worker run.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +26,7 @@ from sqlalchemy.sql.selectable import ScalarSelect
 from winnow.config import Settings
 from winnow.db import Database, JobShard, SdgJob
 from winnow.sdg.runner import JobCancelled
+from winnow.usage.recorder import UsageEvent, UsageRecorder, insert_rows
 
 
 def oldest_job(*conditions: ColumnElement[bool]) -> ScalarSelect[Any]:
@@ -220,9 +221,16 @@ class ShardStore:
             return job
 
     # -- while a shard runs ----------------------------------------------------------------------
-    def renew(self, claim: ShardClaim, worker: str, checkpoint: dict[str, Any] | None = None) -> bool:
-        """Extend the shard's lease (and save its checkpoint); returns whether the job's cancellation
-        was requested. ShardLost when another worker has the shard or the job is not running."""
+    def renew(
+        self,
+        claim: ShardClaim,
+        worker: str,
+        checkpoint: dict[str, Any] | None = None,
+        usage: Sequence[dict[str, Any]] = (),
+    ) -> bool:
+        """Extend the shard's lease (and save its checkpoint, with the usage rows of the chunks it
+        adds, in one transaction); returns whether the job's cancellation was requested. ShardLost
+        when another worker has the shard (then nothing is saved) or the job is not running."""
         now = _now()
         values: dict[str, Any] = {"lease_until": self._lease(now), "updated_at": now}
         if checkpoint is not None:
@@ -238,6 +246,8 @@ class ShardStore:
             job = session.execute(
                 select(SdgJob.status, SdgJob.cancel_requested).where(SdgJob.id == claim.job_id)
             ).first()
+            if renewed is not None and checkpoint is not None:
+                insert_rows(session, usage)
             if renewed is not None and checkpoint is not None and job is not None and job.status == "running":
                 session.execute(
                     update(SdgJob).where(SdgJob.id == claim.job_id).values(updated_at=now, stage="generating")
@@ -289,18 +299,21 @@ class ShardStore:
 
 
 class ShardCheckpoint:
-    """The local runner's checkpoint for one shard: kept in the shard's row, renewing its lease."""
+    """The local runner's checkpoint for one shard: kept in the shard's row, saved in one transaction
+    with the usage rows of the chunks it adds, renewing the shard's lease."""
 
-    def __init__(self, store: ShardStore, claim: ShardClaim, worker: str, before_save: Any = None) -> None:
-        self.store, self.claim, self.worker, self.before_save = store, claim, worker, before_save
+    def __init__(self, store: ShardStore, claim: ShardClaim, worker: str, recorder: UsageRecorder) -> None:
+        self.store, self.claim, self.worker, self.recorder = store, claim, worker, recorder
         self._state = dict(claim.checkpoint)
 
     def load(self) -> dict[str, Any]:
         return self._state
 
-    def save(self, state: dict[str, Any], stage: str) -> None:
-        if self.before_save is not None:
-            self.before_save()
-        if self.store.renew(self.claim, self.worker, state):
-            raise JobCancelled(self.claim.job_id)
+    def save(self, state: dict[str, Any], stage: str, usage: Sequence[UsageEvent] = ()) -> None:
+        def write(rows: list[dict[str, Any]]) -> bool:
+            return self.store.renew(self.claim, self.worker, state, rows)
+
+        cancelled = self.recorder.write_with(usage, write)
         self._state = state
+        if cancelled:
+            raise JobCancelled(self.claim.job_id)

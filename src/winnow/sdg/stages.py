@@ -10,20 +10,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from winnow.models.base import ChatMessage, GenerationResult, Prompt, Provider, SamplingParams
+from winnow.models.base import GenerationResult, Prompt, Provider, SamplingParams
 from winnow.sdg.reward import RewardModel
 from winnow.sdg.rows import Candidate, PromptRow
 from winnow.sdg.scoring import ScoringFn, apply_scoring
+from winnow.usage.recorder import UsageEvent
 
 STOP_REASONS = {"stop": "end_of_turn", "length": "out_of_tokens"}
 
 
 class Meter(Protocol):
-    """Usage accounting around a generate call: a budget check before, usage rows after."""
+    """Usage accounting around a generate call: a budget check before; after, the usage rows, held
+    against the budget and handed back to be written with the chunk's checkpoint."""
 
     def check(self, prompts: Sequence[Prompt]) -> None: ...
 
-    def record(self, prompts: Sequence[Prompt], results: Sequence[GenerationResult], elapsed_ms: float) -> None: ...
+    def record(
+        self, prompts: Sequence[Prompt], results: Sequence[GenerationResult], elapsed_ms: float
+    ) -> list[UsageEvent]: ...
 
 
 @dataclass
@@ -34,6 +38,7 @@ class GenerateOutcome:
     output_tokens: int = 0
     results: list[GenerationResult] = field(default_factory=list)  # one per row, in order
     elapsed_ms: float = 0.0
+    usage: list[UsageEvent] = field(default_factory=list)  # the meter's rows, not written yet
 
 
 async def generate(
@@ -41,22 +46,21 @@ async def generate(
 ) -> GenerateOutcome:
     """``params.n`` responses per row; a row the model cannot serve is reported, not fatal.
     ``meter`` may refuse the call (BudgetExceeded) before the model runs."""
-    prompts: list[Prompt] = [[ChatMessage(str(m["role"]), str(m["content"])) for m in row.messages] for row in rows]
+    prompts: list[Prompt] = [row.chat() for row in rows]
     if meter is not None:
         meter.check(prompts)
     started = time.perf_counter()
     results = await provider.generate(prompts, params)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    if meter is not None:
-        meter.record(prompts, results, elapsed_ms)
-    outcome = GenerateOutcome([], results=results, elapsed_ms=elapsed_ms)
+    usage = meter.record(prompts, results, elapsed_ms) if meter is not None else []
+    outcome = GenerateOutcome([], results=results, elapsed_ms=elapsed_ms, usage=usage)
     for row, result in zip(rows, results, strict=True):
         if result.error is not None:
             reason = getattr(result.error, "message", str(result.error))
             details = getattr(result.error, "details", None)
             outcome.failed.append((row, f"{reason}: {details}" if details else reason))
             continue
-        outcome.input_tokens += result.input_tokens * len(result.completions)
+        outcome.input_tokens += result.input_tokens  # once per prompt: its n generations share it
         for index, completion in enumerate(result.completions):
             outcome.output_tokens += completion.output_tokens
             outcome.candidates.append(

@@ -13,7 +13,7 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,11 @@ from winnow.schemas.evals import EvaluationRequest
 from winnow.schemas.sdg import SubmitJobRequest
 from winnow.sdg.inputs import PromptFile, validate_file
 from winnow.sdg.reward import RewardModelRegistry
-from winnow.sdg.runner import JobCancelled, JobPlan, LocalRunner
+from winnow.sdg.runner import EveryPromptFailed, JobCancelled, JobPlan, LocalRunner
 from winnow.sdg.service import DbCheckpoint, JobLost, JobStore, build_plan, make_runner
 from winnow.sdg.shards import ShardCheckpoint, ShardClaim, ShardLost, ShardStore
 from winnow.usage.budgets import period_bounds
+from winnow.usage.recorder import UsageEvent
 from winnow.usage.service import UsageMeter, UsageService
 
 log = logging.getLogger("winnow.worker")
@@ -153,11 +154,12 @@ class Worker:
         self._clean(job.id)
         log.info("completed %s", job.id)
 
-    async def _plan(self, job: SdgJob) -> tuple[JobPlan, Path]:
+    async def _plan(self, job: SdgJob, meter: UsageMeter | None = None) -> tuple[JobPlan, Path]:
         prompts = await self._start(job)
         spec = SubmitJobRequest.model_validate(job.params)
         plan = build_plan(spec, prompts, self.models, self.rewards)
-        plan.meter = UsageMeter(self.usage, job.owner_key_id, spec.model, "job", job.id)
+        plan.meter = meter
+        plan.job_id = job.id
         return plan, Path(job.output_path)
 
     async def run_shard(self, claim: ShardClaim) -> None:
@@ -165,10 +167,11 @@ class Worker:
         log.info("running %s shard %d (attempt %d)", claim.job_id, claim.shard, claim.attempts)
         job = await asyncio.to_thread(self.store.row, claim.job_id)
         heartbeat = asyncio.create_task(self._beat(lambda: self.shards.renew(claim, self.id)))
+        meter = UsageMeter(self.usage, job.owner_key_id, str(job.params.get("model")), "job", job.id)
         try:
-            plan, output = await self._plan(job)
+            plan, output = await self._plan(job, meter)
             work = self.store.job_dir(job.id) / "shards" / f"{claim.shard}" / f"work-{claim.attempts}"
-            checkpoint = ShardCheckpoint(self.shards, claim, self.id, before_save=self.usage.recorder.flush)
+            checkpoint = ShardCheckpoint(self.shards, claim, self.id, self.usage.recorder)
             rows = (claim.first_row, claim.rows)
             await make_runner(plan, self.settings, work, output, checkpoint, rows=rows, final=False).run()
             await asyncio.to_thread(self.shards.done, claim, self.id)
@@ -191,6 +194,7 @@ class Worker:
             self.store.finish(job.id, None, "failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             heartbeat.cancel()
+            meter.close()
 
     async def merge(self, job: SdgJob) -> None:
         """Every shard is done: merge their files, in shard order, into the job's output."""
@@ -201,6 +205,11 @@ class Worker:
             runner = LocalRunner(plan, self.store.job_dir(job.id) / f"merge-{job.attempts}", output, _NoCheckpoint())
             summary = await runner.finish_from(await asyncio.to_thread(self.shards.states, job.id))
             self._complete(job, {"counts": summary["counts"], "timings": summary.get("timings", {})})
+        except EveryPromptFailed as exc:
+            # Nothing to keep but the reasons: the errors file beside the output (GET .../errors).
+            final = {"counts": exc.counts.model_dump()}
+            self.store.finish(job.id, self.id, "failed", error=f"{exc.message}: {exc.details}", checkpoint=final)
+            log.info("%s failed: %s", job.id, exc.message)
         except JobLost:
             log.warning("lost the lease on %s; another worker has it", job.id)
         except Exception as exc:
@@ -213,16 +222,16 @@ class Worker:
         """An evaluation, held whole by this worker under the job's lease."""
         log.info("running %s (attempt %d)", job.id, job.attempts)
         heartbeat = asyncio.create_task(self._beat(lambda: self.store.renew(job.id, self.id)))
+        meters: dict[str, UsageMeter] = {}
         try:
             prompts = await self._start(job)
             work = self.store.job_dir(job.id) / f"work-{job.attempts}"  # one per attempt: see runner.adopt
-            # Usage rows are written before each checkpoint: a finished chunk's spend is never lost.
-            checkpoint = DbCheckpoint(self.store, job, self.id, before_save=self.usage.recorder.flush)
+            # Usage rows are written with each checkpoint: a chunk is billed once, when it is done.
+            checkpoint = DbCheckpoint(self.store, job, self.id, self.usage.recorder)
             evaluation = EvaluationRequest.model_validate(job.params)
             eval_plan = build_eval_plan(evaluation, prompts, self.models, self.rewards, self.usage.prices)
-            eval_plan.meters = {
-                m: UsageMeter(self.usage, job.owner_key_id, m, "eval", job.id) for m in evaluation.models
-            }
+            meters = {m: UsageMeter(self.usage, job.owner_key_id, m, "eval", job.id) for m in evaluation.models}
+            eval_plan.meters = meters
             await EvalRunner(eval_plan, work, Path(job.output_path), checkpoint).run()
             self._complete(job)
         except BudgetExceeded as exc:
@@ -237,6 +246,8 @@ class Worker:
             self.store.finish(job.id, self.id, "failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             heartbeat.cancel()
+            for meter in meters.values():
+                meter.close()
 
     def _pause_for_budget(self, job: SdgJob, exc: BudgetExceeded, worker: str | None) -> None:
         """The owner's budget is spent: the job waits (checkpoint kept) until the period resets or
@@ -271,5 +282,5 @@ class _NoCheckpoint:
     def load(self) -> dict[str, object]:
         return {}
 
-    def save(self, state: dict[str, object], stage: str) -> None:
+    def save(self, state: dict[str, object], stage: str, usage: Sequence[UsageEvent] = ()) -> None:
         return None

@@ -2,31 +2,38 @@
 
 The request path only appends to a list (no database round trip); every ``usage_flush_s`` the
 flusher writes what has gathered in one INSERT and re-syncs the budget ledger. ``flush()`` writes
-at once (reads of /usage, job checkpoints, shutdown). A failed write keeps the rows for the next
-beat, so a database hiccup loses nothing.
+at once (reads of /usage, shutdown). A failed write keeps the rows for the next beat, so a
+database hiccup loses nothing.
+
+A job's rows take another road: they are held (counted against the owner's budget at once) and
+written by ``write_with`` in the very transaction that saves the checkpoint of their chunk, so a
+chunk is billed exactly when it is done: never twice when a crash makes it be redone, never lost.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import insert
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
 
 from winnow.db import Database, UsageRecord
 from winnow.usage.budgets import BudgetLedger
 
 log = logging.getLogger("winnow.usage")
+T = TypeVar("T")
 
 
 @dataclass
 class UsageEvent:
     key_id: int
     model: str
-    source: str  # api|v1|job|eval
+    source: str  # api|v1|job|eval|cli
     input_tokens: int
     output_tokens: int
     latency_ms: float
@@ -44,6 +51,12 @@ class UsageEvent:
         return data
 
 
+def insert_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Usage rows (``UsageEvent.row()``) into the caller's transaction."""
+    if rows:
+        session.execute(insert(UsageRecord), list(rows))
+
+
 class UsageRecorder:
     def __init__(self, db: Database, ledger: BudgetLedger, flush_s: float = 1.0) -> None:
         self.db = db
@@ -56,9 +69,49 @@ class UsageRecorder:
         self._thread: threading.Thread | None = None
 
     def record(self, event: UsageEvent) -> None:
-        event.budgeted = self.ledger.add(event.key_id, event.cost_usd, event.input_tokens + event.output_tokens)
+        self.hold(event)
         with self._lock:
             self._buffer.append(event)
+
+    def hold(self, event: UsageEvent) -> None:
+        """Count ``event`` against its key's budget now; it is written later (``write_with``)."""
+        event.budgeted = self.ledger.add(event.key_id, event.cost_usd, event.input_tokens + event.output_tokens)
+
+    def write_with(self, events: Sequence[UsageEvent], write: Callable[[list[dict[str, Any]]], T]) -> T:
+        """Held ``events`` written by ``write``, which inserts their rows (``insert_rows``) in the
+        same transaction as what it saves, and returns what it returns. Afterwards, written or not,
+        the events no longer count as pending: the budget ledger re-reads the key's spend."""
+        with self._flush_lock:  # no flusher re-reads spend between our commit and the settle
+            try:
+                return write([e.row() for e in events])
+            finally:
+                written = _settle(events)
+                if written:
+                    try:
+                        self.ledger.sync(self.db, written)
+                    except Exception:
+                        self.ledger.settle(written)
+                        log.exception("re-reading budgets after a checkpoint failed")
+
+    def insert(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Usage rows in a transaction of their own."""
+        with self.db.session() as session:
+            insert_rows(session, rows)
+
+    def release(self, events: Sequence[UsageEvent]) -> None:
+        """Held events that will never be written (their chunk was not checkpointed and will be
+        redone, and billed, by whoever redoes it) stop counting against the budget."""
+        self.ledger.settle(_settle(events))
+
+    def trim(self, job_id: str, keep: int) -> int:
+        """Cut a run's rows back to its first ``keep`` (what its checkpoint says was written), as a
+        resumed run cuts its files: rows written for a chunk whose checkpoint never followed go."""
+        with self.db.session() as session:
+            ids = select(UsageRecord.id).where(UsageRecord.job_id == job_id).order_by(UsageRecord.id)
+            extra = list(session.scalars(ids.offset(keep)))
+            if extra:
+                session.execute(delete(UsageRecord).where(UsageRecord.id.in_(extra)))
+            return len(extra)
 
     def flush(self) -> int:
         """Write everything buffered now; returns the rows written."""
@@ -67,13 +120,12 @@ class UsageRecorder:
                 events, self._buffer = self._buffer, []
             if events:
                 try:
-                    with self.db.session() as session:
-                        session.execute(insert(UsageRecord), [e.row() for e in events])
+                    self.insert([e.row() for e in events])
                 except Exception:
                     with self._lock:
                         self._buffer[:0] = events
                     raise
-            written = [(e.key_id, e.cost_usd, e.input_tokens + e.output_tokens) for e in events if e.budgeted]
+            written = _settle(events)
             try:
                 self.ledger.sync(self.db, written)
             except Exception:
@@ -103,3 +155,13 @@ class UsageRecorder:
             self.flush()
         except Exception:
             log.exception("writing usage at shutdown failed; %d rows lost", len(self._buffer))
+
+
+def _settle(events: Sequence[UsageEvent]) -> list[tuple[int, float, int]]:
+    """The (key, usd, tokens) of the events still counted as pending spend, now no longer counted."""
+    settled = []
+    for event in events:
+        if event.budgeted:
+            settled.append((event.key_id, event.cost_usd, event.input_tokens + event.output_tokens))
+            event.budgeted = False
+    return settled

@@ -7,8 +7,10 @@ spend metrics agree wherever the tokens were spent.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Literal
 
@@ -24,7 +26,12 @@ from winnow.usage.budgets import BudgetLedger, period_bounds
 from winnow.usage.prices import PriceBook
 from winnow.usage.recorder import UsageEvent, UsageRecorder
 
+log = logging.getLogger("winnow.usage")
 GroupBy = Literal["key", "model", "day"]
+# In-process runs (``winnow sdg run``, ``winnow eval run``) bill no API key: their rows (source
+# ``cli``) carry key 0, listed under this name (no key can be named so), and no budget applies.
+CLI_KEY_ID = 0
+CLI_KEY_NAME = "(cli)"
 
 
 def estimate_tokens(prompt: Any) -> int:
@@ -37,6 +44,26 @@ def estimate_tokens(prompt: Any) -> int:
         content = message.get("content", "") if isinstance(message, dict) else getattr(message, "content", "")
         total += len(str(content)) // 4 + 4
     return total
+
+
+@asynccontextmanager
+async def cli_usage(settings: Settings) -> AsyncIterator[UsageService | None]:
+    """The usage service of an in-process run (``winnow sdg run``, ``winnow eval run``): its rows
+    (source ``cli``) go to the configured database, by default the SQLite file in the data dir, with
+    each checkpoint. None, after a warning, when that database cannot be opened: the run goes on."""
+    usage = None
+    try:
+        db = Database(settings.effective_database_url)
+        db.migrate()
+        usage = UsageService(db, settings)
+    except Exception as exc:
+        log.warning("usage of this run is not recorded: the database cannot be opened (%s)", exc)
+    try:
+        yield usage
+    finally:
+        if usage is not None:
+            usage.close()
+            usage.db.dispose()
 
 
 class UsageService:
@@ -86,27 +113,37 @@ class UsageService:
         responses: list[str] | None = None,
     ) -> float:
         """Record one generation's usage; returns its cost in USD."""
-        cost = self.prices.for_model(model_id).cost(input_tokens, output_tokens)
         if key_id is None:
-            return cost
+            return self.prices.for_model(model_id).cost(input_tokens, output_tokens)
         content = None
         if self.keep_content and responses is not None:
             content = {"prompt": _plain(prompt), "responses": responses}
-        self.recorder.record(
-            UsageEvent(
-                key_id=key_id,
-                model=model_id,
-                source=source,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                latency_ms=round(latency_ms, 3),
-                cost_usd=cost,
-                generation_id=generation_id,
-                job_id=job_id,
-                content=content,
-            )
+        event = self.event(key_id, model_id, source, input_tokens, output_tokens, latency_ms, job_id)
+        event.generation_id, event.content = generation_id, content
+        self.recorder.record(event)
+        return event.cost_usd
+
+    def event(
+        self,
+        key_id: int,
+        model_id: str,
+        source: str,
+        input_tokens: int,
+        output_tokens: int,
+        latency_ms: float,
+        job_id: str | None = None,
+    ) -> UsageEvent:
+        """One generation's usage row, priced (not recorded)."""
+        return UsageEvent(
+            key_id=key_id,
+            model=model_id,
+            source=source,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_ms=round(latency_ms, 3),
+            cost_usd=self.prices.for_model(model_id).cost(input_tokens, output_tokens),
+            job_id=job_id,
         )
-        return cost
 
     # -- metrics ---------------------------------------------------------------------------------
     def totals(self) -> dict[tuple[str, str], list[float]]:
@@ -146,7 +183,8 @@ class UsageService:
     ) -> dict[str, Any]:
         """Usage grouped by key, model or day over [start, end): a key sees its own, an admin all."""
         self.recorder.flush()  # this process's buffered rows count too
-        column: Any = {"key": ApiKey.name, "model": UsageRecord.model, "day": UsageRecord.day}[group_by]
+        key_column = func.coalesce(ApiKey.name, CLI_KEY_NAME)  # in-process runs have no key
+        column: Any = {"key": key_column, "model": UsageRecord.model, "day": UsageRecord.day}[group_by]
         query = (
             select(
                 column,
@@ -157,7 +195,7 @@ class UsageService:
                 func.coalesce(func.avg(UsageRecord.latency_ms), 0.0),
             )
             .select_from(UsageRecord)
-            .join(ApiKey, ApiKey.id == UsageRecord.key_id)
+            .outerjoin(ApiKey, ApiKey.id == UsageRecord.key_id)
             .group_by(column)
             .order_by(column)
         )
@@ -166,7 +204,7 @@ class UsageService:
                 raise InvalidRequest("A key sees only its own usage", "drop key= or use an admin key")
             query = query.where(UsageRecord.key_id == principal.id)
         elif key_name is not None:
-            query = query.where(ApiKey.name == key_name)
+            query = query.where(key_column == key_name)
         if start is not None:
             query = query.where(UsageRecord.created_at >= start)
         if end is not None:
@@ -210,27 +248,43 @@ class UsageService:
 
 
 class UsageMeter:
-    """Usage accounting for a job's generate calls (``winnow.sdg.stages.Meter``): the owner's
-    budget is checked before each chunk, one usage row per prompt is recorded after."""
+    """Usage accounting for a job's generate calls (``winnow.sdg.stages.Meter``): the owner's budget
+    is checked before each chunk; after it, one usage row per prompt is held against the budget and
+    handed back, to be written with the chunk's checkpoint (``UsageRecorder.write_with``)."""
 
     def __init__(self, usage: UsageService, key_id: int, model_id: str, source: str, job_id: str) -> None:
         self.usage, self.key_id, self.model_id, self.source, self.job_id = usage, key_id, model_id, source, job_id
+        self._held: list[UsageEvent] = []  # counted against the budget, maybe not written yet
 
     def check(self, prompts: Sequence[Any]) -> None:
         self.usage.check(self.key_id, self.model_id, prompts)
 
-    def record(self, prompts: Sequence[Any], results: Sequence[GenerationResult], elapsed_ms: float) -> None:
-        for result in results:
-            if result.error is None:
-                self.usage.record(
-                    self.key_id,
-                    self.model_id,
-                    self.source,
-                    result.input_tokens,
-                    result.output_tokens,
-                    result.latency_ms if result.latency_ms is not None else elapsed_ms,
-                    job_id=self.job_id,
-                )
+    def record(
+        self, prompts: Sequence[Any], results: Sequence[GenerationResult], elapsed_ms: float
+    ) -> list[UsageEvent]:
+        events = [
+            self.usage.event(
+                self.key_id,
+                self.model_id,
+                self.source,
+                result.input_tokens,
+                result.output_tokens,
+                result.latency_ms if result.latency_ms is not None else elapsed_ms,
+                self.job_id,
+            )
+            for result in results
+            if result.error is None
+        ]
+        for event in events:
+            self.usage.recorder.hold(event)
+        self._held = [e for e in (*self._held, *events) if e.budgeted]
+        return events
+
+    def close(self) -> None:
+        """The run ended: what it held and never wrote (a chunk generated but not checkpointed, which
+        whoever redoes it bills) stops counting against the owner's budget."""
+        self.usage.recorder.release(self._held)
+        self._held = []
 
 
 def _plain(prompt: Any) -> Any:

@@ -7,33 +7,29 @@ from collections.abc import Callable
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from winnow.api.deps import BatchKey, JobStatusQuery, OtherKey, RuntimeDep
+from winnow.api.routing import Router
 from winnow.auth import Principal
-from winnow.errors import InvalidRequest, NotFound
+from winnow.auth.paths import authorize_client_path
+from winnow.errors import NotFound
 from winnow.runtime import Runtime
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.sdg import JobDetails, JobList, SubmitJobRequest
 from winnow.sdg.report import histogram_path, summary_path
+from winnow.sdg.runner import errors_path
 from winnow.sdg.service import JOB_ID, check_spec, details, estimate
 
 JobIdPath = Annotated[str, Path(pattern=JOB_ID.pattern, description="job- followed by 24 hex digits")]
 
-router = APIRouter(
+router = Router(
     prefix="/synthetic_data_generation",
     tags=["Synthetic data generation"],
     responses={404: {"model": ErrorResponse, "description": "Job not found"}},
 )
-
-
-def _check_owner_path(runtime: Runtime, path: FilePath, owner: Principal) -> None:
-    """Uploaded files live under files/<key id>/: a key may use only its own."""
-    uploads = (runtime.settings.data_dir / "files").resolve()
-    if path.is_relative_to(uploads) and not path.is_relative_to(uploads / str(owner.id)) and not owner.is_admin:
-        raise InvalidRequest("prompts_path is another key's file", str(path))
 
 
 @router.post(
@@ -44,8 +40,10 @@ def _check_owner_path(runtime: Runtime, path: FilePath, owner: Principal) -> Non
     response_model_exclude_none=True,
 )
 async def submit_job(body: SubmitJobRequest, runtime: RuntimeDep, key: BatchKey) -> JobDetails:
+    await run_in_threadpool(
+        authorize_client_path, body.prompts_path, runtime.settings, key, runtime.jobs.owner_of, "prompts_path"
+    )
     prompts = await run_in_threadpool(check_spec, body, runtime.settings, runtime.models, runtime.rewards)
-    _check_owner_path(runtime, prompts.path, key)
     if body.dry_run:
         return await run_in_threadpool(estimate, body, prompts, runtime.usage, key.id)
     return details(await run_in_threadpool(runtime.jobs.create, body, prompts, key))
@@ -92,16 +90,17 @@ def _output_path(output: FilePath) -> FilePath:
     return output
 
 
-_FILES: dict[str, tuple[Callable[[FilePath], FilePath], str]] = {
-    "output": (_output_path, "application/jsonl"),
-    "summary": (summary_path, "application/json"),
-    "histogram": (histogram_path, "image/png"),
+_FILES: dict[str, tuple[Callable[[FilePath], FilePath], str, tuple[str, ...]]] = {
+    "output": (_output_path, "application/jsonl", ("completed",)),
+    "summary": (summary_path, "application/json", ("completed",)),
+    "histogram": (histogram_path, "image/png", ("completed",)),
+    "errors": (errors_path, "application/jsonl", ("completed", "failed")),
 }
 
 
 async def _artifact(runtime: Runtime, job_id: str, key: Principal, artifact: str) -> FileResponse:
-    output = await run_in_threadpool(runtime.jobs.output, job_id, key)
-    locate, media_type = _FILES[artifact]
+    locate, media_type, ended = _FILES[artifact]
+    output = await run_in_threadpool(runtime.jobs.output, job_id, key, "sdg", ended)
     path = locate(output)
     if not path.exists():
         raise NotFound(f"The job has no {artifact}", job_id)
@@ -119,6 +118,19 @@ _NOT_DONE: dict[int | str, dict[str, Any]] = {409: {"model": ErrorResponse, "des
 )
 async def job_output(job_id: JobIdPath, runtime: RuntimeDep, key: OtherKey) -> FileResponse:
     return await _artifact(runtime, job_id, key, "output")
+
+
+@router.get(
+    "/jobs/{job_id}/errors",
+    summary="The prompts of a finished job that got no response: one JSON line each (id, index, line, error)",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/jsonl": {}}},
+        409: {"model": ErrorResponse, "description": "The job has not ended"},
+    },
+)
+async def job_errors(job_id: JobIdPath, runtime: RuntimeDep, key: OtherKey) -> FileResponse:
+    return await _artifact(runtime, job_id, key, "errors")
 
 
 @router.get(
