@@ -117,8 +117,9 @@ class JobCounts(WireModel):
 
 
 class JobEstimate(WireModel):
-    """What a job would use, from a dry run. Input tokens are estimated at about 4 characters a token;
-    output is the most the job can generate (prompts x num_generations x max_gen_len)."""
+    """What a job would use, from a dry run. Input tokens are counted as the job will bill them (a local
+    model's own tokenizer; an upper bound for upstreams); output is the most the job can generate
+    (prompts x num_generations x max_gen_len)."""
 
     prompts: int
     generations: int
