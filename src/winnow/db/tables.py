@@ -116,7 +116,7 @@ class Feedback(Base):
     row_id: Mapped[str | None] = mapped_column(String(200), default=None)
     row_index: Mapped[int | None] = mapped_column(Integer, default=None)
     model: Mapped[str | None] = mapped_column(String(200), default=None)
-    prompt: Mapped[Any] = mapped_column(JSON, default=None)
+    prompt: Mapped[Any] = mapped_column(JSON, default=None, nullable=True)
     response: Mapped[str | None] = mapped_column(Text, default=None)
     rating: Mapped[float | None] = mapped_column(Float, default=None)
     rating_scale: Mapped[str | None] = mapped_column(String(8), default=None)  # thumbs|stars
