@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import REDIS_URL, bearer, reachable
 from tests.spec import assert_error
+from winnow.api import create_app
 from winnow.auth import Principal, RateLimiter
-from winnow.config import RateLimits
+from winnow.config import RateLimits, Settings
 from winnow.errors import RateLimitExceeded
 from winnow.runtime import Runtime
 
@@ -41,8 +43,24 @@ def test_per_key_override_beats_the_default(client: TestClient, runtime: Runtime
     assert codes == [200, 200, 200, 429]
 
 
-def test_probes_are_not_rate_limited(client: TestClient) -> None:
-    assert {client.get("/api/v1/health").status_code for _ in range(50)} == {200}
+def test_probes_and_refused_keys_neither_count_against_nor_are_refused_by_a_limit(tmp_path: Path) -> None:
+    """Probes (no key needed) are never rate limited, even past every limit there is, and neither
+    they nor requests refused for want of a valid key spend any key's allowance."""
+    tight = Settings(data_dir=tmp_path / "data", workers=0, rate_limits=RateLimits(other="3/minute"))
+    with TestClient(create_app(tight)) as client:
+        key = client.app.state.runtime.keys.create("probed").key  # type: ignore[attr-defined]
+        for _ in range(6):  # twice the limit
+            for probe in ("/api/v1/health", "/api/v1/ready"):
+                for headers in ({}, bearer(key)):
+                    response = client.get(probe, headers=headers)
+                    # /ready may be 503 on a loaded machine (its thresholds); never 401 or 429
+                    assert response.status_code in (200, 503), (probe, response.status_code, response.text)
+                    assert "x-ratelimit-remaining" not in response.headers
+            assert_error(client.get("/api/v1/status"), 401)
+            assert_error(client.get("/api/v1/status", headers=bearer("wn-" + "x" * 43)), 401)
+        counted = [client.get("/api/v1/status", headers=bearer(key)) for _ in range(4)]
+    assert [r.status_code for r in counted] == [200, 200, 200, 429]
+    assert [r.headers["x-ratelimit-remaining"] for r in counted] == ["2", "1", "0", "0"]
 
 
 def _principal(name: str, **limits: str) -> Principal:
