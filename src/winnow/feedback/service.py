@@ -186,6 +186,10 @@ class FeedbackService:
     # -- export ----------------------------------------------------------------------------------
     def export(self, owner: Principal, fmt: ExportFormat = "preference") -> TrainingRows:
         """The caller's visible feedback as training rows (see the module's docstring for the rules)."""
+        return self.export_explained(owner, fmt)[0]
+
+    def export_explained(self, owner: Principal, fmt: ExportFormat = "preference") -> tuple[TrainingRows, str | None]:
+        """The training rows and, when there are none, why (a sentence a person can act on)."""
         if fmt not in ("preference", "sft"):
             raise InvalidRequest("Unknown export format", f"{fmt!r}; use preference or sft")
         query = select(Feedback).order_by(Feedback.created_at, Feedback.id)
@@ -199,7 +203,26 @@ class FeedbackService:
         rows: TrainingRows = []
         for group in groups.values():
             rows += group.preference() if fmt == "preference" else group.sft()
-        return rows
+        return rows, None if rows else _why_empty(fmt, list(groups.values()))
+
+
+def _why_empty(fmt: ExportFormat, groups: list[_Group]) -> str:
+    if not groups:
+        return "no feedback with a stored prompt and response is visible to this key"
+    chosen = sum(bool(g.chosen()) for g in groups)
+    if fmt == "sft":
+        return (
+            f"none of the {len(groups)} prompt(s) with feedback has a positive rating (thumbs up, 4-5 stars) "
+            "or a corrected_response"
+        )
+    rejected = sum(bool(g.rejected()) for g in groups)
+    same = sum(bool(g.chosen()) and set(g.chosen()) == set(g.rejected()) for g in groups)
+    reason = (
+        f"a preference pair needs, for one prompt, a chosen response (thumbs up, 4-5 stars or a corrected_response) "
+        f"and a different rejected one (thumbs down, 1-2 stars, or the original of a correction); of "
+        f"{len(groups)} prompt(s) with feedback, {chosen} have a chosen and {rejected} a rejected response"
+    )
+    return reason + (f"; in {same} the correction equals the response it corrects" if same else "")
 
 
 def to_jsonl(rows: Iterable[dict[str, Any]]) -> bytes:

@@ -37,7 +37,9 @@ _EXPORT = """The feedback you may see as JSONL training data, grouped by prompt.
   strings for a plain prompt, or conversational `{"prompt": [messages], "chosen": [assistant message],
   "rejected": [assistant message]}` for a chat prompt.
 - `sft`: each distinct positive or corrected response: `{"prompt", "completion"}` for a plain prompt,
-  `{"messages": [...prompt, assistant message]}` for a chat prompt."""
+  `{"messages": [...prompt, assistant message]}` for a chat prompt.
+
+`X-Winnow-Rows` counts the rows; an empty export says why in `X-Winnow-Empty-Reason`."""
 
 
 @router.post(
@@ -91,7 +93,11 @@ async def export_feedback(
     key: OtherKey,
     format: Literal["preference", "sft"] = Query("preference", description="preference (DPO pairs) or sft"),
 ) -> NDJSONResponse:
-    rows = await run_in_threadpool(runtime.feedback.export, key, format)
-    return NDJSONResponse(
-        to_jsonl(rows), headers={"Content-Disposition": f'attachment; filename="feedback-{format}.jsonl"'}
-    )
+    rows, why_empty = await run_in_threadpool(runtime.feedback.export_explained, key, format)
+    headers = {
+        "Content-Disposition": f'attachment; filename="feedback-{format}.jsonl"',
+        "X-Winnow-Rows": str(len(rows)),
+    }
+    if why_empty:
+        headers["X-Winnow-Empty-Reason"] = why_empty
+    return NDJSONResponse(to_jsonl(rows), headers=headers)
