@@ -11,19 +11,11 @@ from starlette.concurrency import run_in_threadpool
 
 from winnow.api.deps import OtherKey, RuntimeDep
 from winnow.api.routing import Router
-from winnow.schemas.common import ErrorResponse, Timestamp, WireModel, now_utc
+from winnow.schemas.common import ErrorResponse, now_utc
+from winnow.schemas.files import FileInfo
 from winnow.sdg.inputs import validate_file
 
 router = Router(prefix="/files", tags=["Files"])
-
-
-class FileInfo(WireModel):
-    id: str
-    filename: str
-    bytes: int
-    rows: int
-    path: str
-    created_at: Timestamp
 
 
 def _store(upload: UploadFile, target: Path) -> tuple[int, int]:
