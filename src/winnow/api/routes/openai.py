@@ -78,12 +78,20 @@ async def _forward(
         # Usage is always asked of the upstream (to bill the stream) and passed on only if the client asked.
         wanted = bool(body.stream_options and body.stream_options.include_usage)
         raw["stream_options"] = {**(raw.get("stream_options") or {}), "include_usage": True}
-        chunks = provider.forward_stream(path, raw)
-        events = _forward_stream(runtime, key_id, body.model, prompt, chunks, started, wanted)
+        chunks = aiter(provider.forward_stream(path, raw))
+        first = await anext(chunks, None)  # an upstream failing before its first chunk is an HTTP error
+        events = _forward_stream(runtime, key_id, body.model, prompt, _after(first, chunks), started, wanted)
         return StreamingResponse(events, media_type="text/event-stream")
     response = await provider.forward(path, raw)
     _record_forwarded(runtime, key_id, body.model, prompt, response, started)
     return JSONResponse(response)
+
+
+async def _after(first: dict[str, Any] | None, rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    if first is not None:
+        yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _record_forwarded(

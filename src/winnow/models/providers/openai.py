@@ -42,9 +42,10 @@ def upstream_error(exc: Exception, model_id: str) -> WinnowError:
         detail = f"upstream status {exc.status_code}: {exc.message}"
         if exc.status_code in (400, 422):
             return InvalidRequest("The upstream model rejected the request", detail)
-        if exc.status_code == 429:
+        if exc.status_code == 429:  # the upstream's own wait, when it names one
+            wait = exc.response.headers.get("retry-after") or "1"
             return RateLimitExceeded(
-                f"Upstream for {model_id!r} is rate limiting", detail, headers={"Retry-After": "1"}
+                f"Upstream for {model_id!r} is rate limiting", detail, headers={"Retry-After": wait}
             )
         return UpstreamError(f"Upstream for {model_id!r} failed", detail)
     return UpstreamError(f"Upstream for {model_id!r} failed", f"{type(exc).__name__}: {exc}")
