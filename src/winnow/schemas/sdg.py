@@ -150,3 +150,18 @@ class JobDetails(SyntheticDataGeneration):
 class JobList(WireModel):
     jobs: list[JobDetails]
     count: int
+
+
+class JobRows(WireModel):
+    """A page of a job's output, read by byte offset."""
+
+    rows: list[PromptResponseScore]
+    offset: int = Field(description="Byte offset this page starts at")
+    next_offset: int | None = Field(description="Byte offset of the next page; null when this page ends the file")
+    size_bytes: int = Field(description="Size of the whole output file")
+
+
+class SdgFunctions(WireModel):
+    reward_models: list[str] = Field(description="Configured reward models")
+    scoring_functions: list[str] = Field(description="Registered scoring functions (name or name:arg)")
+    filters: list[str] = Field(description="Registered filtering functions")

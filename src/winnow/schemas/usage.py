@@ -32,6 +32,22 @@ class UsageReport(WireModel):
     prices_as_of: str = Field(description="Date of Winnow's default price table (config overrides it)")
 
 
+class UsageDay(UsageTotals):
+    day: str = Field(description="UTC day (YYYY-MM-DD)")
+    model: str
+    avg_latency_ms: float
+
+
+class UsageDaily(WireModel):
+    """Usage per UTC day and model: a time series for charts (its sums are ``/usage``'s per day or model)."""
+
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp | None = None
+    days: list[str] = Field(description="Every UTC day in the range, oldest first, including days without usage")
+    models: list[str] = Field(description="Models with usage in the range")
+    rows: list[UsageDay] = Field(description="Only (day, model) pairs with usage")
+
+
 class BudgetStatus(WireModel):
     key: str
     budget: KeyBudget | None = None

@@ -32,6 +32,7 @@ GroupBy = Literal["key", "model", "day"]
 # ``cli``) carry key 0, listed under this name (no key can be named so), and no budget applies.
 CLI_KEY_ID = 0
 CLI_KEY_NAME = "(cli)"
+_key_column = func.coalesce(ApiKey.name, CLI_KEY_NAME)  # in-process runs have no key
 
 
 def estimate_tokens(prompt: Any) -> int:
@@ -173,6 +174,56 @@ class UsageService:
             return {k: list(v) for k, v in self._totals.items()}
 
     # -- reports ---------------------------------------------------------------------------------
+    def _grouped(
+        self,
+        principal: Principal,
+        columns: Sequence[Any],
+        start: datetime | None,
+        end: datetime | None,
+        key_name: str | None,
+    ) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+        """Usage rows summed per value of ``columns`` over [start, end): a key sees its own, an admin all."""
+        self.recorder.flush()  # this process's buffered rows count too
+        query = (
+            select(
+                *columns,
+                func.count(),
+                func.coalesce(func.sum(UsageRecord.input_tokens), 0),
+                func.coalesce(func.sum(UsageRecord.output_tokens), 0),
+                func.coalesce(func.sum(UsageRecord.cost_usd), 0.0),
+                func.coalesce(func.avg(UsageRecord.latency_ms), 0.0),
+            )
+            .select_from(UsageRecord)
+            .outerjoin(ApiKey, ApiKey.id == UsageRecord.key_id)
+            .group_by(*columns)
+            .order_by(*columns)
+        )
+        if not principal.is_admin:
+            if key_name is not None and key_name != principal.name:
+                raise InvalidRequest("A key sees only its own usage", "drop key= or use an admin key")
+            query = query.where(UsageRecord.key_id == principal.id)
+        elif key_name is not None:
+            query = query.where(_key_column == key_name)
+        if start is not None:
+            query = query.where(UsageRecord.created_at >= start)
+        if end is not None:
+            query = query.where(UsageRecord.created_at < end)
+        rows = []
+        n = len(columns)
+        with self.db.session() as session:
+            for row in session.execute(query):
+                tokens_in, tokens_out = int(row[n + 1]), int(row[n + 2])
+                totals = {
+                    "requests": int(row[n]),
+                    "input_tokens": tokens_in,
+                    "output_tokens": tokens_out,
+                    "total_tokens": tokens_in + tokens_out,
+                    "cost_usd": round(float(row[n + 3]), 10),
+                    "avg_latency_ms": round(float(row[n + 4]), 3),
+                }
+                rows.append((tuple(str(value) for value in row[:n]), totals))
+        return rows
+
     def summary(
         self,
         principal: Principal,
@@ -182,53 +233,26 @@ class UsageService:
         key_name: str | None = None,
     ) -> dict[str, Any]:
         """Usage grouped by key, model or day over [start, end): a key sees its own, an admin all."""
-        self.recorder.flush()  # this process's buffered rows count too
-        key_column = func.coalesce(ApiKey.name, CLI_KEY_NAME)  # in-process runs have no key
-        column: Any = {"key": key_column, "model": UsageRecord.model, "day": UsageRecord.day}[group_by]
-        query = (
-            select(
-                column,
-                func.count(),
-                func.coalesce(func.sum(UsageRecord.input_tokens), 0),
-                func.coalesce(func.sum(UsageRecord.output_tokens), 0),
-                func.coalesce(func.sum(UsageRecord.cost_usd), 0.0),
-                func.coalesce(func.avg(UsageRecord.latency_ms), 0.0),
-            )
-            .select_from(UsageRecord)
-            .outerjoin(ApiKey, ApiKey.id == UsageRecord.key_id)
-            .group_by(column)
-            .order_by(column)
-        )
-        if not principal.is_admin:
-            if key_name is not None and key_name != principal.name:
-                raise InvalidRequest("A key sees only its own usage", "drop key= or use an admin key")
-            query = query.where(UsageRecord.key_id == principal.id)
-        elif key_name is not None:
-            query = query.where(key_column == key_name)
-        if start is not None:
-            query = query.where(UsageRecord.created_at >= start)
-        if end is not None:
-            query = query.where(UsageRecord.created_at < end)
-        rows = []
-        with self.db.session() as session:
-            for group, requests, tokens_in, tokens_out, cost, latency in session.execute(query):
-                rows.append(
-                    {
-                        "group": str(group),
-                        "requests": int(requests),
-                        "input_tokens": int(tokens_in),
-                        "output_tokens": int(tokens_out),
-                        "total_tokens": int(tokens_in) + int(tokens_out),
-                        "cost_usd": round(float(cost), 10),
-                        "avg_latency_ms": round(float(latency), 3),
-                    }
-                )
+        column: Any = {"key": _key_column, "model": UsageRecord.model, "day": UsageRecord.day}[group_by]
+        rows = [
+            {"group": group, **totals} for (group,), totals in self._grouped(principal, [column], start, end, key_name)
+        ]
         total: dict[str, Any] = {
             name: sum(r[name] for r in rows)
             for name in ("requests", "input_tokens", "output_tokens", "total_tokens", "cost_usd")
         }
         total["cost_usd"] = round(total["cost_usd"], 10)
         return {"group_by": group_by, "from": start, "to": end, "rows": rows, "total": total}
+
+    def daily_by_model(
+        self, principal: Principal, start: datetime | None, end: datetime | None, key_name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """One row per (UTC day, model) with usage, the same sums ``summary`` reports per day or model."""
+        columns = [UsageRecord.day, UsageRecord.model]
+        return [
+            {"day": day, "model": model, **totals}
+            for (day, model), totals in self._grouped(principal, columns, start, end, key_name)
+        ]
 
     def budget_status(self, key_id: int) -> dict[str, Any]:
         budget = self.ledger.budget(key_id)

@@ -18,9 +18,12 @@ from winnow.auth.paths import authorize_client_path
 from winnow.errors import NotFound
 from winnow.runtime import Runtime
 from winnow.schemas.common import ErrorResponse
-from winnow.schemas.sdg import JobDetails, JobList, SubmitJobRequest
+from winnow.schemas.sdg import JobDetails, JobList, JobRows, SdgFunctions, SubmitJobRequest
+from winnow.sdg.filters import filter_factories
+from winnow.sdg.pages import read_page
 from winnow.sdg.report import histogram_path, summary_path
 from winnow.sdg.runner import errors_path
+from winnow.sdg.scoring import scoring_functions
 from winnow.sdg.service import JOB_ID, check_spec, details, estimate
 
 JobIdPath = Annotated[str, Path(pattern=JOB_ID.pattern, description="job- followed by 24 hex digits")]
@@ -62,6 +65,19 @@ async def job_status(
     job_id: str = Query(..., description="Unique identifier for the job", pattern=JOB_ID.pattern),
 ) -> JobDetails:
     return await run_in_threadpool(runtime.jobs.get, job_id, key, "sdg", details)
+
+
+@router.get(
+    "/functions",
+    summary="What a job may name: configured reward models, scoring functions and filters (plugins included)",
+    response_model=SdgFunctions,
+)
+async def list_functions(runtime: RuntimeDep, _key: OtherKey) -> SdgFunctions:
+    return SdgFunctions(
+        reward_models=runtime.rewards.ids(),
+        scoring_functions=sorted(scoring_functions()),
+        filters=sorted(filter_factories()),
+    )
 
 
 @router.get("/jobs", summary="List my jobs, newest first", response_model=JobList, response_model_exclude_none=True)
@@ -151,3 +167,31 @@ async def job_summary(job_id: JobIdPath, runtime: RuntimeDep, key: OtherKey) -> 
 )
 async def job_histogram(job_id: JobIdPath, runtime: RuntimeDep, key: OtherKey) -> FileResponse:
     return await _artifact(runtime, job_id, key, "histogram")
+
+
+@router.get(
+    "/jobs/{job_id}/rows",
+    summary="A page of a completed job's output rows, read from byte offset (in the order written, unsorted)",
+    description=(
+        "Reads only the page's own bytes, so paging a 100k-row output costs the same as a small one. "
+        "Start at offset 0 and pass each answer's next_offset to get the next page (null at the end). "
+        "Rows are in the order the job wrote them; sorting the whole output by score would read all of it, "
+        "so it is not offered: sort a page, or download the output."
+    ),
+    response_model=JobRows,
+    responses=_NOT_DONE,
+)
+async def job_rows(
+    job_id: JobIdPath,
+    runtime: RuntimeDep,
+    key: OtherKey,
+    offset: int = Query(0, ge=0, description="0, or a next_offset from a previous page"),
+    limit: int = Query(50, ge=1, le=500, description="Rows per page"),
+) -> JobRows:
+    output = await run_in_threadpool(runtime.jobs.output, job_id, key, "sdg", ("completed",))
+    if not output.exists():
+        raise NotFound("The job has no output", job_id)
+    page = await run_in_threadpool(read_page, output, offset, limit)
+    return JobRows.model_validate(
+        {"rows": page.rows, "offset": page.offset, "next_offset": page.next_offset, "size_bytes": page.size_bytes}
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from fastapi import Query
@@ -12,7 +12,7 @@ from winnow.api.deps import OtherKey, RuntimeDep
 from winnow.api.routing import Router
 from winnow.errors import NotFound, PermissionDenied
 from winnow.schemas.common import ErrorResponse
-from winnow.schemas.usage import BudgetStatus, UsageReport
+from winnow.schemas.usage import BudgetStatus, UsageDaily, UsageReport
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -42,6 +42,32 @@ async def usage(
 ) -> UsageReport:
     report = await run_in_threadpool(runtime.usage.summary, principal, group_by, _utc(from_), _utc(to), key)
     return UsageReport.model_validate({**report, "prices_as_of": runtime.usage.prices.as_of})
+
+
+@router.get(
+    "/daily",
+    summary="Usage per UTC day and model over the last days (a time series for charts)",
+    response_model=UsageDaily,
+    response_model_by_alias=True,
+    responses={400: {"model": ErrorResponse, "description": "A key other than an admin asked for another key's usage"}},
+)
+async def usage_daily(
+    runtime: RuntimeDep,
+    principal: OtherKey,
+    days: int = Query(14, ge=1, le=366, description="How many UTC days, ending today"),
+    key: str | None = Query(None, description="Admin only: one key's usage"),
+) -> UsageDaily:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = today - timedelta(days=days - 1)
+    rows = await run_in_threadpool(runtime.usage.daily_by_model, principal, start, None, key)
+    return UsageDaily.model_validate(
+        {
+            "from": start,
+            "days": [(start + timedelta(days=i)).date().isoformat() for i in range(days)],
+            "models": sorted({row["model"] for row in rows}),
+            "rows": rows,
+        }
+    )
 
 
 @router.get(
