@@ -20,6 +20,7 @@ from winnow.metrics import Metrics
 from winnow.runtime import Runtime
 from winnow.sdg.processes import WorkerProcesses
 from winnow.system import prime_cpu_counter
+from winnow.web import install_console
 
 log = logging.getLogger("winnow")
 
@@ -55,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served by the console with local Swagger UI assets (works offline)
         redoc_url=f"{API_PREFIX}/redoc",
     )
     install_error_handlers(app)
@@ -79,4 +80,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(evals.router, prefix=API_PREFIX)
     app.include_router(openai.router)
     app.include_router(monitoring.router)
+    install_console(app, docs_path=f"{API_PREFIX}/docs", openapi_url=f"{API_PREFIX}/openapi.json")
     return app

@@ -1,0 +1,159 @@
+// Shared by every page: the session (an API key in this tab's sessionStorage), API calls with
+// Bearer auth, and DOM building that only ever inserts data as text (never as HTML).
+
+export const PREFIX = '/ui';
+const KEY = 'winnow.key';
+const WHO = 'winnow.who';
+
+export function session() {
+  const key = sessionStorage.getItem(KEY);
+  if (!key) return null;
+  let who = {};
+  try { who = JSON.parse(sessionStorage.getItem(WHO) || '{}'); } catch { who = {}; }
+  return { key, name: who.name || '', admin: Boolean(who.admin) };
+}
+
+export function saveSession(key, who) {
+  sessionStorage.setItem(KEY, key);
+  sessionStorage.setItem(WHO, JSON.stringify(who));
+}
+
+export function signOut(reason) {
+  sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(WHO);
+  const params = new URLSearchParams();
+  if (reason) params.set('reason', reason);
+  const here = location.pathname + location.search;
+  if (!here.startsWith(`${PREFIX}/signin`)) params.set('next', here);
+  location.assign(`${PREFIX}/signin?${params}`);
+}
+
+export class ApiError extends Error {
+  constructor(status, message, details) {
+    super(message);
+    this.status = status;
+    this.details = details;
+  }
+}
+
+export async function errorOf(response) {
+  let body = {};
+  try { body = await response.json(); } catch { body = {}; }
+  const message = body.message || (body.error && body.error.message) || response.statusText || `HTTP ${response.status}`;
+  return new ApiError(response.status, message, body.details);
+}
+
+// fetch() against the API with the session's key; a 401 (wrong or revoked key) signs out.
+export async function api(path, { method = 'GET', json, body, key, raw = false, signal } = {}) {
+  const secret = key ?? session()?.key;
+  const headers = new Headers();
+  if (secret) headers.set('Authorization', `Bearer ${secret}`);
+  if (json !== undefined) {
+    headers.set('Content-Type', 'application/json');
+    body = JSON.stringify(json);
+  }
+  const response = await fetch(path, { method, headers, body, signal });
+  if (!response.ok) {
+    const error = await errorOf(response);
+    if (response.status === 401 && key === undefined) signOut(`Your key was refused: ${error.message}`);
+    throw error;
+  }
+  return raw ? response : response.json();
+}
+
+// el('td', {class: 'num'}, text...): children are text or nodes; attributes are set as attributes.
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === 'class') node.className = value;
+    else if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+export function $(selector) { return document.querySelector(selector); }
+
+export function flash(message) {
+  const box = $('#flash');
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+export function badge(text) { return el('span', { class: `badge ${text}` }, text); }
+
+export function when(iso) {
+  if (!iso) return '';
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString();
+}
+
+export function number(value, digits = 0) {
+  if (value === null || value === undefined) return '—';
+  return Number(value).toLocaleString(undefined, { maximumFractionDigits: digits, minimumFractionDigits: 0 });
+}
+
+export function usd(value) {
+  if (value === null || value === undefined) return '—';
+  return `$${Number(value).toLocaleString(undefined, { maximumFractionDigits: 6 })}`;
+}
+
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined) return '';
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+}
+
+export function fillSelect(select, values, chosen) {
+  select.replaceChildren(...values.map((v) => el('option', { value: v, selected: v === chosen }, v)));
+}
+
+export function download(blob, filename) {
+  const url = URL.createObjectURL(blob);
+  const link = el('a', { href: url, download: filename });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+// Every page but the sign-in page: a session or a redirect to sign in; fills the header.
+export function requireSession() {
+  const current = session();
+  if (!current) {
+    signOut('');
+    throw new Error('not signed in');
+  }
+  $('#who').textContent = `${current.name}${current.admin ? ' (admin)' : ''}`;
+  const out = $('#signout');
+  out.hidden = false;
+  out.addEventListener('click', () => signOut('Signed out.'));
+  for (const link of document.querySelectorAll('[data-admin-only]')) link.hidden = !current.admin;
+  for (const link of document.querySelectorAll('header nav a')) {
+    const path = new URL(link.href).pathname;
+    const here = location.pathname;
+    const active = path === `${PREFIX}/` ? here === path : here === path || here.startsWith(`${path}/`);
+    if (active) link.setAttribute('aria-current', 'page');
+  }
+  return current;
+}
+
+// Repeats fn every ms while it returns true; stops when the tab hides it (and resumes on show).
+export function poll(fn, ms) {
+  let timer = null;
+  const tick = async () => {
+    timer = null;
+    let again = false;
+    try { again = await fn(); } catch (error) { flash(error.message); again = true; }
+    if (again && !document.hidden) timer = setTimeout(tick, ms);
+  };
+  document.addEventListener('visibilitychange', () => { if (!document.hidden && timer === null) tick(); });
+  tick();
+}

@@ -1,0 +1,61 @@
+import { $, api, el, flash, requireSession, usd, when } from './common.js';
+
+const me = requireSession();
+if (!me.admin) flash('Only an admin key can manage keys.');
+
+function budgetOf(key) {
+  const b = key.budget;
+  if (!b || (b.usd == null && b.tokens == null)) return '';
+  const parts = [];
+  if (b.usd != null) parts.push(usd(b.usd));
+  if (b.tokens != null) parts.push(`${b.tokens} tokens`);
+  return `${parts.join(' + ')} / ${b.period}`;
+}
+
+async function revoke(button, key) {
+  if (button.dataset.confirm !== 'yes') {
+    button.dataset.confirm = 'yes';
+    button.textContent = `Confirm revoking ${key.name}`;
+    return;
+  }
+  try {
+    await api(`/api/v1/keys/${encodeURIComponent(key.name)}`, { method: 'DELETE' });
+    flash('');
+  } catch (err) {
+    flash(`Could not revoke ${key.name}: ${err.message}`);
+  }
+  await refresh();
+}
+
+async function refresh() {
+  const all = $('#k-revoked').checked;
+  const body = await api(`/api/v1/keys${all ? '?include_revoked=true' : ''}`);
+  $('#keys tbody').replaceChildren(...body.keys.map((key) => {
+    const button = key.revoked_at ? null : el('button', { type: 'button', class: 'danger', 'aria-label': `Revoke ${key.name}` }, 'Revoke');
+    if (button) button.addEventListener('click', () => revoke(button, key));
+    return el('tr', { 'data-key': key.name },
+      el('td', {}, key.name), el('td', {}, el('code', {}, key.prefix)), el('td', {}, key.admin ? 'yes' : 'no'),
+      el('td', {}, budgetOf(key)), el('td', {}, when(key.created_at)), el('td', {}, when(key.revoked_at)), el('td', {}, button));
+  }));
+}
+
+$('#create').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const usdValue = $('#k-usd').value;
+  const body = { name: $('#k-name').value.trim(), admin: $('#k-admin').checked };
+  if (usdValue !== '') body.budget = { usd: Number(usdValue), period: $('#k-period').value };
+  try {
+    const created = await api('/api/v1/keys', { method: 'POST', json: body });
+    $('#secret-value').textContent = created.key;
+    $('#secret').hidden = false;
+    $('#create').reset();
+    flash('');
+    await refresh();
+  } catch (err) {
+    $('#secret').hidden = true;
+    flash(`Could not create the key: ${err.message}${err.details ? ` (${err.details})` : ''}`);
+  }
+});
+$('#k-revoked').addEventListener('change', () => refresh().catch((err) => flash(err.message)));
+
+if (me.admin) refresh().catch((err) => flash(err.message));

@@ -1,0 +1,107 @@
+import { $, api, el, errorOf, fillSelect, flash, number, requireSession, session } from './common.js';
+
+requireSession();
+let history = [];
+let controller = null;
+
+function bubble(role, text = '') {
+  const body = el('span', { class: 'content' }, text);
+  const node = el('div', { class: `msg ${role}` }, el('span', { class: 'role' }, role), body);
+  $('#conversation').append(node);
+  return body;
+}
+
+// Server-sent events from a fetch() body: "data: {json}" blocks separated by a blank line.
+async function* events(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, '');
+      const data = block.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
+      if (!data) continue;
+      if (data === '[DONE]') return;
+      yield JSON.parse(data);
+    }
+  }
+}
+
+async function send(event) {
+  event.preventDefault();
+  const text = $('#p-message').value;
+  if (!text.trim()) return;
+  const system = $('#p-system').value.trim();
+  const n = Number($('#p-n').value) || 1;
+  history.push({ role: 'user', content: text });
+  bubble('user', text);
+  $('#p-message').value = '';
+  const outputs = Array.from({ length: n }, () => bubble('assistant'));
+  const answers = outputs.map(() => '');
+  const messages = system ? [{ role: 'system', content: system }, ...history] : [...history];
+  controller = new AbortController();
+  $('#send').disabled = true;
+  $('#stop').disabled = false;
+  $('#stats').textContent = 'waiting for the first token…';
+  const started = performance.now();
+  let firstToken = null;
+  let chunks = 0;
+  let usage = null;
+  try {
+    const response = await fetch('/v1/chat/completions', {
+      method: 'POST',
+      signal: controller.signal,
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${session().key}` },
+      body: JSON.stringify({
+        model: $('#p-model').value, messages, stream: true, stream_options: { include_usage: true },
+        temperature: Number($('#p-temp').value), max_tokens: Number($('#p-max').value), n,
+      }),
+    });
+    if (!response.ok) throw await errorOf(response);
+    for await (const chunk of events(response)) {
+      if (chunk.usage) usage = chunk.usage;
+      for (const choice of chunk.choices || []) {
+        const delta = choice.delta && choice.delta.content;
+        if (!delta) continue;
+        if (firstToken === null) firstToken = performance.now() - started;
+        chunks += 1;
+        answers[choice.index] += delta;
+        outputs[choice.index].textContent = answers[choice.index];
+      }
+    }
+    history.push({ role: 'assistant', content: answers[0] });
+    flash('');
+  } catch (err) {
+    if (err.name !== 'AbortError') flash(`The model did not answer: ${err.message}`);
+  } finally {
+    const total = performance.now() - started;
+    const tokens = usage
+      ? `${number(usage.prompt_tokens)} prompt + ${number(usage.completion_tokens)} completion tokens`
+      : `${number(chunks)} streamed chunks`;
+    const first = firstToken === null ? '' : `first token ${number(firstToken)} ms · `;
+    $('#stats').textContent = `${first}total ${number(total)} ms · ${tokens}`;
+    $('#send').disabled = false;
+    $('#stop').disabled = true;
+    controller = null;
+  }
+}
+
+$('#chat').addEventListener('submit', send);
+$('#p-message').addEventListener('keydown', (event) => {
+  if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) $('#chat').requestSubmit();
+});
+$('#stop').addEventListener('click', () => controller && controller.abort());
+$('#clear').addEventListener('click', () => {
+  history = [];
+  $('#conversation').replaceChildren();
+  $('#stats').textContent = '';
+});
+
+api('/api/v1/models')
+  .then((body) => fillSelect($('#p-model'), body.models.map((m) => m.id)))
+  .catch((err) => flash(err.message));

@@ -1,0 +1,16 @@
+import { duration, el, number } from './common.js';
+
+export const ACTIVE = new Set(['queued', 'running']);
+
+// A job's progress bar and counts, exactly as job_status reports them.
+export function progressOf(job) {
+  const c = job.counts || {};
+  const total = c.prompts_total || 0;
+  const done = c.prompts_generated || 0;
+  const bar = el('progress', { max: Math.max(total, 1), value: job.status === 'completed' ? Math.max(total, 1) : done,
+    'aria-label': `${job.job_id} progress` });
+  const text = `${number(done)} / ${number(total)} prompts · ${number(c.responses_scored)} scored · ${number(c.rows_kept)} kept`
+    + (c.errors ? ` · ${number(c.errors)} errors` : '')
+    + (ACTIVE.has(job.status) && job.eta_seconds != null ? ` · ETA ${duration(job.eta_seconds)}` : '');
+  return el('div', { class: 'progress-cell' }, bar, el('div', { class: 'small muted' }, text));
+}
