@@ -10,6 +10,7 @@ import typer
 from winnow import __version__
 from winnow.cli.common import ConfigOption, load_settings, quiet_model_loading
 from winnow.cli.evals import eval_app
+from winnow.cli.files import files_app
 from winnow.cli.keys import keys_app
 from winnow.cli.models import generate, models_app
 from winnow.cli.sdg import sdg_app, worker
@@ -25,6 +26,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.command("generate")(generate)
 app.add_typer(sdg_app, name="sdg")
+app.add_typer(files_app, name="files")
 app.command("worker")(worker)
 app.command("usage")(usage)
 app.add_typer(eval_app, name="eval")

@@ -1,24 +1,26 @@
-"""The HTTP client of the commands that drive a server (``winnow sdg submit/status/list/...``).
+"""What the commands that drive a server (``winnow sdg submit/status/list/cancel/download/wait``,
+``winnow files upload``) share: the SDK client (``winnow.client``) they all go through, and one
+line for each way a request can fail.
 
-Every way a request can fail before Winnow itself answers (nothing listening, no answer in time,
-an answer that is not Winnow's JSON: a proxy's error page, another server) ends here, in one
-line that names the URL and what to do, and exit status 1: never a traceback."""
+A refused connection, no answer in time, or an answer that is not Winnow's JSON (a proxy's error
+page, another server) is one line naming the URL and what to do, with exit status 1: never a
+traceback. Winnow's own error answers print their message and details."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
-import httpx
 import typer
+from pydantic import BaseModel
 
 from winnow.cli.common import fail
+from winnow.client import APIConnectionError, APITimeoutError, Winnow, WinnowAPIError
+from winnow.client._http import DEFAULT_URL
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_S = 60.0
 
 UrlOption = Annotated[
@@ -26,75 +28,47 @@ UrlOption = Annotated[
 ]
 KeyOption = Annotated[str | None, typer.Option("--key", help="API key (also WINNOW_API_KEY)", metavar="KEY")]
 
-
-class NotWinnowAnswer(Exception):
-    """An answer whose body is not a JSON object: not from Winnow's API (or from a crashed one)."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"HTTP {response.status_code}")
-        self.response = response
-
-
-def _reason(exc: httpx.TransportError) -> str:
-    """Why a connection failed, in a few words: the OS error's text (``connection refused``)."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno is not None:
-            if cause.errno == errno.ECONNREFUSED:
-                return "connection refused"
-            return (cause.strerror or str(cause)).lower()
-        cause = cause.__cause__ or cause.__context__
-    text = str(exc).rstrip(".") or type(exc).__name__
-    return text[0].lower() + text[1:]
+_WHERE = "set WINNOW_URL (or --url)"
 
 
 @contextmanager
-def server(url: str | None, key: str | None) -> Iterator[httpx.Client]:
-    """A client of the server's ``/api/v1`` (``url``, else WINNOW_URL, else the default) with the
-    API key (``key``, else WINNOW_API_KEY). Failures inside the block become one-line errors."""
-    base = (url or os.environ.get("WINNOW_URL") or DEFAULT_URL).rstrip("/")
+def server(url: str | None, key: str | None) -> Iterator[Winnow]:
+    """An SDK client of the server (``url``, else WINNOW_URL, else the default) with the API key
+    (``key``, else WINNOW_API_KEY). Its errors inside the block become one-line errors."""
     secret = key or os.environ.get("WINNOW_API_KEY")
     if not secret:
         raise fail("no API key", "pass --key or set WINNOW_API_KEY")
-    where = "set WINNOW_URL (or --url)"
+    client = Winnow(url, secret, timeout=TIMEOUT_S)
     try:
-        with httpx.Client(
-            base_url=base + "/api/v1", headers={"Authorization": f"Bearer {secret}"}, timeout=TIMEOUT_S
-        ) as client:
+        with client:
             yield client
-    except httpx.TimeoutException as exc:
-        kind = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
-        raise fail(
-            f"The Winnow server at {base} did not answer within {TIMEOUT_S:g} s ({kind} timeout). "
-            f"Check that `winnow serve` is running there and healthy, or {where}."
-        ) from exc
-    except httpx.TransportError as exc:  # refused, unknown host, dropped connection, bad URL
-        raise fail(
-            f"Cannot reach the Winnow server at {base} ({_reason(exc)}). Start it with `winnow serve` or {where}."
-        ) from exc
-    except NotWinnowAnswer as exc:
-        response = exc.response
-        raise fail(
-            f"The server at {base} answered HTTP {response.status_code} {response.reason_phrase}, not JSON: "
-            f"check the server's log, or {where} to a Winnow server."
-        ) from exc
+    except APITimeoutError as exc:
+        raise fail(f"{exc}. Check that `winnow serve` is running there and healthy, or {_WHERE}.") from exc
+    except APIConnectionError as exc:  # refused, unknown host, dropped connection, bad URL
+        raise fail(f"{exc}. Start it with `winnow serve` or {_WHERE}.") from exc
+    except WinnowAPIError as exc:
+        if exc.error is not None:
+            raise fail(exc.error.message, exc.error.details) from exc
+        raise fail(_not_winnow(client.base_url, exc)) from exc
 
 
-def answer(response: httpx.Response) -> dict[str, Any]:
-    """The JSON object Winnow answered; its error answers (4xx/5xx) fail with their message."""
+def _not_winnow(base: str, exc: WinnowAPIError) -> str:
+    """The line for an answer that is not what Winnow answers."""
+    response = exc.response
+    if response is None:
+        return str(exc)
     try:
-        data = response.json()
-    except ValueError as exc:  # not JSON, or not text at all
-        raise NotWinnowAnswer(response) from exc
-    if not isinstance(data, dict):
-        raise NotWinnowAnswer(response)
-    if response.status_code >= 400:
-        raise fail(data.get("message") or f"HTTP {response.status_code}", data.get("details"))
-    return data
+        json.loads(response.content)
+    except ValueError:  # not JSON, or not text at all
+        return (
+            f"The server at {base} answered HTTP {response.status_code} {response.reason_phrase}, not JSON: "
+            f"check the server's log, or {_WHERE} to a Winnow server."
+        )
+    return (
+        f"The server at {base} answered JSON this client does not read ({exc}): is it a Winnow server of this version?"
+    )
 
 
-def show(response: httpx.Response) -> dict[str, Any]:
-    """Print the answer's JSON body (see ``answer``)."""
-    data = answer(response)
-    typer.echo(json.dumps(data, indent=2))
-    return data
+def show(answer: BaseModel) -> None:
+    """Print an answer as the server's JSON."""
+    typer.echo(answer.model_dump_json(indent=2, exclude_none=True, by_alias=True))

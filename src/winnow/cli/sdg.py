@@ -7,14 +7,15 @@ import asyncio
 import json
 import shutil
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from rich.progress import TextColumn
 
 from winnow.cli.common import ConfigOption, err, fail, load_settings, progress_bar, resume_dir, work_dir
-from winnow.cli.remote import KeyOption, UrlOption, answer, server, show
+from winnow.cli.remote import KeyOption, UrlOption, server, show
 from winnow.cli.styling import typer_app
+from winnow.client.params import SubmitJobParams
 from winnow.errors import WinnowError
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
 from winnow.sdg.report import summary_path
@@ -161,17 +162,24 @@ def _resume_point(state: dict[str, Any], prompts: int, batch_size: int) -> int:
 @sdg_app.command("submit")
 def submit(
     body: Annotated[str, typer.Argument(help="The submit_job body as JSON, or @file.json", show_default=False)],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and estimate tokens and cost; queue nothing")
+    ] = False,
     url: UrlOption = None,
     key: KeyOption = None,
 ) -> None:
     """Submit a job to a server (the seed's submit_job body)."""
     text = Path(body[1:]).read_text() if body.startswith("@") else body
+    try:
+        params = json.loads(text)
+    except ValueError as exc:
+        raise fail("the body is not JSON", str(exc)) from exc
+    if not isinstance(params, dict):
+        raise fail("the body is not a JSON object")
+    if dry_run:
+        params["dry_run"] = True
     with server(url, key) as client:
-        show(
-            client.post(
-                "/synthetic_data_generation/submit_job", content=text, headers={"Content-Type": "application/json"}
-            )
-        )
+        show(client.sdg.submit(**cast(SubmitJobParams, params)))
 
 
 JobId = Annotated[str, typer.Argument(help="The job's id (as submit printed it)", show_default=False)]
@@ -181,21 +189,31 @@ JobId = Annotated[str, typer.Argument(help="The job's id (as submit printed it)"
 def status(job_id: JobId, url: UrlOption = None, key: KeyOption = None) -> None:
     """A job's status, progress and ETA."""
     with server(url, key) as client:
-        show(client.get("/synthetic_data_generation/job_status", params={"job_id": job_id}))
+        show(client.sdg.status(job_id))
+
+
+@sdg_app.command("wait")
+def wait(job_id: JobId, url: UrlOption = None, key: KeyOption = None) -> None:
+    """Wait for a job to end, with a progress bar on a terminal; print its status (exit 1 unless completed)."""
+    with server(url, key) as client:
+        job = client.sdg.wait(job_id)
+    show(job)
+    if job.status != "completed":
+        raise typer.Exit(1)
 
 
 @sdg_app.command("list")
 def list_jobs(url: UrlOption = None, key: KeyOption = None) -> None:
     """Your jobs, newest first."""
     with server(url, key) as client:
-        show(client.get("/synthetic_data_generation/jobs"))
+        show(client.sdg.list())
 
 
 @sdg_app.command("cancel")
 def cancel(job_id: JobId, url: UrlOption = None, key: KeyOption = None) -> None:
     """Cancel a queued or running job (a running one stops after its current chunk)."""
     with server(url, key) as client:
-        show(client.post(f"/synthetic_data_generation/jobs/{job_id}/cancel"))
+        show(client.sdg.cancel(job_id))
 
 
 @sdg_app.command("download")
@@ -205,23 +223,9 @@ def download(
     url: UrlOption = None,
     key: KeyOption = None,
 ) -> None:
-    """Download a completed job's output JSONL."""
-    part = output.with_name(output.name + ".part")  # the output appears whole or not at all
-    with (
-        server(url, key) as client,
-        client.stream("GET", f"/synthetic_data_generation/jobs/{job_id}/output") as response,
-    ):
-        if response.status_code >= 400:
-            response.read()
-            answer(response)
-        try:
-            with part.open("wb") as handle:
-                for block in response.iter_bytes():
-                    handle.write(block)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
-    part.replace(output)
+    """Download a completed job's output JSONL (OUTPUT appears whole or not at all)."""
+    with server(url, key) as client:
+        client.sdg.download(job_id, output)
     typer.echo(str(output))
 
 

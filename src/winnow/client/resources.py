@@ -1,0 +1,211 @@
+"""``client.files``, ``client.models``, ``client.evals``, ``client.feedback`` and ``client.keys``:
+small resources over the API's areas, each a sync class and its async twin."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, Literal, Unpack
+
+from pydantic import BaseModel
+
+from winnow.client._http import AsyncAPIClient, Call, SyncAPIClient
+from winnow.client.params import BudgetParams, EvaluationParams, FeedbackFilters, FeedbackParams, KeyOptions
+from winnow.schemas.evals import EvaluationDetails, EvaluationList
+from winnow.schemas.feedback import FeedbackItem, FeedbackList
+from winnow.schemas.files import FileInfo
+from winnow.schemas.keys import KeyCreated, KeyInfo, KeyList
+from winnow.schemas.platform import ModelInfoResponse, ModelsListResponse
+
+ExportFormat = Literal["preference", "sft"]
+
+
+class FeedbackExport(BaseModel):
+    """``GET /feedback/export``: its JSONL rows, and why it is empty when it is."""
+
+    format: ExportFormat
+    rows: list[dict[str, Any]]
+    empty_reason: str | None = None
+
+
+def _upload(path: str | Path) -> Call[FileInfo]:
+    return Call("POST", "/files", FileInfo, upload=Path(path))
+
+
+def _model(model_id: str) -> Call[ModelInfoResponse]:
+    return Call("GET", f"/models/{model_id}", ModelInfoResponse)
+
+
+def _eval(evaluation_id: str, action: str = "", method: str = "GET") -> Call[EvaluationDetails]:
+    return Call(method, f"/evaluations/{evaluation_id}{action}", EvaluationDetails)
+
+
+def _eval_list(limit: int | None, status: str | None) -> Call[EvaluationList]:
+    return Call("GET", "/evaluations", EvaluationList, params={"limit": limit, "status": status})
+
+
+def _export(format: ExportFormat) -> Call[FeedbackExport]:
+    return Call("GET", "/feedback/export", FeedbackExport, params={"format": format})
+
+
+def _key_budget(name: str, budget: BudgetParams | None) -> Call[KeyInfo]:
+    if budget is None:
+        return Call("DELETE", f"/keys/{name}/budget", KeyInfo)
+    return Call("PUT", f"/keys/{name}/budget", KeyInfo, body=budget)
+
+
+class SyncResource:
+    def __init__(self, client: SyncAPIClient) -> None:
+        self._client = client
+
+
+class AsyncResource:
+    def __init__(self, client: AsyncAPIClient) -> None:
+        self._client = client
+
+
+class Files(SyncResource):
+    def upload(self, path: str | Path) -> FileInfo:
+        """Upload a JSONL prompts file (validated by the server); use its ``path`` as a job's prompts_path."""
+        return self._client.fetch(_upload(path))
+
+
+class AsyncFiles(AsyncResource):
+    async def upload(self, path: str | Path) -> FileInfo:
+        """Upload a JSONL prompts file (validated by the server); use its ``path`` as a job's prompts_path."""
+        return await self._client.fetch(_upload(path))
+
+
+class Models(SyncResource):
+    def list(self) -> ModelsListResponse:
+        """The configured models with their measured status."""
+        return self._client.fetch(Call("GET", "/models", ModelsListResponse))
+
+    def retrieve(self, model_id: str) -> ModelInfoResponse:
+        return self._client.fetch(_model(model_id))
+
+
+class AsyncModels(AsyncResource):
+    async def list(self) -> ModelsListResponse:
+        """The configured models with their measured status."""
+        return await self._client.fetch(Call("GET", "/models", ModelsListResponse))
+
+    async def retrieve(self, model_id: str) -> ModelInfoResponse:
+        return await self._client.fetch(_model(model_id))
+
+
+class Evals(SyncResource):
+    def create(self, **body: Unpack[EvaluationParams]) -> EvaluationDetails:
+        """Queue an evaluation of templates x models over a dataset."""
+        return self._client.fetch(Call("POST", "/evaluations", EvaluationDetails, body=body))
+
+    def get(self, evaluation_id: str) -> EvaluationDetails:
+        """Progress and, once completed, the comparison table."""
+        return self._client.fetch(_eval(evaluation_id))
+
+    def list(self, *, limit: int | None = None, status: str | None = None) -> EvaluationList:
+        return self._client.fetch(_eval_list(limit, status))
+
+    def cancel(self, evaluation_id: str) -> EvaluationDetails:
+        return self._client.fetch(_eval(evaluation_id, "/cancel", "POST"))
+
+    def results(self, evaluation_id: str) -> Iterator[dict[str, Any]]:
+        """A completed evaluation's per-row results, streamed: one dict per (row, template, model)."""
+        for line in self._client.lines(_eval(evaluation_id, "/results")):
+            yield json.loads(line)
+
+
+class AsyncEvals(AsyncResource):
+    async def create(self, **body: Unpack[EvaluationParams]) -> EvaluationDetails:
+        """Queue an evaluation of templates x models over a dataset."""
+        return await self._client.fetch(Call("POST", "/evaluations", EvaluationDetails, body=body))
+
+    async def get(self, evaluation_id: str) -> EvaluationDetails:
+        """Progress and, once completed, the comparison table."""
+        return await self._client.fetch(_eval(evaluation_id))
+
+    async def list(self, *, limit: int | None = None, status: str | None = None) -> EvaluationList:
+        return await self._client.fetch(_eval_list(limit, status))
+
+    async def cancel(self, evaluation_id: str) -> EvaluationDetails:
+        return await self._client.fetch(_eval(evaluation_id, "/cancel", "POST"))
+
+    async def results(self, evaluation_id: str) -> AsyncIterator[dict[str, Any]]:
+        """A completed evaluation's per-row results, streamed: one dict per (row, template, model)."""
+        async for line in self._client.lines(_eval(evaluation_id, "/results")):
+            yield json.loads(line)
+
+
+class Feedback(SyncResource):
+    def create(self, **body: Unpack[FeedbackParams]) -> FeedbackItem:
+        """Rate, label, comment on or correct a generation or an SDG output row."""
+        return self._client.fetch(Call("POST", "/feedback", FeedbackItem, body=body))
+
+    def list(self, **filters: Unpack[FeedbackFilters]) -> FeedbackList:
+        """Your feedback (an admin: everyone's), newest first."""
+        return self._client.fetch(Call("GET", "/feedback", FeedbackList, params=filters))
+
+    def export(self, format: ExportFormat = "preference") -> FeedbackExport:
+        """Feedback as training data: DPO preference pairs or SFT examples."""
+        with self._client.stream(_export(format)) as response:
+            rows = [json.loads(line) for line in response.iter_lines() if line.strip()]
+        return FeedbackExport(format=format, rows=rows, empty_reason=response.headers.get("x-winnow-empty-reason"))
+
+
+class AsyncFeedback(AsyncResource):
+    async def create(self, **body: Unpack[FeedbackParams]) -> FeedbackItem:
+        """Rate, label, comment on or correct a generation or an SDG output row."""
+        return await self._client.fetch(Call("POST", "/feedback", FeedbackItem, body=body))
+
+    async def list(self, **filters: Unpack[FeedbackFilters]) -> FeedbackList:
+        """Your feedback (an admin: everyone's), newest first."""
+        return await self._client.fetch(Call("GET", "/feedback", FeedbackList, params=filters))
+
+    async def export(self, format: ExportFormat = "preference") -> FeedbackExport:
+        """Feedback as training data: DPO preference pairs or SFT examples."""
+        async with self._client.stream(_export(format)) as response:
+            rows = [json.loads(line) async for line in response.aiter_lines() if line.strip()]
+        return FeedbackExport(format=format, rows=rows, empty_reason=response.headers.get("x-winnow-empty-reason"))
+
+
+class Keys(SyncResource):
+    """Key management: admin keys only (others get ``PermissionDenied``)."""
+
+    def create(self, name: str, **options: Unpack[KeyOptions]) -> KeyCreated:
+        """Create a key; ``.key`` is its secret, shown only this once."""
+        return self._client.fetch(Call("POST", "/keys", KeyCreated, body={"name": name, **options}))
+
+    def list(self, *, include_revoked: bool = False) -> KeyList:
+        return self._client.fetch(Call("GET", "/keys", KeyList, params={"include_revoked": include_revoked}))
+
+    def revoke(self, name: str) -> KeyInfo:
+        return self._client.fetch(Call("DELETE", f"/keys/{name}", KeyInfo))
+
+    def set_budget(self, name: str, **budget: Unpack[BudgetParams]) -> KeyInfo:
+        """Cap the key's spend in USD and/or tokens per period (paused jobs of the key wake up)."""
+        return self._client.fetch(_key_budget(name, budget))
+
+    def clear_budget(self, name: str) -> KeyInfo:
+        return self._client.fetch(_key_budget(name, None))
+
+
+class AsyncKeys(AsyncResource):
+    """Key management: admin keys only (others get ``PermissionDenied``)."""
+
+    async def create(self, name: str, **options: Unpack[KeyOptions]) -> KeyCreated:
+        """Create a key; ``.key`` is its secret, shown only this once."""
+        return await self._client.fetch(Call("POST", "/keys", KeyCreated, body={"name": name, **options}))
+
+    async def list(self, *, include_revoked: bool = False) -> KeyList:
+        return await self._client.fetch(Call("GET", "/keys", KeyList, params={"include_revoked": include_revoked}))
+
+    async def revoke(self, name: str) -> KeyInfo:
+        return await self._client.fetch(Call("DELETE", f"/keys/{name}", KeyInfo))
+
+    async def set_budget(self, name: str, **budget: Unpack[BudgetParams]) -> KeyInfo:
+        """Cap the key's spend in USD and/or tokens per period (paused jobs of the key wake up)."""
+        return await self._client.fetch(_key_budget(name, budget))
+
+    async def clear_budget(self, name: str) -> KeyInfo:
+        return await self._client.fetch(_key_budget(name, None))
