@@ -41,6 +41,13 @@ def _wait(server: LiveServer, key: str, job_id: str, until: set[str], timeout: f
         return wait_for_job(client, key, job_id, tuple(until), timeout)
 
 
+def _assert_billed_once(server: LiveServer, key: str, prompts: int) -> None:
+    """One usage row per prompt: a resume that redid checkpointed chunks (or restarted the job from
+    zero) would bill them again, since a chunk's usage is written with its checkpoint."""
+    usage = httpx.get(f"{server.url}/api/v1/usage", headers=bearer(key), timeout=SUBMIT_TIMEOUT).json()
+    assert usage["total"]["requests"] == prompts, usage
+
+
 def _wait_until_running(server: LiveServer, key: str, job_id: str, read: int = 50) -> None:
     """Until the job is running with at least ``read`` prompts done (and not all 500)."""
     status_url = f"{server.url}/api/v1/synthetic_data_generation/job_status"
@@ -188,6 +195,7 @@ def test_kill_9_mid_job_then_restart_completes_without_loss_or_duplicates(tmp_pa
         rows = [json.loads(line) for line in Path(done["output_file_path"]).read_text().splitlines()]
         assert len(rows) == 500 and len({r["id"] for r in rows}) == 500
         assert done["counts"]["prompts_read"] == 500
+        _assert_billed_once(restarted, key, 500)
     finally:
         restarted.stop()
 
@@ -217,6 +225,7 @@ def test_kill_9_of_the_worker_mid_job_is_resumed_by_its_replacement(tmp_path: Pa
         assert done["status"] == "completed", done
         rows = [json.loads(line) for line in Path(done["output_file_path"]).read_text().splitlines()]
         assert len(rows) == 500 and len({r["id"] for r in rows}) == 500
+        _assert_billed_once(live, key, 500)
         assert [p.pid for p in psutil.Process(live.proc.pid).children()] != [worker.pid]  # replaced
     finally:
         live.stop()

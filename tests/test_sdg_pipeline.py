@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,15 +64,39 @@ class CrashAfter(FileCheckpoint):
         super().save(state, stage, usage)
 
 
-def _run(spec: SubmitJobRequest, work: Path, output: Path, checkpoint: FileCheckpoint | None = None) -> dict[str, Any]:
+def _run(
+    spec: SubmitJobRequest,
+    work: Path,
+    output: Path,
+    checkpoint: FileCheckpoint | None = None,
+    generated: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run a job in this process; ``generated`` collects the ids of the prompts the model was asked
+    for, in order (what a resumed run really redid)."""
     settings = Settings(data_dir=work.parent / "data", workers=0, data_roots=[SMALL.parent])
 
     async def go() -> dict[str, Any]:
         async with open_registries(settings) as (models, rewards):
             plan = build_plan(spec, check_spec(spec, settings, models, rewards), models, rewards)
+            if generated is not None:
+                plan = dataclasses.replace(plan, provider=_Recording(plan.provider, generated))
             return await LocalRunner(plan, work, output, checkpoint or FileCheckpoint(work / "checkpoint.json")).run()
 
     return asyncio.run(go())
+
+
+class _Recording:
+    """The job's provider, noting which prompts it is asked to generate for."""
+
+    def __init__(self, provider: Any, seen: list[str]) -> None:
+        self.provider, self.seen = provider, seen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.provider, name)
+
+    async def generate(self, prompts: Any, params: Any) -> Any:
+        self.seen.extend(p[-1].content for p in prompts)
+        return await self.provider.generate(prompts, params)
 
 
 def test_rows_are_prompt_response_scores_and_counts_add_up(tmp_path: Path) -> None:
@@ -123,7 +148,12 @@ def test_a_crash_between_chunks_resumes_without_loss_or_duplicates(tmp_path: Pat
     with pytest.raises(SystemExit):
         _run(spec, work, output, CrashAfter(work / "checkpoint.json", 2))
     assert not output.exists()  # the output appears whole or not at all
-    _run(spec, work, output)
+    after: list[str] = []
+    _run(spec, work, output, generated=after)
+    # Chunks of 6: two were checkpointed, the third was written but not; the rerun starts at the
+    # third (chunk 2), so it asks the model for prompts 12..19 only, the ones the crash left undone.
+    prompts = [json.loads(line)["prompt"] for line in SMALL.read_text().splitlines()]
+    assert after == prompts[12:]
     assert output.read_text() == reference.read_text()
     assert len({r["id"] for r in _rows(output)}) == 20
 
