@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -16,13 +17,19 @@ from winnow.api import create_app
 from winnow.config import RateLimits, Settings
 
 _unlimited = "100000/minute"
-app = create_app(
-    Settings(
-        data_dir=tempfile.mkdtemp(prefix="winnow-fuzz-"),
+# schemathesis needs the app at import, before any fixture runs: build its settings from the
+# embedded defaults alone (a developer's WINNOW_DATABASE_URL or WINNOW_REDIS_URL must not leak in),
+# in a data dir removed when the module's tests end.
+_data_dir = tempfile.TemporaryDirectory(prefix="winnow-fuzz-")
+with pytest.MonkeyPatch.context() as _env:
+    for _name in [n for n in os.environ if n.startswith("WINNOW_") and not n.startswith("WINNOW_TEST_")]:
+        _env.delenv(_name)
+    _settings = Settings(
+        data_dir=_data_dir.name,
         workers=0,
         rate_limits=RateLimits(generation=_unlimited, batch=_unlimited, other=_unlimited),
     )
-)
+app = create_app(_settings)
 schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", app)
 _keys: dict[str, str] = {}
 # Operations that check more than a schema can say (a file's content, that a named model exists,
@@ -34,7 +41,7 @@ SEMANTIC = {"/api/v1/synthetic_data_generation/submit_job", "/api/v1/evaluations
 @pytest.fixture(scope="module", autouse=True)
 def _running_app() -> Iterator[None]:
     """Run the app's lifespan (database, keys) around the fuzzing; schemathesis sends the requests."""
-    with TestClient(app):
+    with _data_dir, TestClient(app):
         _keys["admin"] = app.state.runtime.keys.create("fuzzer", admin=True).key
         yield
 
