@@ -100,4 +100,5 @@ def expect(actual: Any) -> Any:
     """Playwright's auto-waiting assertions (imported late: the module loads without playwright)."""
     from playwright.sync_api import expect as playwright_expect
 
+    playwright_expect.set_options(timeout=30_000)  # a bound on a hang on a busy machine, not a timing
     return playwright_expect(actual)

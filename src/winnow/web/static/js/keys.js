@@ -16,6 +16,7 @@ async function revoke(button, key) {
   if (button.dataset.confirm !== 'yes') {
     button.dataset.confirm = 'yes';
     button.textContent = `Confirm revoking ${key.name}`;
+    button.setAttribute('aria-label', `Confirm revoking ${key.name}`);
     return;
   }
   try {

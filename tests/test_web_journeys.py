@@ -1,0 +1,222 @@
+"""End-to-end journeys through the console in Debian's Chromium against a real ``winnow serve``
+with one job worker: submit a job from the form and watch it complete, read its histogram and
+page through its samples, stream a playground answer, create and revoke a key; and user content
+full of HTML payloads shows as text and runs nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import JOB_STATUS, LiveServer, bearer, wait_for_job
+from tests.sdg_jobs import job_body, submit
+from tests.web_browser import Console, browser, expect, open_console
+from winnow.config import Settings
+from winnow.runtime import Runtime
+
+__all__ = ["browser"]
+
+PAYLOADS = ["<script>window.__xss = 1</script>", '"><img src=x onerror="window.__xss = 1">']
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(tmp_path_factory.mktemp("journeys") / "live", env={"WINNOW_WORKERS": "1"}).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(server: LiveServer) -> str:
+    return server.cli("keys", "create", "journey-admin", "--admin").stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def console(browser: Any, server: LiveServer) -> Iterator[Console]:
+    context, page = open_console(browser, server)
+    yield page
+    context.close()
+    assert not page.offsite, f"the console tried to reach other hosts: {page.offsite}"
+    assert not [e for e in page.errors if "Content Security Policy" in e or "uncaught" in e], page.errors
+
+
+def _prompts(path: Path, texts: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": t}) + "\n" for i, t in enumerate(texts)))
+    return path
+
+
+def test_submit_a_job_from_the_form_and_browse_its_samples(console: Console, admin: str, tmp_path: Path) -> None:
+    prompts = _prompts(tmp_path / "four.jsonl", ["What is 1+2?", "What is 3+4?", "What is 5+6?", "What is 7+8?"])
+    console.sign_in(admin, then="/ui/jobs")
+    page = console.page
+    page.set_input_files("#f-file", str(prompts))
+    page.locator("#f-model").select_option("demo-lm")
+    page.locator("#f-reward").select_option("demo-rm")
+    page.locator("#f-scoring").select_option("raw")
+    page.locator("#f-filter").select_option("none")
+    page.get_by_label("Generations per prompt").fill("2")
+    page.get_by_label("Max tokens per response").fill("4")
+    expect(page.get_by_role("button", name="Submit job")).to_be_disabled()  # not before the estimate
+    page.get_by_role("button", name="Estimate (dry run)").click()
+    estimate = page.locator("#estimate-table")
+    expect(estimate).to_contain_text("4 prompts")
+    expect(estimate).to_contain_text("Generations8")
+    expect(estimate).to_contain_text("Output tokens (at most)32")
+    console.shot("jobs-estimate")
+    page.get_by_role("button", name="Submit job").click()
+    link = page.locator("#estimate-out a")
+    expect(link).to_have_text(re.compile(r"^job-[0-9a-f]{24}$"))
+    job_id = link.inner_text()
+    row = page.locator(f'#jobs tr[data-job-id="{job_id}"]')
+    expect(row).to_have_attribute("data-status", "completed", timeout=120_000)  # the list polls; no reload
+    expect(row).to_contain_text("4 / 4 prompts · 8 scored · 8 kept")
+    expect(row).to_contain_text("demo-lm")
+    console.shot("jobs")
+
+    row.get_by_role("link", name=job_id).click()
+    page.wait_for_url(re.compile(rf"/ui/jobs/{job_id}$"))
+    expect(page.locator("#summary")).to_contain_text("completed")
+    histogram = page.locator("#histogram")
+    expect(histogram).to_be_visible()
+    page.wait_for_function("document.querySelector('#histogram').naturalWidth > 0")
+    rows = page.locator("#rows tbody tr")
+    expect(rows).to_have_count(8)
+    page.locator("#rows-limit").select_option("5")
+    expect(rows).to_have_count(5)
+    expect(page.locator("#rows-where")).to_contain_text("page 1")
+    page.get_by_role("button", name="Next page").click()
+    expect(rows).to_have_count(3)
+    expect(page.locator("#rows-where")).to_contain_text("page 2")
+    expect(page.get_by_role("button", name="Next page")).to_be_disabled()
+    page.get_by_role("button", name="Previous page").click()
+    expect(rows).to_have_count(5)
+    page.locator("#rows-sort").select_option("desc")
+    scores = [float(s.replace(",", "")) for s in page.locator("#rows tbody td:nth-child(5)").all_inner_texts()]
+    assert scores == sorted(scores, reverse=True)
+    ids = page.locator("#rows tbody td:first-child").all_inner_texts()
+    page.get_by_label("Search this page").fill(ids[0])
+    expect(rows).to_have_count(ids.count(ids[0]))
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download output (JSONL)").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert len(lines) == 8 and all(json.loads(line)["id"].startswith("p") for line in lines)
+    page.get_by_label("Search this page").fill("")
+    console.shot("job")
+
+
+def test_playground_streams_an_answer(console: Console, admin: str) -> None:
+    console.sign_in(admin, then="/ui/playground")
+    page = console.page
+    page.locator("#p-model").select_option("demo-lm")
+    page.get_by_label("Max tokens").fill("8")
+    page.get_by_label("Message").fill("What is 17+25?")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(".msg.user")).to_have_text("userWhat is 17+25?")
+    expect(page.locator("#stats")).to_contain_text("completion tokens", timeout=60_000)
+    answer = page.locator(".msg.assistant .content")
+    assert answer.inner_text().strip(), "the streamed answer is empty"
+    expect(page.locator("#stats")).to_contain_text("first token")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    console.shot("playground")
+
+
+def test_admin_creates_and_revokes_a_key_and_the_ui_refuses_it(
+    browser: Any, console: Console, server: LiveServer, admin: str
+) -> None:
+    console.sign_in(admin, then="/ui/keys")
+    page = console.page
+    page.get_by_label("Name").fill("reviewer-1")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.locator("#secret-value")
+    expect(secret).to_have_text(re.compile(r"^wn-"))
+    key = secret.inner_text()
+    expect(page.locator('#keys tr[data-key="reviewer-1"]')).to_be_visible()
+    console.shot("keys")
+
+    context, user = open_console(browser, server)
+    try:
+        user.sign_in(key)
+        expect(user.page.locator("#who")).to_have_text("reviewer-1")
+        expect(user.page.get_by_role("link", name="Keys")).to_be_hidden()  # not an admin
+
+        page.get_by_role("button", name="Revoke reviewer-1").click()
+        page.get_by_role("button", name="Confirm revoking reviewer-1").click()
+        expect(page.locator('#keys tr[data-key="reviewer-1"]')).to_have_count(0)
+        page.get_by_label("Show revoked").check()
+        expect(page.locator('#keys tr[data-key="reviewer-1"]')).to_be_visible()
+
+        user.goto("/ui/jobs")  # the next API call is refused: back to sign-in, saying why
+        user.page.wait_for_url(re.compile(r"/ui/signin\?"))
+        expect(user.page.locator("#signin-error")).to_contain_text("Unknown or revoked API key")
+        user.page.get_by_label("API key").fill(key)
+        user.page.get_by_role("button", name="Sign in").click()
+        expect(user.page.locator("#signin-error")).to_contain_text("This key was refused")
+        assert user.page.evaluate("sessionStorage.length") == 0
+    finally:
+        context.close()
+
+
+def _xss_free(page: Any) -> None:
+    assert page.evaluate("window.__xss") is None, "an injected handler ran"
+    assert page.locator("img[src='x']").count() == 0, "a payload was parsed as HTML"
+    assert page.locator("main script").count() == 0
+
+
+def test_user_content_is_shown_as_text_and_runs_nothing(console: Console, server: LiveServer, admin: str) -> None:
+    """Payloads through prompts, responses, key names, a job id in the URL, the sign-in message and
+    the playground: each shows literally, and no element or handler comes of it."""
+    prompts = _prompts(server.data_dir / "xss.jsonl", PAYLOADS)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        job = submit(client, admin, job_body(prompts, max_gen_len=2))
+        done = wait_for_job(client, admin, job["job_id"])
+        assert done["status"] == "completed", done
+        output = Path(
+            client.get(JOB_STATUS, params={"job_id": job["job_id"]}, headers=bearer(admin)).json()["output_file_path"]
+        )
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    for row, payload in zip(rows, reversed(PAYLOADS), strict=True):  # responses carry payloads too
+        row["response"]["content"] = payload
+    output.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    runtime = Runtime.open(Settings(data_dir=server.data_dir, workers=0))
+    try:
+        for payload in PAYLOADS:  # the API refuses such names; the database does not
+            runtime.keys.create(payload)
+    finally:
+        runtime.close()
+
+    console.sign_in(admin, then=f"/ui/jobs/{job['job_id']}")
+    page = console.page
+    cells = page.locator("#rows tbody td.text")
+    expect(cells).to_have_count(4)
+    texts = cells.all_inner_texts()
+    for payload in PAYLOADS:
+        assert texts.count(payload) == 2, texts  # once as a prompt, once as a response
+    _xss_free(page)
+
+    console.goto("/ui/keys")
+    for payload in PAYLOADS:
+        expect(page.locator("#keys tbody td:first-child", has_text=payload)).to_have_text(payload)
+    _xss_free(page)
+
+    console.goto("/ui/playground")
+    page.locator("#p-model").select_option("demo-lm")
+    page.get_by_label("Max tokens").fill("2")
+    page.get_by_label("Message").fill(PAYLOADS[1])
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(".msg.user .content")).to_have_text(PAYLOADS[1])
+    expect(page.locator("#stats")).to_contain_text("total", timeout=60_000)
+    _xss_free(page)
+
+    console.goto('/ui/jobs/"><img src=x onerror="window.__xss=1">')
+    expect(page.locator("main h1")).to_be_visible()
+    _xss_free(page)
+
+    console.goto("/ui/signin?" + str(httpx.QueryParams({"reason": PAYLOADS[1]})))
+    expect(page.locator("#signin-error")).to_have_text(PAYLOADS[1])
+    _xss_free(page)
