@@ -101,6 +101,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on: one the OS just handed out and took back (not a fixed
+    low port such as 1 or 9, where a discard service or another test may listen)."""
+    return free_port()
+
+
 def reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -120,7 +126,9 @@ class LiveServer:
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> LiveServer:
+    def start(self, timeout: float = 30.0, tries: int = 3) -> LiveServer:
+        """Start the server; when another process took the free port in between (free_port can only
+        pick a port, not hold it), start again on a new one."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -132,6 +140,10 @@ class LiveServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if tries > 1 and "address already in use" in self.log_path.read_text().lower():
+                    self.port = free_port()
+                    self.url = f"http://127.0.0.1:{self.port}"
+                    return self.start(timeout, tries - 1)
                 raise RuntimeError(f"server exited: {self.log_path.read_text()}")
             try:
                 if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import bearer
+from tests.conftest import bearer, closed_port
 from tests.spec import assert_error, assert_valid
 from winnow.db import Database
 from winnow.runtime import Runtime
@@ -62,7 +62,7 @@ def test_ready_when_all_checks_pass(client: TestClient) -> None:
 
 def test_ready_is_503_naming_the_database_when_it_is_unreachable(client: TestClient, runtime: Runtime) -> None:
     healthy = runtime.db
-    runtime.db = Database("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
+    runtime.db = Database(f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/none?connect_timeout=1")
     try:
         response = client.get("/api/v1/ready")
     finally:

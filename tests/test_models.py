@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import DEMO_LM, bearer
+from tests.conftest import DEMO_LM, bearer, closed_port
 from tests.spec import assert_error, assert_valid
 from winnow.api import create_app
 from winnow.config import ModelConfig, Settings
@@ -52,7 +52,9 @@ def test_status_is_measured_not_declared(tmp_path: Path) -> None:
         data_dir=tmp_path / "d",
         models=[
             ModelConfig(id="gone", path=str(tmp_path / "missing")),
-            ModelConfig(id="down", provider="openai", type="commercial", base_url="http://127.0.0.1:9/v1"),
+            ModelConfig(
+                id="down", provider="openai", type="commercial", base_url=f"http://127.0.0.1:{closed_port()}/v1"
+            ),
         ],
     )
     with TestClient(create_app(settings)) as client:

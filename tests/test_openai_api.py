@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import LiveServer, bearer
+from tests.conftest import LiveServer, bearer, closed_port
 from tests.spec import assert_error, assert_valid
 
 
@@ -218,7 +218,11 @@ def test_upstream_failures_map_to_502_and_504(tmp_path: Path) -> None:
         data_dir=tmp_path,
         models=[
             ModelConfig(
-                id="refused", provider="openai", type="commercial", base_url="http://127.0.0.1:9/v1", max_retries=0
+                id="refused",
+                provider="openai",
+                type="commercial",
+                base_url=f"http://127.0.0.1:{closed_port()}/v1",
+                max_retries=0,
             ),
             ModelConfig(
                 id="hangs",

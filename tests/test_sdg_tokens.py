@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tests.conftest import DEMO_LM, DEMO_PROMPTS, LiveServer, bearer, running_worker, wait_for_job
+from tests.conftest import DEMO_LM, DEMO_PROMPTS, LiveServer, bearer, closed_port, running_worker, wait_for_job
 from tests.spec import assert_error
 from winnow.api.app import create_app
 from winnow.config import ModelConfig, Settings
@@ -104,7 +104,7 @@ def test_the_upstream_estimate_is_never_below_what_a_byte_level_tokenizer_counts
         (exact,) = counter.measure([chat])
         assert isinstance(exact, int) and upstream_estimate(chat) >= exact
     upstream = prompt_tokens(
-        ModelConfig(id="up", provider="openai", base_url="http://127.0.0.1:9/v1", context_length=50)
+        ModelConfig(id="up", provider="openai", base_url=f"http://127.0.0.1:{closed_port()}/v1", context_length=50)
     )
     fits, too_long = upstream.measure([[ChatMessage("user", "hi")], [ChatMessage("user", "é" * 30)]])
     assert fits == upstream_estimate([ChatMessage("user", "hi")])

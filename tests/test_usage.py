@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import DEMO_LM, DEMO_PROMPTS, bearer, running_worker, wait_for_job
+from tests.conftest import DEMO_LM, DEMO_PROMPTS, bearer, closed_port, running_worker, wait_for_job
 from tests.spec import assert_error
 from winnow.api.app import create_app
 from winnow.config import ModelConfig, ModelPrice, Settings
@@ -171,8 +171,15 @@ def test_price_table_defaults_and_overrides(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path,
         models=[
-            ModelConfig(id="gpt", provider="openai", base_url="http://127.0.0.1:1/v1", upstream_model="gpt-4o"),
-            ModelConfig(id="mini", provider="openai", base_url="http://127.0.0.1:1/v1", upstream_model="gpt-4o-mini"),
+            ModelConfig(
+                id="gpt", provider="openai", base_url=f"http://127.0.0.1:{closed_port()}/v1", upstream_model="gpt-4o"
+            ),
+            ModelConfig(
+                id="mini",
+                provider="openai",
+                base_url=f"http://127.0.0.1:{closed_port()}/v1",
+                upstream_model="gpt-4o-mini",
+            ),
             ModelConfig(id="local", path=str(DEMO_LM)),
             ModelConfig(id="own", path=str(DEMO_LM), input_price_per_mtok=1.0),
         ],
