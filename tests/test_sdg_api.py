@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import DEMO_PROMPTS, LiveServer, bearer, wait_for_job
+from tests.conftest import DEMO_PROMPTS, TEST_KEY_LIMITS, LiveServer, bearer, wait_for_job
 from tests.spec import assert_error
 from winnow.schemas.sdg import PromptResponseScore
 
@@ -86,8 +86,8 @@ def _body(prompts_path: str, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     live = LiveServer(tmp_path_factory.mktemp("sdg") / "data", env={"WINNOW_WORKERS": "1"}).start()
-    key = live.cli("keys", "create", "owner").stdout.split()[-1]
-    other = live.cli("keys", "create", "other").stdout.split()[-1]
+    key = live.cli("keys", "create", "owner", "--rate-limits", TEST_KEY_LIMITS).stdout.split()[-1]
+    other = live.cli("keys", "create", "other", "--rate-limits", TEST_KEY_LIMITS).stdout.split()[-1]
     yield live, key, other
     live.stop()
 
