@@ -32,9 +32,8 @@ async def get_settings(runtime: RuntimeDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def current_key(request: Request, runtime: RuntimeDep) -> Principal:
-    """The Principal behind ``Authorization: Bearer <key>``; 401 when missing, malformed or unknown."""
-    header = request.headers.get("authorization")
+async def authenticate(runtime: Runtime, header: str | None) -> Principal:
+    """The Principal behind an ``Authorization: Bearer <key>`` header; 401 when missing, malformed or unknown."""
     if not header:
         raise AuthenticationFailed("Missing API key", "send 'Authorization: Bearer <key>'")
     scheme, _, secret = header.partition(" ")
@@ -44,6 +43,12 @@ async def current_key(request: Request, runtime: RuntimeDep) -> Principal:
     principal = runtime.keys.from_cache(secret)
     if principal is None:
         principal = await run_in_threadpool(runtime.keys.authenticate, secret)
+    return principal
+
+
+async def current_key(request: Request, runtime: RuntimeDep) -> Principal:
+    """The caller's key (see ``authenticate``), named in the access log."""
+    principal = await authenticate(runtime, request.headers.get("authorization"))
     request.state.key_name = principal.name
     return principal
 

@@ -15,17 +15,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from winnow.db import Database, UsageRecord
 from winnow.usage.budgets import BudgetLedger
 
 log = logging.getLogger("winnow.usage")
+USAGE_TABLE = cast(Table, UsageRecord.__table__)
 T = TypeVar("T")
 
 
@@ -45,16 +46,28 @@ class UsageEvent:
     budgeted: bool = False  # counted in the ledger's pending spend
 
     def row(self) -> dict[str, Any]:
-        data = asdict(self)
-        del data["budgeted"]
-        data["day"] = self.created_at.date().isoformat()
-        return data
+        # Field by field: dataclasses.asdict deep-copies (the content too), ~20x the cost per row.
+        return {
+            "key_id": self.key_id,
+            "model": self.model,
+            "source": self.source,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "latency_ms": self.latency_ms,
+            "cost_usd": self.cost_usd,
+            "generation_id": self.generation_id,
+            "job_id": self.job_id,
+            "content": self.content,
+            "created_at": self.created_at,
+            "day": self.created_at.date().isoformat(),
+        }
 
 
 def insert_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Usage rows (``UsageEvent.row()``) into the caller's transaction."""
     if rows:
-        session.execute(insert(UsageRecord), list(rows))
+        # A Core insert of the table: the ORM's bulk insert costs about half again per row.
+        session.execute(insert(USAGE_TABLE), list(rows))
 
 
 class UsageRecorder:

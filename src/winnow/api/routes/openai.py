@@ -7,18 +7,19 @@ as tools or logprobs pass through untouched. Errors here use OpenAI's error shap
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from winnow.api.deps import GenerationKey, OtherKey, RuntimeDep
+from winnow.api.passthrough import forward, prompt_of, sse
 from winnow.api.routing import Router
 from winnow.errors import InvalidRequest, ModelNotFound, WinnowError
-from winnow.models.base import ChatMessage, Prompt, SamplingParams, StreamDelta
+from winnow.models.base import Prompt, SamplingParams, StreamDelta
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.runtime import Runtime
 from winnow.schemas.common import OpenAIErrorResponse
@@ -45,11 +46,6 @@ router = Router(
 _UNBOUNDED = 1 << 30
 
 
-def _sse(payload: dict[str, Any] | str) -> bytes:
-    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
-
-
 def _params(body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None) -> SamplingParams:
     return SamplingParams(
         max_tokens=max_tokens or _UNBOUNDED,
@@ -59,91 +55,6 @@ def _params(body: ChatCompletionRequest | CompletionRequest, max_tokens: int | N
         stop=body.stop_list(),
         seed=body.seed,
     )
-
-
-async def _forward(
-    runtime: Runtime,
-    key_id: int,
-    provider: OpenAIProvider,
-    path: str,
-    body: ChatCompletionRequest | CompletionRequest,
-    prompt: Any,
-) -> JSONResponse | StreamingResponse:
-    """An upstream model's request, as the client sent it (unknown fields included). The budget is
-    checked before the call; usage comes from the upstream's own ``usage`` block."""
-    runtime.usage.check(key_id, body.model, [prompt])
-    raw = body.model_dump(exclude_unset=True)
-    started = time.perf_counter()
-    if body.stream:
-        # Usage is always asked of the upstream (to bill the stream) and passed on only if the client asked.
-        wanted = bool(body.stream_options and body.stream_options.include_usage)
-        raw["stream_options"] = {**(raw.get("stream_options") or {}), "include_usage": True}
-        chunks = aiter(provider.forward_stream(path, raw))
-        first = await anext(chunks, None)  # an upstream failing before its first chunk is an HTTP error
-        events = _forward_stream(runtime, key_id, body.model, prompt, _after(first, chunks), started, wanted)
-        return StreamingResponse(events, media_type="text/event-stream")
-    response = await provider.forward(path, raw)
-    _record_forwarded(runtime, key_id, body.model, prompt, response, started)
-    return JSONResponse(response)
-
-
-async def _after(first: dict[str, Any] | None, rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    if first is not None:
-        yield first
-    async for chunk in rest:
-        yield chunk
-
-
-def _record_forwarded(
-    runtime: Runtime, key_id: int, model: str, prompt: Any, response: dict[str, Any], started: float
-) -> None:
-    used = response.get("usage") or {}
-    texts = [str((c.get("message") or {}).get("content") or c.get("text") or "") for c in response.get("choices") or []]
-    runtime.usage.record(
-        key_id,
-        model,
-        "v1",
-        int(used.get("prompt_tokens") or 0),
-        int(used.get("completion_tokens") or 0),
-        (time.perf_counter() - started) * 1000,
-        generation_id=str(response.get("id") or "") or None,
-        prompt=prompt,
-        responses=texts,
-    )
-
-
-async def _forward_stream(
-    runtime: Runtime,
-    key_id: int,
-    model: str,
-    prompt: Any,
-    chunks: AsyncIterator[dict[str, Any]],
-    started: float,
-    client_wants_usage: bool,
-) -> AsyncIterator[bytes]:
-    texts: dict[int, str] = {}
-    ident, used = None, None
-    try:
-        async for chunk in chunks:
-            ident = ident or chunk.get("id")
-            used = chunk.get("usage") or used
-            for choice in chunk.get("choices") or []:
-                piece = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
-                texts[choice.get("index", 0)] = texts.get(choice.get("index", 0), "") + piece
-            if not client_wants_usage and "usage" in chunk:
-                if not chunk.get("choices"):
-                    continue  # the usage chunk we asked for, not the client
-                chunk = {k: v for k, v in chunk.items() if k != "usage"}
-            yield _sse(chunk)
-    except WinnowError as exc:
-        yield _sse({"error": {"message": exc.message, "type": "api_error", "code": exc.code}})
-    finally:  # billed even when the client goes away mid-stream
-        if used is None:  # an upstream that sends no usage, or a stream cut short: estimate
-            out = sum(estimate_tokens(t) for t in texts.values())
-            used = {"prompt_tokens": estimate_tokens(prompt), "completion_tokens": out}
-        response = {"id": ident, "usage": used, "choices": [{"text": texts[i]} for i in sorted(texts)]}
-        _record_forwarded(runtime, key_id, model, prompt, response, started)
-    yield _sse("[DONE]")
 
 
 async def _stream_response(
@@ -179,7 +90,7 @@ async def _stream_response(
 
     async def events() -> AsyncIterator[bytes]:
         if chat:
-            yield _sse(chunk(None, role=True))
+            yield sse(chunk(None, role=True))
         delta: StreamDelta | None = first
         text: list[str] = []
         recorded = False
@@ -187,7 +98,7 @@ async def _stream_response(
             while delta is not None:
                 if delta.text or delta.finish_reason:
                     text.append(delta.text)
-                    yield _sse(chunk(delta))
+                    yield sse(chunk(delta))
                 if delta.finish_reason:
                     runtime.generation.record_tokens(model, delta.input_tokens, delta.output_tokens)
                     runtime.usage.record(
@@ -204,11 +115,11 @@ async def _stream_response(
                     recorded = True
                     if include_usage:
                         body = {"id": ident, "object": kind, "created": created, "model": model, "choices": []}
-                        yield _sse({**body, "usage": usage(delta.input_tokens, delta.output_tokens)})
+                        yield sse({**body, "usage": usage(delta.input_tokens, delta.output_tokens)})
                     break
                 delta = await anext(deltas, None)
         except WinnowError as exc:
-            yield _sse({"error": {"message": exc.message, "type": "api_error", "code": exc.code}})
+            yield sse({"error": {"message": exc.message, "type": "api_error", "code": exc.code}})
         finally:
             if not recorded:  # the client went away mid-stream: bill what was generated, estimated
                 runtime.usage.record(
@@ -225,7 +136,7 @@ async def _stream_response(
             aclose = getattr(deltas, "aclose", None)
             if aclose is not None:
                 await aclose()
-        yield _sse("[DONE]")
+        yield sse("[DONE]")
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -246,11 +157,14 @@ async def list_models(runtime: RuntimeDep, _key: OtherKey) -> ModelList:
 
 
 @router.post("/chat/completions", summary="Chat completion (OpenAI format)")
-async def chat_completions(body: ChatCompletionRequest, runtime: RuntimeDep, key: GenerationKey) -> Any:
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, runtime: RuntimeDep, key: GenerationKey
+) -> Any:
     provider = runtime.models.provider(body.model)
-    prompt = [ChatMessage("system" if m.role == "developer" else m.role, m.text()) for m in body.messages]
-    if isinstance(provider, OpenAIProvider):
-        return await _forward(runtime, key.id, provider, "/chat/completions", body, prompt)
+    if isinstance(provider, OpenAIProvider):  # usually answered before routing (api/passthrough.py)
+        return await forward(runtime, key.id, provider, "/chat/completions", body, await request.json())
+    prompt = prompt_of(body)
+    assert not isinstance(prompt, str)  # a chat's prompt is its messages
     params = _params(body, body.max_completion_tokens or body.max_tokens)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream and body.n == 1:
@@ -295,18 +209,18 @@ async def _whole_as_stream(
 ) -> AsyncIterator[bytes]:
     """A finished response as SSE (n > 1, or several prompts): one chunk per choice, then usage."""
     for choice in choices:
-        yield _sse({**head, "choices": [choice]})
+        yield sse({**head, "choices": [choice]})
     if usage_block is not None:
-        yield _sse({**head, "choices": [], "usage": usage_block})
-    yield _sse("[DONE]")
+        yield sse({**head, "choices": [], "usage": usage_block})
+    yield sse("[DONE]")
 
 
 @router.post("/completions", summary="Text completion (OpenAI format)")
-async def completions(body: CompletionRequest, runtime: RuntimeDep, key: GenerationKey) -> Any:
+async def completions(body: CompletionRequest, request: Request, runtime: RuntimeDep, key: GenerationKey) -> Any:
     provider = runtime.models.provider(body.model)
+    if isinstance(provider, OpenAIProvider):  # usually answered before routing (api/passthrough.py)
+        return await forward(runtime, key.id, provider, "/completions", body, await request.json())
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
-    if isinstance(provider, OpenAIProvider):
-        return await _forward(runtime, key.id, provider, "/completions", body, "\n".join(prompts))
     params = _params(body, body.max_tokens or 16)  # OpenAI's default for /completions
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream and body.n == 1 and len(prompts) == 1:

@@ -1,9 +1,11 @@
 """Commercial and remote models through the official ``openai`` SDK: OpenAI itself or any
 OpenAI-compatible server (vLLM, Ollama, llama.cpp server, another Winnow).
 
-One pooled ``AsyncOpenAI`` client per model; the SDK retries 408/409/429/5xx and connection
-errors with exponential backoff (``max_retries``) inside ``timeout_s``. What still fails becomes
-a 502/504 ``ErrorResponse`` (or a per-item error inside a batch).
+One pooled ``AsyncOpenAI`` client per model for generation; the SDK retries 408/409/429/5xx and
+connection errors with exponential backoff (``max_retries``) inside ``timeout_s``. ``/v1``
+requests are forwarded without the SDK, over a raw pooled session with the same retries
+(``passthrough.UpstreamHTTP``). What still fails becomes a 502/504 ``ErrorResponse`` (or a
+per-item error inside a batch).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import openai
 
 from winnow.config import ModelConfig, Settings
-from winnow.errors import InvalidRequest, RateLimitExceeded, UpstreamError, UpstreamTimeout, WinnowError
+from winnow.errors import UpstreamError, UpstreamTimeout, WinnowError
 from winnow.models.base import (
     Completion,
     FinishReason,
@@ -28,6 +30,7 @@ from winnow.models.base import (
     StreamDelta,
 )
 from winnow.models.pool import ModelPool
+from winnow.models.providers.passthrough import UpstreamHTTP, status_error
 
 _PROBE_TIMEOUT_S = 3.0
 
@@ -38,16 +41,8 @@ def upstream_error(exc: Exception, model_id: str) -> WinnowError:
         return UpstreamTimeout(f"Upstream for {model_id!r} timed out", str(exc))
     if isinstance(exc, openai.APIConnectionError):
         return UpstreamError(f"Upstream for {model_id!r} is unreachable", str(exc))
-    if isinstance(exc, openai.APIStatusError):
-        detail = f"upstream status {exc.status_code}: {exc.message}"
-        if exc.status_code in (400, 422):
-            return InvalidRequest("The upstream model rejected the request", detail)
-        if exc.status_code == 429:  # the upstream's own wait, when it names one
-            wait = exc.response.headers.get("retry-after") or "1"
-            return RateLimitExceeded(
-                f"Upstream for {model_id!r} is rate limiting", detail, headers={"Retry-After": wait}
-            )
-        return UpstreamError(f"Upstream for {model_id!r} failed", detail)
+    if isinstance(exc, openai.APIStatusError):  # the upstream's own wait, when it names one
+        return status_error(model_id, exc.status_code, exc.message, exc.response.headers.get("retry-after"))
     return UpstreamError(f"Upstream for {model_id!r} failed", f"{type(exc).__name__}: {exc}")
 
 
@@ -74,6 +69,10 @@ class OpenAIProvider(Provider):
             max_retries=config.max_retries,
         )
         self.upstream_model = config.upstream_model or config.id
+        # /v1 forwarding: raw JSON over a pooled keep-alive session (``forward``, ``forward_stream``).
+        self.http = UpstreamHTTP(
+            config.id, self.upstream_model, config.base_url, api_key or "not-set", config.timeout_s, config.max_retries
+        )
         self.use_completions = config.options.get("api") == "completions"
         self._probe: tuple[float, bool] | None = None
 
@@ -169,33 +168,6 @@ class OpenAIProvider(Provider):
         self._probe = (time.monotonic(), ok)
         return ok
 
-    async def forward(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Send an OpenAI-format request upstream as-is (our model id swapped for the upstream's)
-        and return the upstream's JSON untouched, unknown fields included."""
-        try:
-            result: dict[str, Any] = await self.client.post(
-                path, cast_to=dict[str, Any], body={**body, "model": self.upstream_model}
-            )
-        except openai.OpenAIError as exc:
-            raise upstream_error(exc, self.config.id) from exc
-        result["model"] = self.config.id  # the id the client asked for, not the upstream's
-        return result
-
-    async def forward_stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Like ``forward`` with ``stream: true``: the upstream's chunks, one JSON object each."""
-        try:
-            stream = await self.client.post(
-                path,
-                cast_to=dict[str, Any],
-                body={**body, "model": self.upstream_model},
-                stream=True,
-                stream_cls=openai.AsyncStream[dict[str, Any]],
-            )
-            async for chunk in stream:
-                chunk["model"] = self.config.id
-                yield chunk
-        except openai.OpenAIError as exc:
-            raise upstream_error(exc, self.config.id) from exc
-
     async def close(self) -> None:
         await self.client.close()
+        await self.http.close()

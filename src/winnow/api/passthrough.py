@@ -1,0 +1,212 @@
+"""/v1 requests for upstream models: forwarded as the client sent them, answered before FastAPI routes.
+
+``UpstreamFastPath`` is pure ASGI and sits inside the request middleware (request id, body cap,
+access log, metrics). For ``POST /v1/chat/completions`` and ``/v1/completions`` it reads the body
+once, decodes it with orjson, validates it with the route's own schema and, when the model is an
+upstream's, authenticates, counts the rate limit, checks the budget and forwards, skipping
+FastAPI's routing and dependency resolution (about a third of a forwarded request's Python). Any
+body it would refuse (invalid JSON or fields, an unknown or local model) goes on to the FastAPI
+routes untouched and unread-looking, so every error keeps its one shape and the OpenAPI document
+is the routes'. Both ways end in ``forward``: one code path for the forwarding itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from winnow.api.deps import authenticate
+from winnow.errors import WinnowError
+from winnow.models.base import ChatMessage
+from winnow.models.providers.openai import OpenAIProvider
+from winnow.runtime import Runtime
+from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest
+from winnow.usage.service import estimate_tokens
+
+log = logging.getLogger("winnow.api")
+
+
+def sse(payload: dict[str, Any] | str) -> bytes:
+    """One server-sent event: ``data: <json>``."""
+    data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
+    return b"data: " + data + b"\n\n"
+
+
+def prompt_of(body: ChatCompletionRequest | CompletionRequest) -> list[ChatMessage] | str:
+    """What the request bills and stores as its prompt."""
+    if isinstance(body, ChatCompletionRequest):
+        return [ChatMessage("system" if m.role == "developer" else m.role, m.text()) for m in body.messages]
+    return body.prompt if isinstance(body.prompt, str) else "\n".join(body.prompt)
+
+
+async def forward(
+    runtime: Runtime,
+    key_id: int,
+    provider: OpenAIProvider,
+    path: str,
+    body: ChatCompletionRequest | CompletionRequest,
+    sent: dict[str, Any],
+) -> Response:
+    """An upstream model's request, forwarded as the client ``sent`` it (unknown fields included).
+    The budget is checked before the call; usage comes from the upstream's own ``usage`` block."""
+    prompt = prompt_of(body)
+    runtime.usage.check(key_id, body.model, [prompt])
+    started = time.perf_counter()
+    if body.stream:
+        # Usage is always asked of the upstream (to bill the stream) and passed on only if the client asked.
+        wanted = bool(body.stream_options and body.stream_options.include_usage)
+        sent = {**sent, "stream_options": {**(sent.get("stream_options") or {}), "include_usage": True}}
+        chunks = await provider.http.forward_stream(path, sent)  # failing before its first chunk: an HTTP error
+        events = _forward_stream(runtime, key_id, body.model, prompt, chunks, started, wanted)
+        return StreamingResponse(events, media_type="text/event-stream")
+    response = await provider.http.forward(path, sent)
+    _record(runtime, key_id, body.model, prompt, response, started)
+    return Response(orjson.dumps(response), media_type="application/json")
+
+
+def _record(runtime: Runtime, key_id: int, model: str, prompt: Any, response: dict[str, Any], started: float) -> None:
+    used = response.get("usage") or {}
+    texts = [str((c.get("message") or {}).get("content") or c.get("text") or "") for c in response.get("choices") or []]
+    runtime.usage.record(
+        key_id,
+        model,
+        "v1",
+        int(used.get("prompt_tokens") or 0),
+        int(used.get("completion_tokens") or 0),
+        (time.perf_counter() - started) * 1000,
+        generation_id=str(response.get("id") or "") or None,
+        prompt=prompt,
+        responses=texts,
+    )
+
+
+async def _forward_stream(
+    runtime: Runtime,
+    key_id: int,
+    model: str,
+    prompt: Any,
+    chunks: AsyncIterator[dict[str, Any]],
+    started: float,
+    client_wants_usage: bool,
+) -> AsyncIterator[bytes]:
+    texts: dict[int, str] = {}
+    ident, used = None, None
+    try:
+        async for chunk in chunks:
+            ident = ident or chunk.get("id")
+            used = chunk.get("usage") or used
+            for choice in chunk.get("choices") or []:
+                piece = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+                texts[choice.get("index", 0)] = texts.get(choice.get("index", 0), "") + piece
+            if not client_wants_usage and "usage" in chunk:
+                if not chunk.get("choices"):
+                    continue  # the usage chunk we asked for, not the client
+                chunk = {k: v for k, v in chunk.items() if k != "usage"}
+            yield sse(chunk)
+    except WinnowError as exc:
+        yield sse({"error": {"message": exc.message, "type": "api_error", "code": exc.code}})
+    finally:  # billed even when the client goes away mid-stream
+        if used is None:  # an upstream that sends no usage, or a stream cut short: estimate
+            out = sum(estimate_tokens(t) for t in texts.values())
+            used = {"prompt_tokens": estimate_tokens(prompt), "completion_tokens": out}
+        response = {"id": ident, "usage": used, "choices": [{"text": texts[i]} for i in sorted(texts)]}
+        _record(runtime, key_id, model, prompt, response, started)
+    yield sse("[DONE]")
+
+
+@dataclass(frozen=True)
+class _Matched:
+    """What the access log and metrics read from ``scope["route"]``: the route's path."""
+
+    path: str
+
+
+_ROUTES: dict[str, tuple[type[ChatCompletionRequest] | type[CompletionRequest], str, _Matched]] = {
+    "/v1/chat/completions": (ChatCompletionRequest, "/chat/completions", _Matched("/v1/chat/completions")),
+    "/v1/completions": (CompletionRequest, "/completions", _Matched("/v1/completions")),
+}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class UpstreamFastPath:
+    """Answers /v1 completions for upstream models itself; everything else goes to ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = _ROUTES.get(scope.get("path", "")) if scope.get("method") == "POST" else None
+        # Only bodies of a declared length: a chunked one is left to FastAPI, which reads it capped.
+        if route is None or _header(scope, b"content-length") is None:
+            await self.app(scope, receive, send)
+            return
+        raw, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            raw.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(raw)
+        schema, upstream_path, matched = route
+        runtime: Runtime = scope["app"].state.runtime
+        provider = None
+        try:
+            sent = orjson.loads(body)
+            request = schema.model_validate(sent)
+            provider = runtime.models.provider(request.model)
+        except (orjson.JSONDecodeError, ValidationError, WinnowError):
+            pass
+        if not isinstance(provider, OpenAIProvider):
+            await self.app(scope, _replay(body, receive), send)
+            return
+        scope["route"] = matched
+        state: dict[str, Any] = scope.setdefault("state", {})
+        try:
+            principal = await authenticate(runtime, _header(scope, b"authorization"))
+            state["key_name"] = principal.name
+            state["rate_limit_headers"] = (await runtime.limiter.hit(principal, "generation")).headers()
+            response = await forward(runtime, principal.id, provider, upstream_path, request, sent)
+        except Exception as exc:
+            response = await _handled(scope, receive, exc)
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the body already read, then whatever the client sends next."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _handled(scope: Scope, receive: Receive, exc: Exception) -> Response:
+    """The response the app's own exception handler gives ``exc`` (the routes' error shapes);
+    an exception no handler takes goes on up, to the middleware's last-resort 500."""
+    handlers = scope["app"].exception_handlers
+    for cls in type(exc).__mro__:
+        if cls in handlers:
+            response: Response = await handlers[cls](Request(scope, receive), exc)
+            return response
+    raise exc
