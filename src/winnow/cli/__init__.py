@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from typing import Annotated
 
 import typer
@@ -16,6 +18,9 @@ from winnow.cli.models import generate, models_app
 from winnow.cli.sdg import sdg_app, worker
 from winnow.cli.styling import typer_app
 from winnow.cli.usage import usage
+from winnow.config import Settings
+from winnow.db import Database
+from winnow.sdg.processes import WorkerProcesses
 
 app = typer_app(
     "Winnow: one API over local and commercial LLMs, and synthetic training data.", name="winnow", add_completion=False
@@ -52,21 +57,62 @@ def root(
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from config: 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from config: 8000)")] = None,
+    http_workers: Annotated[
+        int,
+        typer.Option(
+            "--http-workers",
+            min=1,
+            help="API server processes sharing the port (more than 1 needs redis_url; each loads its own local models)",
+        ),
+    ] = 1,
     config: ConfigOption = None,
 ) -> None:
     """Start the API server (uvicorn)."""
     import uvicorn
 
     settings = load_settings(config)
-    uvicorn.run(
-        "winnow.api.app:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    if http_workers > 1 and not settings.redis_url:
+        typer.echo(
+            "error: --http-workers > 1 needs shared rate limits: set redis_url (WINNOW_REDIS_URL); "
+            "in-memory limits would count each process apart",
+            err=True,
+        )
+        raise typer.Exit(2)
+    stopping = threading.Event()
+    jobs = _shared_job_workers(settings, stopping) if http_workers > 1 else None
+    try:
+        uvicorn.run(
+            "winnow.api.app:create_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=http_workers,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        stopping.set()
+        if jobs is not None:
+            jobs.stop()
+
+
+def _shared_job_workers(settings: Settings, stopping: threading.Event) -> WorkerProcesses:
+    """With several API processes, the job workers are started once, here (each API process would
+    otherwise start ``workers`` of its own), after migrating the database once, before any starts."""
+    Database(settings.effective_database_url).migrate()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    jobs = WorkerProcesses(settings)
+    jobs.start()
+    os.environ["WINNOW_WORKERS"] = "0"  # read by the API processes uvicorn spawns
+    threading.Thread(target=_supervise, args=(jobs, stopping), daemon=True, name="job-workers").start()
+    return jobs
+
+
+def _supervise(jobs: WorkerProcesses, stopping: threading.Event, every_s: float = 1.0) -> None:
+    """Replace job workers that died, until the server stops."""
+    while not stopping.wait(every_s):
+        jobs.supervise()
 
 
 @config_app.command("show")
