@@ -1,0 +1,138 @@
+"""Budgets with real processes sharing one database: two servers enforce one budget, a new period
+lets the key spend again, and an evaluation pauses on its owner's budget and resumes when raised.
+
+Every wait is on a condition the other process makes true (bounded by a deadline that only stops
+a hang); a new UTC day is simulated by moving the key's usage rows one day back in the database,
+which is what the period's start moving forward looks like to every process."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import DEMO_PROMPTS, TEST_KEY_LIMITS, LiveServer, bearer
+from tests.spec import assert_error
+
+DEADLINE_S = 60.0
+BUDGET_TOKENS = 100
+QUESTION = {"model_id": "demo-lm", "prompt": "What is 17+25?", "max_tokens": 8, "temperature": 0}
+
+
+def _until(what: str, check: Callable[[], Any]) -> Any:
+    deadline = time.monotonic() + DEADLINE_S
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def _spent(server: LiveServer, key: str) -> int:
+    answer = httpx.get(f"{server.url}/api/v1/usage/budget", headers=bearer(key), timeout=30).json()
+    return int(answer["spent_tokens"]) if answer.get("budget") else -1
+
+
+def _generate(server: LiveServer, key: str) -> httpx.Response:
+    return httpx.post(f"{server.url}/api/v1/generate", json=QUESTION, headers=bearer(key), timeout=60)
+
+
+def _a_day_passes(data_dir: Path) -> None:
+    """As if UTC midnight passed: everything spent so far falls in the previous period."""
+    with sqlite3.connect(data_dir / "winnow.db") as db:
+        db.execute("UPDATE usage_records SET created_at = datetime(created_at, '-1 day')")
+
+
+@pytest.fixture
+def two_servers(tmp_path: Path) -> Iterator[tuple[LiveServer, LiveServer, str]]:
+    data = tmp_path / "data"
+    one = LiveServer(data).start()
+    two = LiveServer(data).start()
+    try:
+        admin = one.cli("keys", "create", "admin", "--admin", "--rate-limits", TEST_KEY_LIMITS).stdout.split()[-1]
+        yield one, two, admin
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_two_servers_enforce_one_budget_and_a_new_period_resets_it(
+    two_servers: tuple[LiveServer, LiveServer, str],
+) -> None:
+    one, two, admin = two_servers
+    created = httpx.post(
+        f"{one.url}/api/v1/keys",
+        json={"name": "shared", "budget": {"tokens": BUDGET_TOKENS, "period": "day"}},
+        headers=bearer(admin),
+    )
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
+    _until("the second server to learn the budget", lambda: _spent(two, key) == 0)
+
+    spent, served = 0, {one.url: 0, two.url: 0}
+    for turn in range(20):
+        server = (one, two)[turn % 2]
+        response = _generate(server, key)
+        if response.status_code != 200:
+            break
+        spent += response.json()["metrics"]["total_tokens"]
+        served[server.url] += 1
+        # Both servers see the spend (each from the shared database) before the next request.
+        _until(f"both servers to see {spent} tokens", lambda total=spent: _spent(one, key) == _spent(two, key) == total)
+    assert_error(response, 402, "budget_exceeded")
+    assert all(served.values())  # each server served part of the budget
+    assert BUDGET_TOKENS - 16 < spent <= BUDGET_TOKENS + 16  # refused within one request of the cap
+    for server in (one, two):
+        assert_error(_generate(server, key), 402, "budget_exceeded")
+
+    _a_day_passes(one.data_dir)
+    for server in (one, two):
+        _until(f"{server.url} to start the new day", lambda s=server: _spent(s, key) == 0)  # type: ignore[misc]
+        assert _generate(server, key).status_code == 200
+
+
+def test_an_evaluation_pauses_on_its_budget_and_resumes_when_raised(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = LiveServer(data, env={"WINNOW_WORKERS": "1"}).start()  # a server and its worker process
+    try:
+        admin = server.cli("keys", "create", "admin", "--admin", "--rate-limits", TEST_KEY_LIMITS).stdout.split()[-1]
+        key = server.cli("keys", "create", "evals", "--rate-limits", TEST_KEY_LIMITS).stdout.split()[-1]
+        auth = bearer(key)
+        budget = f"{server.url}/api/v1/keys/evals/budget"
+        # 40 rows of ~16 tokens each; 200 tokens stop it part-way.
+        assert httpx.put(budget, json={"tokens": 200, "period": "day"}, headers=bearer(admin)).status_code == 200
+        dataset = data / "rows.jsonl"
+        dataset.write_text("".join(line + "\n" for line in DEMO_PROMPTS.read_text().splitlines()[:40]))
+        body = {
+            "dataset_path": str(dataset),
+            "templates": [{"name": "plain", "template": "{prompt}"}],
+            "models": ["demo-lm"],
+            "scoring_function": "exact_match",
+            "max_tokens": 8,
+            "batch_size": 4,
+        }
+        created = httpx.post(f"{server.url}/api/v1/evaluations", json=body, headers=auth, timeout=60)
+        assert created.status_code == 202, created.text
+        url = f"{server.url}/api/v1/evaluations/{created.json()['id']}"
+
+        def status() -> dict[str, Any]:
+            return dict(httpx.get(url, headers=auth, timeout=30).json())
+
+        paused = _until("the evaluation to pause", lambda: (s := status())["status"] in ("paused", "completed") and s)
+        assert paused["status"] == "paused", paused
+        assert paused["error"].startswith("budget_exceeded")
+        done_before = paused["counts"]["rows_done"]
+        assert 0 < done_before < 40
+
+        assert httpx.put(budget, json={"tokens": 100_000, "period": "day"}, headers=bearer(admin)).status_code == 200
+        done = _until("the evaluation to complete", lambda: (s := status())["status"] in ("completed", "failed") and s)
+        assert done["status"] == "completed", done
+        assert done["counts"]["rows_done"] == 40 and done["table"][0]["rows"] == 40
+        usage = httpx.get(f"{server.url}/api/v1/usage", headers=auth, timeout=30).json()["total"]
+        assert usage["requests"] == 40  # each row billed once across the pause
+    finally:
+        server.stop()
