@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from tests.conftest import LiveServer, bearer
-from tests.web_browser import DESKTOP, PHONE, Console, browser, expect, open_console
+from tests.web_browser import DESKTOP, PHONE, Console, admin, browser, console, expect, open_console
 
-__all__ = ["browser"]
+__all__ = ["admin", "browser", "console"]
 
 
 @pytest.fixture(scope="module")
@@ -21,20 +21,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = LiveServer(tmp_path_factory.mktemp("console") / "live").start()
     yield live
     live.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(server: LiveServer) -> str:
-    return server.cli("keys", "create", "console-admin", "--admin").stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture
-def console(browser: Any, server: LiveServer) -> Iterator[Console]:
-    context, page = open_console(browser, server)
-    yield page
-    context.close()
-    assert not page.offsite, f"the console tried to reach other hosts: {page.offsite}"
-    assert not [e for e in page.errors if "Content Security Policy" in e], page.errors
 
 
 def test_console_pages_send_strict_csp_and_deny_framing(server: LiveServer) -> None:

@@ -16,11 +16,11 @@ import pytest
 
 from tests.conftest import JOB_STATUS, LiveServer, bearer, wait_for_job
 from tests.sdg_jobs import job_body, submit
-from tests.web_browser import Console, browser, expect, open_console
+from tests.web_browser import Console, admin, browser, console, expect, open_console
 from winnow.config import Settings
 from winnow.runtime import Runtime
 
-__all__ = ["browser"]
+__all__ = ["admin", "browser", "console"]
 
 PAYLOADS = ["<script>window.__xss = 1</script>", '"><img src=x onerror="window.__xss = 1">']
 
@@ -30,20 +30,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = LiveServer(tmp_path_factory.mktemp("journeys") / "live", env={"WINNOW_WORKERS": "1"}).start()
     yield live
     live.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(server: LiveServer) -> str:
-    return server.cli("keys", "create", "journey-admin", "--admin").stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture
-def console(browser: Any, server: LiveServer) -> Iterator[Console]:
-    context, page = open_console(browser, server)
-    yield page
-    context.close()
-    assert not page.offsite, f"the console tried to reach other hosts: {page.offsite}"
-    assert not [e for e in page.errors if "Content Security Policy" in e or "uncaught" in e], page.errors
 
 
 def _prompts(path: Path, texts: list[str]) -> Path:
@@ -110,6 +96,44 @@ def test_submit_a_job_from_the_form_and_browse_its_samples(console: Console, adm
     console.shot("job")
 
 
+def test_rate_five_samples_from_the_review_queue_with_the_keyboard(
+    console: Console, server: LiveServer, admin: str
+) -> None:
+    prompts = _prompts(server.data_dir / "review.jsonl", ["What is 2+2?", "What is 9+9?", "What is 4+5?"])
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        job = submit(client, admin, job_body(prompts, num_generations=2, temperature=1.0))
+        assert wait_for_job(client, admin, job["job_id"])["status"] == "completed"
+    console.sign_in(admin, then="/ui/feedback")
+    page = console.page
+    page.locator("#q-job").select_option(job["job_id"])
+    expect(page.locator("#q-where")).to_contain_text("Sample 1 of 6 · 0 reviewed")
+    seen: set[str] = set()
+    for n in range(5):  # thumbs up for a prompt's first response, down for its second
+        expect(page.locator("#q-where")).to_contain_text(f"Sample {n + 1} of 6 · {n} reviewed")
+        prompt_id = page.locator("#q-id").inner_text().split(" #")[0]
+        page.keyboard.press("d" if prompt_id in seen else "u")
+        seen.add(prompt_id)
+    expect(page.locator("#q-where")).to_contain_text("Sample 6 of 6 · 5 reviewed")
+    page.keyboard.press("k")
+    expect(page.locator("#q-where")).to_contain_text("Sample 5 of 6")
+    expect(page.locator("#q-current")).to_have_text(re.compile(r"^(up|down)$"))
+    page.keyboard.press("l")
+    expect(page.locator("#q-labels")).to_be_focused()
+    page.keyboard.type("checked")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#q-current")).to_contain_text("labels: checked")
+    expect(page.locator("#feedback tbody tr")).to_have_count(6)
+    console.shot("feedback")
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download preference pairs (JSONL)").click()
+    exported = Path(download.value.path()).read_text().splitlines()
+    api = httpx.get(f"{server.url}/api/v1/feedback/export", params={"format": "preference"}, headers=bearer(admin))
+    assert exported == api.text.splitlines()  # the console shows exactly the API's export
+    assert len(exported) >= 1 and all({"prompt", "chosen", "rejected"} <= json.loads(line).keys() for line in exported)
+    expect(page.locator("#export-result")).to_have_text(f"preference: {api.headers['X-Winnow-Rows']} rows")
+
+
 def test_playground_streams_an_answer(console: Console, admin: str) -> None:
     console.sign_in(admin, then="/ui/playground")
     page = console.page
@@ -169,8 +193,8 @@ def _xss_free(page: Any) -> None:
 
 
 def test_user_content_is_shown_as_text_and_runs_nothing(console: Console, server: LiveServer, admin: str) -> None:
-    """Payloads through prompts, responses, key names, a job id in the URL, the sign-in message and
-    the playground: each shows literally, and no element or handler comes of it."""
+    """Payloads through prompts, responses, feedback labels, comments and corrections, key names, a job
+    id in the URL, the sign-in message and the playground: each shows literally, and nothing runs."""
     prompts = _prompts(server.data_dir / "xss.jsonl", PAYLOADS)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         job = submit(client, admin, job_body(prompts, max_gen_len=2))
@@ -197,6 +221,17 @@ def test_user_content_is_shown_as_text_and_runs_nothing(console: Console, server
     texts = cells.all_inner_texts()
     for payload in PAYLOADS:
         assert texts.count(payload) == 2, texts  # once as a prompt, once as a response
+    _xss_free(page)
+
+    console.goto(f"/ui/feedback?job={job['job_id']}")
+    expect(page.locator("#q-prompt")).to_have_text(PAYLOADS[0])
+    expect(page.locator("#q-response")).to_have_text(PAYLOADS[1])
+    page.get_by_label("Labels (comma-separated)").fill(PAYLOADS[1])
+    page.get_by_label("Comment").fill(PAYLOADS[0])
+    page.get_by_label("Corrected response").fill(PAYLOADS[1])
+    page.get_by_role("button", name=re.compile("^Save labels")).click()
+    expect(page.locator("#feedback tbody .label")).to_have_text(PAYLOADS[1])
+    expect(page.locator("#feedback tbody td.text").first).to_have_text(PAYLOADS[0])
     _xss_free(page)
 
     console.goto("/ui/keys")

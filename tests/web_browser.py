@@ -77,6 +77,23 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
+@pytest.fixture(scope="module")
+def admin(server: LiveServer) -> str:
+    """An admin key on the test module's ``server``."""
+    return server.cli("keys", "create", "console-admin", "--admin").stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def console(browser: Any, server: LiveServer) -> Iterator[Console]:
+    """A fresh browser context on the module's ``server``; afterwards, the page must not have tried
+    to leave the machine, hit the CSP, or thrown."""
+    context, page = open_console(browser, server)
+    yield page
+    context.close()
+    assert not page.offsite, f"the console tried to reach other hosts: {page.offsite}"
+    assert not [e for e in page.errors if "Content Security Policy" in e or "uncaught" in e], page.errors
+
+
 def open_console(browser: Any, server: LiveServer, viewport: dict[str, int] = DESKTOP) -> tuple[Any, Console]:
     context = browser.new_context(viewport=viewport)
     context.set_default_timeout(30_000)

@@ -24,6 +24,7 @@ PAGES: dict[str, tuple[str, str, str]] = {
     "": ("overview.html", "overview", "Overview"),
     "/signin": ("signin.html", "signin", "Sign in"),
     "/jobs": ("jobs.html", "jobs", "Synthetic-data jobs"),
+    "/feedback": ("feedback.html", "feedback", "Human feedback"),
     "/playground": ("playground.html", "playground", "Playground"),
     "/keys": ("keys.html", "keys", "API keys"),
 }

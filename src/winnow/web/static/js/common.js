@@ -124,12 +124,13 @@ export function download(blob, filename) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
-// Every page but the sign-in page: a session or a redirect to sign in; fills the header.
-export function requireSession() {
+// Every page but the sign-in page: a session, or a redirect to sign in (and a promise that never
+// settles, so the page's module stops at its `await requireSession()`); fills the header.
+export async function requireSession() {
   const current = session();
   if (!current) {
     signOut('');
-    throw new Error('not signed in');
+    await new Promise(() => {});
   }
   $('#who').textContent = `${current.name}${current.admin ? ' (admin)' : ''}`;
   const out = $('#signout');

@@ -3,7 +3,7 @@ import {
 } from './common.js';
 import { ACTIVE, progressOf } from './progress.js';
 
-requireSession();
+await requireSession();
 const JOB_ID = document.body.dataset.jobId;
 const BASE = `/api/v1/synthetic_data_generation/jobs/${encodeURIComponent(JOB_ID)}`;
 
@@ -44,6 +44,7 @@ async function status() {
 
 async function results() {
   $('#download').hidden = false;
+  $('#review').hidden = false;
   const summary = await api(`${BASE}/summary`);
   const extra = [];
   if (summary.kept_ratio !== undefined) extra.push(['Kept ratio', number(summary.kept_ratio, 3)]);

@@ -3,7 +3,7 @@ import {
 } from './common.js';
 import { ACTIVE, progressOf } from './progress.js';
 
-requireSession();
+await requireSession();
 const JOBS = '/api/v1/synthetic_data_generation';
 
 function filterOf(job) {

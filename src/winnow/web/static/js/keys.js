@@ -1,6 +1,6 @@
 import { $, api, el, flash, requireSession, usd, when } from './common.js';
 
-const me = requireSession();
+const me = await requireSession();
 if (!me.admin) flash('Only an admin key can manage keys.');
 
 function budgetOf(key) {

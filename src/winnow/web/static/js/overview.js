@@ -1,6 +1,6 @@
 import { $, api, badge, el, errorOf, flash, number, requireSession, usd, when } from './common.js';
 
-requireSession();
+await requireSession();
 const DAYS = 14;
 const INTEGER_STEPS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8].map((p) => m * p)).sort((a, b) => a - b);
 const COLORS = ['#2457c5', '#e8710a', '#1f7a3d', '#b42318', '#7b3fb5', '#0f8b8d', '#a15c00', '#5b6475'];

@@ -1,6 +1,6 @@
 import { $, api, el, errorOf, fillSelect, flash, number, requireSession, session } from './common.js';
 
-requireSession();
+await requireSession();
 let history = [];
 let controller = null;
 
