@@ -1,12 +1,16 @@
 """Gateway overhead: a /v1/chat/completions request through Winnow to an OpenAI-compatible upstream
-on loopback, against the same request sent to the upstream directly, in one run.
+on loopback, against the same request sent to the upstream directly and through LiteLLM's proxy, in
+one run.
 
 The upstream is a minimal OpenAI-compatible server (uvicorn, one canned completion), so that what
-is measured is the gateway. Load comes from wrk (C, one thread) at 64 connections; p50 latency is
-taken at 1 connection. With LiteLLM's proxy installed (`pip install 'litellm[proxy]'`) it is
-measured in the same run; otherwise only Winnow vs direct is printed.
+is measured is the gateway. Load comes from wrk (C, one thread, its own process) with a Lua script
+for the POST: throughput at 64 connections, p50/p99 latency at 1 connection. LiteLLM's proxy runs
+from its own venv (never a Winnow dependency): --litellm PATH names its `litellm` executable
+(default /tmp/litellm-venv/bin/litellm; make it with
+`python -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]'`); without
+it only Winnow vs direct is printed.
 
-    python bench/gateway.py [--seconds 5]
+    python bench/gateway.py [--seconds 5] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,10 +58,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait(url: str) -> None:
+def wait(url: str, tries: int = 200) -> None:
     import httpx
 
-    for _ in range(200):
+    for _ in range(tries):
         try:
             httpx.get(url, timeout=1)
             return
@@ -65,7 +70,33 @@ def wait(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def wrk(url: str, key: str, model: str, connections: int, seconds: int) -> tuple[float, float]:
+LITELLM_CONFIG = """
+model_list:
+  - model_name: relay
+    litellm_params: {{model: openai/m, api_base: "http://127.0.0.1:{port}/v1", api_key: not-set}}
+litellm_settings: {{telemetry: false, drop_params: false}}
+general_settings: {{disable_spend_logs: true}}
+"""
+
+
+LITELLM_KEY = "sk-winnow-bench-0123456789abcdef"
+
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(out: str, pct: str) -> float:
+    found = re.search(rf"{pct}%\s+([\d.]+)(us|ms|s)\b", out)
+    assert found is not None, out
+    return float(found.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[found.group(2)]
+
+
+def wrk(url: str, key: str, model: str, connections: int, seconds: int) -> Load:
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "What is 40+2?"}], "max_tokens": 4})
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(
@@ -80,18 +111,39 @@ def wrk(url: str, key: str, model: str, connections: int, seconds: int) -> tuple
         text=True,
         check=True,
     ).stdout
-    if "Non-2xx" in out:
-        raise RuntimeError(f"errors from {url}:\n{out}")
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", out))
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors += sum(int(n) for n in sockets.groups()) if sockets else 0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    assert p50 is not None
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p50.group(2)]
-    return rps, float(p50.group(1)) * scale
+    return Load(rps, _ms(out, "50"), _ms(out, "99"), errors)
+
+
+def start_litellm(executable: str, up_port: int, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    config = tmp / "litellm.yaml"
+    config.write_text(LITELLM_CONFIG.format(port=up_port))
+    env = {
+        **os.environ,
+        "LITELLM_MASTER_KEY": LITELLM_KEY,  # its proxy refuses to start without one
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_LOG": "ERROR",
+        "PYTHONPATH": "",
+    }
+    log = (tmp / "litellm.log").open("wb")
+    proc = subprocess.Popen(
+        [executable, "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of every measurement (each printed)")
+    parser.add_argument("--litellm", default="/tmp/litellm-venv/bin/litellm", help="LiteLLM's executable")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed (apt-get install wrk)")
@@ -127,25 +179,44 @@ def main() -> None:
         [sys.executable, "-m", "winnow", "keys", "create", "bench"], env=env, capture_output=True, text=True, check=True
     ).stdout.split()[-1]
     procs.append(subprocess.Popen([sys.executable, "-m", "winnow", "serve", "--port", str(gw_port)], env=env))
+    targets = {  # name: (url, key, model)
+        "direct upstream": (f"http://127.0.0.1:{up_port}/v1/chat/completions", key, "m"),
+        "winnow gateway": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", key, "relay"),
+    }
+    if Path(args.litellm).exists():
+        litellm, litellm_url = start_litellm(args.litellm, up_port, tmp)
+        procs.append(litellm)
+        targets["litellm proxy"] = (f"{litellm_url}/v1/chat/completions", LITELLM_KEY, "relay")
+    else:
+        print(f"LiteLLM proxy: not measured ({args.litellm} not found; see the docstring)")
     try:
         wait(f"http://127.0.0.1:{up_port}/v1/models")
         wait(f"http://127.0.0.1:{gw_port}/api/v1/health")
-        direct_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
-        gateway_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
-        wrk(gateway_url, key, "relay", 8, 1)  # warm up the pooled client
-        results = {}
-        for name, url, model in (("direct upstream", direct_url, "m"), ("winnow gateway", gateway_url, "relay")):
-            rps, _ = wrk(url, key, model, 64, args.seconds)
-            _, p50 = wrk(url, key, model, 1, args.seconds)
-            results[name] = (rps, p50)
-            print(f"{name:<18} {rps:9.0f} req/s at 64 connections   p50 {p50:6.2f} ms at 1 connection")
-        direct, gateway = results["direct upstream"], results["winnow gateway"]
-        print(f"\ngateway p50 overhead: {gateway[1] - direct[1]:+.2f} ms   (target <= +1 ms)")
-        print(f"gateway / direct req/s: {gateway[0] / direct[0]:.2f}")
-        print(
-            "LiteLLM proxy: not measured here (not installed); the developers' guide measured ~90 req/s "
-            f"and +11 ms p50 on this machine kind -> Winnow is {gateway[0] / 90:.1f}x that throughput"
-        )
+        if "litellm proxy" in targets:
+            wait(f"{litellm_url}/health/liveliness", tries=900)
+        for url, secret, model in targets.values():  # warm up pooled clients
+            wrk(url, secret, model, 8, 1)
+        print(f"{'':<16} {'req/s @64':>10} {'p50 @1':>9} {'p99 @1':>9} {'errors':>7}")
+        for round_ in range(args.repeat):
+            results: dict[str, tuple[Load, Load]] = {}
+            for name, (url, secret, model) in targets.items():
+                results[name] = (wrk(url, secret, model, 64, args.seconds), wrk(url, secret, model, 1, args.seconds))
+                many, one = results[name]
+                print(
+                    f"{name:<16} {many.rps:10.0f} {one.p50_ms:7.2f}ms {one.p99_ms:7.2f}ms {many.errors + one.errors:7d}"
+                )
+            direct, gateway = results["direct upstream"], results["winnow gateway"]
+            line = (
+                f"round {round_ + 1}: winnow over direct at 1 connection: p50 {gateway[1].p50_ms - direct[1].p50_ms:+.2f} ms"
+                f" (target <= +1), p99 {gateway[1].p99_ms - direct[1].p99_ms:+.2f} ms (target <= +3)"
+            )
+            if "litellm proxy" in results:
+                litellm_load = results["litellm proxy"]
+                line += (
+                    f"; winnow / litellm req/s at 64: {gateway[0].rps / litellm_load[0].rps:.1f}x (target >= 10x);"
+                    f" litellm over direct p50 {litellm_load[1].p50_ms - direct[1].p50_ms:+.2f} ms"
+                )
+            print(line + "\n")
     finally:
         for proc in procs:
             proc.terminate()

@@ -46,11 +46,11 @@ class MultiServer(LiveServer):
         command = [sys.executable, "-m", "winnow", "serve", "--port", str(self.port), "--http-workers", "2"]
         self.proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
+        while time.monotonic() < deadline and self.proc.poll() is None:
             if len(self.api_processes()) == 2 and all(self.healthy() for _ in range(4)):
                 return self
             time.sleep(0.2)
+        self.stop()
         raise RuntimeError(f"server did not start: {self.log()}")
 
     def healthy(self) -> bool:
