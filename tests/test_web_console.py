@@ -24,7 +24,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 def test_console_pages_send_strict_csp_and_deny_framing(server: LiveServer) -> None:
-    for path in ("/ui/", "/ui/signin", "/ui/jobs", "/ui/playground", "/ui/keys"):
+    for path in ("/ui/", "/ui/signin", "/ui/jobs", "/ui/feedback", "/ui/evals", "/ui/playground", "/ui/keys"):
         response = httpx.get(server.url + path)
         assert response.status_code == 200
         csp = response.headers["content-security-policy"]
@@ -80,7 +80,7 @@ def test_every_page_fits_without_horizontal_scroll(
     context, console = open_console(browser, server, viewport)
     try:
         console.sign_in(admin)
-        for path in ("/ui/", "/ui/jobs", "/ui/playground", "/ui/keys"):
+        for path in ("/ui/", "/ui/jobs", "/ui/feedback", "/ui/evals", "/ui/playground", "/ui/keys"):
             page = console.goto(path)
             expect(page.locator("main h1")).to_be_visible()
             page.wait_for_load_state("networkidle")

@@ -134,6 +134,36 @@ def test_rate_five_samples_from_the_review_queue_with_the_keyboard(
     expect(page.locator("#export-result")).to_have_text(f"preference: {api.headers['X-Winnow-Rows']} rows")
 
 
+def test_run_an_evaluation_and_read_its_table(console: Console, server: LiveServer, admin: str) -> None:
+    dataset = server.data_dir / "eval.jsonl"
+    dataset.write_text(
+        "".join(f'{{"id": "e{i}", "prompt": "What is {i}+{i}?", "answer": "{2 * i}"}}\n' for i in range(6))
+    )
+    console.sign_in(admin, then="/ui/evals")
+    page = console.page
+    page.set_input_files("#e-file", str(dataset))
+    page.get_by_label("Name", exact=True).fill("two templates")
+    page.locator("#e-models").select_option(["demo-lm"])
+    page.get_by_label("Scoring function").fill("exact_match")
+    page.locator("#e-templates").fill("plain={prompt}\nterse=Answer with a number. {prompt}")
+    page.get_by_role("button", name="Start evaluation").click()
+    row = page.locator("#evals tbody tr").first
+    expect(row).to_have_attribute("data-status", "completed", timeout=120_000)
+    eval_id = row.get_attribute("data-eval-id")
+    table = page.locator("#comparison tbody tr")
+    expect(table).to_have_count(2)
+    expect(page.locator("#eval-chart canvas")).to_have_count(1)
+    api = httpx.get(f"{server.url}/api/v1/evaluations/{eval_id}", headers=bearer(admin)).json()
+    for shown, pair in zip(table.all(), api["table"], strict=True):  # the same numbers as the API
+        cells = shown.locator("td").all_inner_texts()
+        assert cells[:4] == [pair["template"], pair["model"], str(pair["rows"]), str(pair["errors"])]
+        assert cells[4].startswith(f"{pair['mean_score']:.4f}".rstrip("0").rstrip(".")), cells
+    expect(page.locator("#results tbody tr")).to_have_count(12)
+    page.locator("#r-template").select_option("terse")
+    expect(page.locator("#results tbody tr")).to_have_count(6)
+    console.shot("evaluations")
+
+
 def test_playground_streams_an_answer(console: Console, admin: str) -> None:
     console.sign_in(admin, then="/ui/playground")
     page = console.page
@@ -147,6 +177,8 @@ def test_playground_streams_an_answer(console: Console, admin: str) -> None:
     assert answer.inner_text().strip(), "the streamed answer is empty"
     expect(page.locator("#stats")).to_contain_text("first token")
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    page.get_by_role("button", name="Rate answer 1 up").click()
+    expect(page.locator(".msg.assistant")).to_contain_text("rated up")
     console.shot("playground")
 
 

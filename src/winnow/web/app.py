@@ -25,6 +25,7 @@ PAGES: dict[str, tuple[str, str, str]] = {
     "/signin": ("signin.html", "signin", "Sign in"),
     "/jobs": ("jobs.html", "jobs", "Synthetic-data jobs"),
     "/feedback": ("feedback.html", "feedback", "Human feedback"),
+    "/evals": ("evals.html", "evals", "Prompt evaluations"),
     "/playground": ("playground.html", "playground", "Playground"),
     "/keys": ("keys.html", "keys", "API keys"),
 }

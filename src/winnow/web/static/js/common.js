@@ -158,3 +158,16 @@ export function poll(fn, ms) {
   document.addEventListener('visibilitychange', () => { if (!document.hidden && timer === null) tick(); });
   tick();
 }
+
+// A poll that starts on demand and runs while fn() returns true; start() while it runs does nothing.
+export function watcher(fn, ms) {
+  let running = false;
+  return function start() {
+    if (running) return;
+    running = true;
+    poll(async () => {
+      running = await fn();
+      return running;
+    }, ms);
+  };
+}

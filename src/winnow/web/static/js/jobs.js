@@ -1,5 +1,5 @@
 import {
-  $, PREFIX, api, badge, el, fillSelect, flash, number, poll, requireSession, usd, when,
+  $, PREFIX, api, badge, el, fillSelect, flash, number, requireSession, usd, watcher, when,
 } from './common.js';
 import { ACTIVE, progressOf } from './progress.js';
 
@@ -43,16 +43,7 @@ async function refresh() {
   return active;
 }
 
-let watching = false;
-function watch() {
-  if (watching) return;
-  watching = true;
-  poll(async () => {
-    const again = await refresh();
-    watching = again;
-    return again;
-  }, 1500);
-}
+const watch = watcher(refresh, 1500);
 
 // The submit form: upload the file once per choice, dry-run for the estimate, then submit.
 const form = $('#submit');

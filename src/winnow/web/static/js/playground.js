@@ -32,6 +32,23 @@ async function* events(response) {
   }
 }
 
+// Thumbs on a streamed answer: feedback on that generation (POST /api/v1/feedback).
+function rating(generationId, index) {
+  const status = el('span', { class: 'muted small', 'aria-live': 'polite' });
+  const rate = async (value) => {
+    try {
+      await api('/api/v1/feedback', { method: 'POST', json: { generation_id: generationId, index, rating: value } });
+      status.textContent = ` rated ${value}`;
+    } catch (err) {
+      status.textContent = ` not rated: ${err.message}`;
+    }
+  };
+  return el('div', { class: 'actions rate' },
+    el('button', { type: 'button', class: 'secondary', 'aria-label': `Rate answer ${index + 1} up`, onclick: () => rate('up') }, 'Up'),
+    el('button', { type: 'button', class: 'secondary', 'aria-label': `Rate answer ${index + 1} down`, onclick: () => rate('down') }, 'Down'),
+    status);
+}
+
 async function send(event) {
   event.preventDefault();
   const text = $('#p-message').value;
@@ -52,6 +69,7 @@ async function send(event) {
   let firstToken = null;
   let chunks = 0;
   let usage = null;
+  let generationId = null;
   try {
     const response = await fetch('/v1/chat/completions', {
       method: 'POST',
@@ -65,6 +83,7 @@ async function send(event) {
     if (!response.ok) throw await errorOf(response);
     for await (const chunk of events(response)) {
       if (chunk.usage) usage = chunk.usage;
+      if (chunk.id) generationId = chunk.id;
       for (const choice of chunk.choices || []) {
         const delta = choice.delta && choice.delta.content;
         if (!delta) continue;
@@ -75,6 +94,7 @@ async function send(event) {
       }
     }
     history.push({ role: 'assistant', content: answers[0] });
+    if (generationId) outputs.forEach((output, index) => output.after(rating(generationId, index)));
     flash('');
   } catch (err) {
     if (err.name !== 'AbortError') flash(`The model did not answer: ${err.message}`);
