@@ -16,7 +16,7 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from winnow.api.errors import error_body
-from winnow.api.passthrough import UpstreamFastPath
+from winnow.api.passthrough import LeanRoutes
 from winnow.errors import PayloadTooLarge
 from winnow.metrics import Metrics
 
@@ -50,8 +50,8 @@ class RequestContextMiddleware:
     def __init__(
         self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int, upload_prefix: str, metrics: Metrics
     ) -> None:
-        # /v1 completions for upstream models are answered before FastAPI's routing.
-        self.app = UpstreamFastPath(app)
+        # The hot routes are answered before FastAPI's routing (api/passthrough.py).
+        self.app = LeanRoutes(app)
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes

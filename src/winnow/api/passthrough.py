@@ -1,35 +1,40 @@
-"""/v1 requests for upstream models: forwarded as the client sent them, answered before FastAPI routes.
+"""The hot routes, answered before FastAPI's routing: /v1 completions for upstream models, /generate.
 
-``UpstreamFastPath`` is pure ASGI and sits inside the request middleware (request id, body cap,
-access log, metrics). For ``POST /v1/chat/completions`` and ``/v1/completions`` it reads the body
-once, decodes it with orjson, validates it with the route's own schema and, when the model is an
-upstream's, authenticates, counts the rate limit, checks the budget and forwards, skipping
-FastAPI's routing and dependency resolution (about a third of a forwarded request's Python). Any
-body it would refuse (invalid JSON or fields, an unknown or local model) goes on to the FastAPI
-routes untouched and unread-looking, so every error keeps its one shape and the OpenAPI document
-is the routes'. Both ways end in ``forward``: one code path for the forwarding itself.
+``LeanRoutes`` is pure ASGI and sits inside the request middleware (request id, body cap, access
+log, metrics). For ``POST /v1/chat/completions``, ``/v1/completions`` (upstream models) and
+``/api/v1/generate`` it reads the body once, decodes it with orjson, validates it with the route's
+own schema, authenticates, counts the rate limit and calls the same service the route calls,
+skipping FastAPI's routing and dependency resolution (about a third of a forwarded request's
+Python). A body it would refuse (invalid JSON or fields) or does not serve (a local model on /v1)
+goes on to the FastAPI routes whole, before anything a client could see happened, so every error
+keeps its one shape and the OpenAPI document is the routes'. Errors raised on the way are answered
+by the app's own exception handlers. Upstream forwarding itself is ``forward``, one code path for
+both ways in.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from winnow.api.deps import authenticate
+from winnow.api.openapi import API_PREFIX
+from winnow.auth import Principal
 from winnow.errors import WinnowError
 from winnow.models.base import ChatMessage
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.runtime import Runtime
 from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest
+from winnow.schemas.platform import GenerateRequest
 from winnow.usage.service import estimate_tokens
 
 log = logging.getLogger("winnow.api")
@@ -130,9 +135,46 @@ class _Matched:
     path: str
 
 
-_ROUTES: dict[str, tuple[type[ChatCompletionRequest] | type[CompletionRequest], str, _Matched]] = {
-    "/v1/chat/completions": (ChatCompletionRequest, "/chat/completions", _Matched("/v1/chat/completions")),
-    "/v1/completions": (CompletionRequest, "/completions", _Matched("/v1/completions")),
+# A lean route's handler: the response, or None to leave the request to the FastAPI routes. It
+# must decide before doing anything a client could see (a rate-limit hit, a usage row).
+Handler = Callable[[Runtime, Scope, Any, dict[str, Any]], Awaitable[Response | None]]
+
+
+async def _principal(runtime: Runtime, scope: Scope) -> Principal:
+    """Authenticate and count a generation, as the routes' ``GenerationKey`` does."""
+    principal = await authenticate(runtime, _header(scope, b"authorization"))
+    state: dict[str, Any] = scope.setdefault("state", {})
+    state["key_name"] = principal.name
+    state["rate_limit_headers"] = (await runtime.limiter.hit(principal, "generation")).headers()
+    return principal
+
+
+def _upstream(path: str) -> Handler:
+    async def handle(
+        runtime: Runtime, scope: Scope, body: ChatCompletionRequest | CompletionRequest, sent: dict[str, Any]
+    ) -> Response | None:
+        provider = runtime.models.provider(body.model)
+        if not isinstance(provider, OpenAIProvider):
+            return None  # a local model: the route serves it
+        principal = await _principal(runtime, scope)
+        return await forward(runtime, principal.id, provider, path, body, sent)
+
+    return handle
+
+
+async def _generate(runtime: Runtime, scope: Scope, body: GenerateRequest, _sent: dict[str, Any]) -> Response:
+    principal = await _principal(runtime, scope)
+    answer = await runtime.generation.generate(body, principal.id)
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
+_ROUTES: dict[str, tuple[type[BaseModel], Handler, _Matched]] = {
+    path: (schema, handler, _Matched(path))
+    for path, schema, handler in (
+        ("/v1/chat/completions", ChatCompletionRequest, _upstream("/chat/completions")),
+        ("/v1/completions", CompletionRequest, _upstream("/completions")),
+        (f"{API_PREFIX}/generate", GenerateRequest, _generate),
+    )
 }
 
 
@@ -143,8 +185,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class UpstreamFastPath:
-    """Answers /v1 completions for upstream models itself; everything else goes to ``app``."""
+class LeanRoutes:
+    """Answers the hot routes itself (see the module's docstring); everything else goes to ``app``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -163,27 +205,23 @@ class UpstreamFastPath:
             raw.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(raw)
-        schema, upstream_path, matched = route
+        schema, handler, matched = route
         runtime: Runtime = scope["app"].state.runtime
-        provider = None
         try:
             sent = orjson.loads(body)
             request = schema.model_validate(sent)
-            provider = runtime.models.provider(request.model)
-        except (orjson.JSONDecodeError, ValidationError, WinnowError):
-            pass
-        if not isinstance(provider, OpenAIProvider):
+        except (orjson.JSONDecodeError, ValidationError):
+            await self.app(scope, _replay(body, receive), send)  # the route's own 400
+            return
+        try:
+            response = await handler(runtime, scope, request, sent)
+        except Exception as exc:
+            scope["route"] = matched
+            response = await _handled(scope, receive, exc)
+        if response is None:
             await self.app(scope, _replay(body, receive), send)
             return
         scope["route"] = matched
-        state: dict[str, Any] = scope.setdefault("state", {})
-        try:
-            principal = await authenticate(runtime, _header(scope, b"authorization"))
-            state["key_name"] = principal.name
-            state["rate_limit_headers"] = (await runtime.limiter.hit(principal, "generation")).headers()
-            response = await forward(runtime, principal.id, provider, upstream_path, request, sent)
-        except Exception as exc:
-            response = await _handled(scope, receive, exc)
         await response(scope, receive, send)
 
 
