@@ -24,7 +24,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 def test_console_pages_send_strict_csp_and_deny_framing(server: LiveServer) -> None:
-    for path in ("/ui/", "/ui/signin", "/ui/jobs", "/ui/feedback", "/ui/evals", "/ui/playground", "/ui/keys"):
+    pages = ("/ui/", "/ui/signin", "/ui/jobs", "/ui/feedback", "/ui/evals", "/ui/playground", "/ui/keys")
+    for path in (*pages, "/api/v1/docs"):
         response = httpx.get(server.url + path)
         assert response.status_code == 200
         csp = response.headers["content-security-policy"]
