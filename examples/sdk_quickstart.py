@@ -1,5 +1,6 @@
 """Winnow's Python SDK end to end, notebook style: upload prompts, estimate a job with a dry run,
-submit it, wait with a progress bar, then read the rows it kept and give feedback on one.
+submit it, wait with a progress bar, read the rows it kept, load its preference pairs as a Hugging
+Face dataset (the ``datasets`` extra), and give feedback on a row.
 
 Start a server (``scripts/serve`` prints an admin key on first start), then:
 
@@ -24,7 +25,8 @@ with Winnow() as client:
     prompts = client.files.upload(PROMPTS)
     print(f"uploaded {prompts.rows} prompts as {prompts.id}")
 
-    # 2. The job: 4 sampled answers per prompt, scored by the demo reward model, best of 4 kept.
+    # 2. The job: 4 sampled answers per prompt, scored by the demo reward model, best of 4 kept;
+    #    beside the output, preference pairs (best against worst answer of each prompt) and SFT rows.
     job_args: SubmitJobParams = {
         "model": "demo-lm",
         "reward_model": "demo-rm",
@@ -34,6 +36,7 @@ with Winnow() as client:
         "max_gen_len": 8,
         "filtering_function": {"name": "best_of_n"},
         "seed": 7,
+        "outputs": ["preference", "sft"],
     }
     dry = client.sdg.submit(**job_args | {"dry_run": True})
     assert dry.estimate is not None
@@ -56,7 +59,14 @@ with Winnow() as client:
     saved = client.sdg.download(job.job_id, Path(f"{job.job_id}.jsonl"))
     print("saved", saved)
 
-    # 5. Say what a person thinks of a row: feedback exports become preference or SFT data.
+    # 5. The preference pairs as a datasets.Dataset (prompt / chosen / rejected: what TRL's DPOTrainer takes).
+    pairs = client.sdg.to_dataset(job.job_id)
+    print(
+        f"{pairs.num_rows} preference pairs, mean margin {client.sdg.summary(job.job_id)['preference']['mean_margin']:.2f}"
+    )
+    print("  first:", pairs[0]["prompt"], "chosen", pairs[0]["chosen"], "rejected", pairs[0]["rejected"])
+
+    # 6. Say what a person thinks of a row: feedback exports become preference or SFT data.
     top = best[0]
     client.feedback.create(job_id=job.job_id, id=top.id, index=top.index, rating="up")
     print("feedback export (sft):", len(client.feedback.export("sft").rows), "rows")

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import datasets
 import httpx
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -286,6 +288,36 @@ def test_rate_limited_carries_retry_after_when_not_retried(served: Served) -> No
     assert refused.value.retry_after is not None and 1 <= refused.value.retry_after <= 60
 
 
+def test_training_sets_of_a_server_job_as_records_exports_and_a_dataset(served: Served, tmp_path: Path) -> None:
+    args = served.job_args(
+        num_generations=4,
+        scoring_function="exact_match",
+        max_gen_len=8,
+        filtering_function={"name": "best_of_n"},
+        outputs=["preference", "sft"],
+    )
+    job = served.user.sdg.submit(**args)
+    assert served.user.sdg.wait(job.job_id, progress=False, timeout=180).status == "completed"
+    pairs = list(served.user.sdg.records(job.job_id, "preference"))
+    assert pairs and all(pair["margin"] == 1.0 for pair in pairs)
+    assert served.user.sdg.summary(job.job_id)["preference"]["pairs"] == len(pairs)
+    sft = list(served.user.sdg.records(job.job_id, "sft"))
+    assert [row["id"] for row in sft] == [row.id for row in served.user.sdg.rows(job.job_id)]
+    dataset = served.user.sdg.to_dataset(job.job_id)
+    assert dataset.num_rows == len(pairs) and dataset["chosen"] == [pair["chosen"] for pair in pairs]
+    exported = served.user.sdg.export(job.job_id, tmp_path / "pairs.parquet", "parquet", "preference")
+    assert list(pd.read_parquet(exported)["rejected"]) == [pair["rejected"] for pair in pairs]
+    env = {"WINNOW_URL": served.live.url, "WINNOW_API_KEY": served.user_key}
+    target = tmp_path / "sft-hf"
+    result = CliRunner().invoke(
+        app, ["sdg", "export", job.job_id, "--format", "hf", "--output", "sft", "--to", str(target)], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert datasets.load_from_disk(str(target))["id"] == [row["id"] for row in sft]
+    with pytest.raises(NotFound):  # a job that asked for none has none
+        list(served.user.sdg.records(served.job.job_id, "preference"))
+
+
 # -- the CLI's remote commands, on the SDK -----------------------------------------------------
 def test_cli_files_upload_then_submit_dry_run_and_wait(served: Served, tmp_path: Path) -> None:
     env = {"WINNOW_URL": served.live.url, "WINNOW_API_KEY": served.user_key}
@@ -312,7 +344,7 @@ def test_the_quickstart_example_runs_end_to_end(served: Served, tmp_path: Path) 
         [sys.executable, str(EXAMPLE)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    assert "completed, kept 20 of 80" in done.stdout
+    assert "completed, kept 20 of 80" in done.stdout and "preference pairs, mean margin" in done.stdout
     assert len(list(tmp_path.glob("job-*.jsonl"))) == 1
 
 
@@ -334,6 +366,11 @@ async def test_async_client_submits_waits_and_streams_a_job(served: Served, tmp_
         target = await client.sdg.download(job.job_id, tmp_path / "out.jsonl")
         assert [PromptResponseScore.model_validate_json(line) for line in target.read_text().splitlines()] == rows
         assert (await client.sdg.summary(job.job_id))["counts"]["rows_kept"] == 2
+        assert [row async for row in client.sdg.records(job.job_id, "rows")] == [r.model_dump() for r in rows]
+        as_dataset = await client.sdg.to_dataset(job.job_id, "rows")
+        assert as_dataset["id"] == [row.id for row in rows]
+        exported = await client.sdg.export(job.job_id, tmp_path / "rows.jsonl", "jsonl")
+        assert exported.read_text() == target.read_text()
         with pytest.raises(Conflict):
             await client.sdg.cancel(job.job_id)
 

@@ -17,7 +17,8 @@ from winnow.cli.remote import KeyOption, UrlOption, server, show
 from winnow.cli.styling import typer_app
 from winnow.client.params import SubmitJobParams
 from winnow.errors import WinnowError
-from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
+from winnow.schemas.sdg import FilteringFunction, OutputKind, SubmitJobRequest
+from winnow.sdg.outputs import OUTPUT_PATHS, ExportFormat, Output, export, import_datasets
 from winnow.sdg.report import summary_path
 from winnow.sdg.reward import open_registries
 from winnow.sdg.runner import FileCheckpoint
@@ -65,6 +66,12 @@ def run(
     executor: Annotated[
         Literal["local", "ray"] | None, typer.Option("--executor", help="Where chunks run (default from config: local)")
     ] = None,
+    also: Annotated[
+        str | None,
+        typer.Option(
+            "--also", help="Training sets beside OUTPUT: preference, sft or both (preference,sft)", metavar="SETS"
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run a job in this process with a progress bar; an interrupted run resumes where it stopped."""
@@ -84,6 +91,7 @@ def run(
             system_prompt=system_prompt,
             seed=seed,
             executor=executor,
+            outputs=cast(list[OutputKind], [name.strip() for name in (also or "").split(",") if name.strip()]),
         )
     except (ValueError, json.JSONDecodeError) as exc:
         raise fail("invalid parameters", str(exc)) from exc
@@ -227,6 +235,38 @@ def download(
     with server(url, key) as client:
         client.sdg.download(job_id, output)
     typer.echo(str(output))
+
+
+@sdg_app.command("export")
+def export_job(
+    job: Annotated[
+        str, typer.Argument(help="A server job's id, or the OUTPUT of an in-process run", show_default=False)
+    ],
+    to: Annotated[Path, typer.Option("--to", help="Where the export goes (a folder for hf)", show_default=False)],
+    format: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="parquet, jsonl, or hf (a Hugging Face dataset folder)")
+    ] = "parquet",
+    output: Annotated[Output, typer.Option("--output", help="Which of the job's outputs")] = "rows",
+    url: UrlOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Export a completed job's rows, preference pairs or SFT set as Parquet, JSONL or a Hugging Face dataset."""
+    local = Path(job)
+    try:
+        if format == "hf":
+            import_datasets().disable_progress_bars()  # the CLI draws no bars of other libraries
+        if local.is_file():
+            source = OUTPUT_PATHS[output](local)
+            if not source.exists():
+                raise fail(f"{source} does not exist", f"run the job with --also {output}")
+            with source.open("rb") as lines:
+                export(lines, format, to)
+        else:
+            with server(url, key) as client:
+                client.sdg.export(job, to, format, output)
+    except ImportError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(str(to))
 
 
 def worker(

@@ -8,7 +8,7 @@ from typing import Any, Literal, Required, TypedDict
 
 from winnow.schemas.evals import Baseline, PromptTemplate
 from winnow.schemas.keys import KeyBudget, KeyRateLimits
-from winnow.schemas.sdg import FilteringFunction
+from winnow.schemas.sdg import FilteringFunction, OutputKind, PreferenceOptions
 
 
 class SubmitJobParams(TypedDict, total=False):
@@ -28,6 +28,8 @@ class SubmitJobParams(TypedDict, total=False):
     seed: int | None
     executor: Literal["local", "ray"] | None
     dry_run: bool
+    outputs: list[OutputKind]
+    preference: PreferenceOptions | dict[str, Any]
 
 
 class EvaluationParams(TypedDict, total=False):

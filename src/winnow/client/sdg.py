@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -15,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from winnow.client._http import AsyncAPIClient, Call, JSONObject, SyncAPIClient
 from winnow.client.params import SubmitJobParams
 from winnow.schemas.sdg import JobDetails, JobList, PromptResponseScore
+from winnow.sdg.outputs import ExportFormat, Output, export, import_datasets
 
 SDG = "/synthetic_data_generation"
 ENDED = frozenset({"completed", "failed", "cancelled", "dry_run"})
@@ -39,6 +42,21 @@ def _cancel(job_id: str) -> Call[JobDetails]:
 
 def _artifact(job_id: str, name: str) -> Call[JSONObject]:
     return Call("GET", f"{SDG}/jobs/{job_id}/{name}", JSONObject)
+
+
+def _output(job_id: str, output: Output) -> Call[JSONObject]:
+    """One of a completed job's JSONL files: its rows, or a training set it asked for."""
+    return _artifact(job_id, "output" if output == "rows" else output)
+
+
+def _export_file(source: Path, format: ExportFormat, to: Path) -> None:
+    with source.open("rb") as lines:
+        export(lines, format, to)
+
+
+def _load_dataset(path: Path) -> Any:
+    """A JSONL file as a ``datasets.Dataset`` (Arrow, memory-mapped: the rows are not held in memory)."""
+    return import_datasets().Dataset.from_json(str(path))
 
 
 @contextmanager
@@ -144,10 +162,11 @@ class SyncSDG:
                 time.sleep(delay)
         return job
 
-    def download(self, job_id: str, path: str | Path) -> Path:
-        """Save a completed job's output JSONL at ``path`` (streamed; whole or not at all)."""
+    def download(self, job_id: str, path: str | Path, output: Output = "rows") -> Path:
+        """Save a completed job's output JSONL (``output``: its rows, or the ``preference`` or ``sft``
+        set it asked for) at ``path``, streamed; whole or not at all."""
         target = Path(path)
-        with self._client.stream(_artifact(job_id, "output")) as response, part_file(target) as out:
+        with self._client.stream(_output(job_id, output)) as response, part_file(target) as out:
             for block in response.iter_bytes():
                 out.write(block)
         return target
@@ -156,6 +175,23 @@ class SyncSDG:
         """A completed job's output rows, streamed (the file is never held whole)."""
         for line in self._client.lines(_artifact(job_id, "output")):
             yield PromptResponseScore.model_validate_json(line)
+
+    def records(self, job_id: str, output: Output = "preference") -> Iterator[dict[str, Any]]:
+        """The rows of a completed job's ``output`` (rows, preference, sft) as dicts, streamed."""
+        for line in self._client.lines(_output(job_id, output)):
+            yield json.loads(line)
+
+    def export(self, job_id: str, to: str | Path, format: ExportFormat = "parquet", output: Output = "rows") -> Path:
+        """Export a completed job's ``output`` to ``to`` as parquet, jsonl or hf (a Hugging Face dataset
+        folder, ``datasets``' save_to_disk), streamed."""
+        export(self._client.lines(_output(job_id, output)), format, Path(to))
+        return Path(to)
+
+    def to_dataset(self, job_id: str, output: Output = "preference") -> Any:
+        """A completed job's ``output`` as a ``datasets.Dataset`` (needs the ``datasets`` extra)."""
+        import_datasets()
+        with tempfile.TemporaryDirectory() as folder:
+            return _load_dataset(self.download(job_id, Path(folder) / f"{output}.jsonl", output))
 
 
 class AsyncSDG:
@@ -193,10 +229,11 @@ class AsyncSDG:
                 await anyio.sleep(delay)
         return job
 
-    async def download(self, job_id: str, path: str | Path) -> Path:
-        """Save a completed job's output JSONL at ``path`` (streamed; whole or not at all)."""
+    async def download(self, job_id: str, path: str | Path, output: Output = "rows") -> Path:
+        """Save a completed job's output JSONL (``output``: its rows, or the ``preference`` or ``sft``
+        set it asked for) at ``path``, streamed; whole or not at all."""
         target = Path(path)
-        async with self._client.stream(_artifact(job_id, "output")) as response:
+        async with self._client.stream(_output(job_id, output)) as response:
             with part_file(target) as out:
                 async for block in response.aiter_bytes():
                     out.write(block)
@@ -206,3 +243,24 @@ class AsyncSDG:
         """A completed job's output rows, streamed (the file is never held whole)."""
         async for line in self._client.lines(_artifact(job_id, "output")):
             yield PromptResponseScore.model_validate_json(line)
+
+    async def records(self, job_id: str, output: Output = "preference") -> AsyncIterator[dict[str, Any]]:
+        """The rows of a completed job's ``output`` (rows, preference, sft) as dicts, streamed."""
+        async for line in self._client.lines(_output(job_id, output)):
+            yield json.loads(line)
+
+    async def export(
+        self, job_id: str, to: str | Path, format: ExportFormat = "parquet", output: Output = "rows"
+    ) -> Path:
+        """Export a completed job's ``output`` to ``to`` as parquet, jsonl or hf, through a temporary file."""
+        with tempfile.TemporaryDirectory() as folder:
+            source = await self.download(job_id, Path(folder) / f"{output}.jsonl", output)
+            await anyio.to_thread.run_sync(lambda: _export_file(source, format, Path(to)))
+        return Path(to)
+
+    async def to_dataset(self, job_id: str, output: Output = "preference") -> Any:
+        """A completed job's ``output`` as a ``datasets.Dataset`` (needs the ``datasets`` extra)."""
+        import_datasets()
+        with tempfile.TemporaryDirectory() as folder:
+            source = await self.download(job_id, Path(folder) / f"{output}.jsonl", output)
+            return await anyio.to_thread.run_sync(lambda: _load_dataset(source))

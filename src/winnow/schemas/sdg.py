@@ -79,6 +79,20 @@ class SyntheticDataGeneration(WireModel):
     output_file_path: str | None = None
 
 
+OutputKind = Literal["preference", "sft"]
+
+
+class PreferenceOptions(RequestModel):
+    """How the ``preference`` output pairs a prompt's responses (all of them, scored, before the filter)."""
+
+    pairs: Literal["best_worst", "all"] = Field(
+        "best_worst", description="best_worst: the best-scored response against the worst; all: every pair"
+    )
+    min_margin: float = Field(
+        0.0, ge=0.0, description="A pair needs chosen score - rejected score above this (0: strictly better)"
+    )
+
+
 class SubmitJobRequest(RequestModel):
     """The seed's submit_job body (all twelve parameters), plus a few of Winnow's own."""
 
@@ -102,6 +116,14 @@ class SubmitJobRequest(RequestModel):
     dry_run: StrictBool = Field(
         False, description="Validate and estimate tokens and cost (answer's `estimate`) without running"
     )
+    outputs: list[OutputKind] = Field(
+        default_factory=list,
+        max_length=2,
+        description="Training sets written beside the PromptResponseScore JSONL (which is always written): "
+        "preference (TRL prompt/chosen/rejected pairs from every scored response of a prompt, before the "
+        "filter) and sft (the kept rows as messages)",
+    )
+    preference: PreferenceOptions = Field(default_factory=PreferenceOptions)
 
 
 class JobCounts(WireModel):

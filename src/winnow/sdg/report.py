@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from winnow.schemas.sdg import JobCounts, SubmitJobRequest
+from winnow.sdg.outputs import pair_stats, preference_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -60,6 +61,8 @@ def write_summary(
         "tokens": {"input": counts.input_tokens, "output": counts.output_tokens},
         "params": spec.model_dump(mode="json"),
     }
+    if "preference" in spec.outputs:
+        summary["preference"] = pair_stats(preference_path(output))
     path = summary_path(output)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2))

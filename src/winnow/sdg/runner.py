@@ -34,6 +34,7 @@ from winnow.schemas.sdg import JobCounts, SubmitJobRequest
 from winnow.sdg import stages
 from winnow.sdg.filters import GlobalFilter
 from winnow.sdg.inputs import read_rows
+from winnow.sdg.outputs import jsonl, preference_pairs, preference_path, write_sft
 from winnow.sdg.report import write_histogram, write_summary
 from winnow.sdg.reward import RewardModel
 from winnow.sdg.rows import Candidate, PromptRow
@@ -41,7 +42,7 @@ from winnow.sdg.scoring import ScoringFn
 from winnow.usage.recorder import UsageEvent
 from winnow.usage.service import CLI_KEY_ID, UsageMeter, UsageService
 
-FILES = ("partial", "spill", "spill_scores", "raw_scores", "kept_scores", "errors")
+FILES = ("partial", "spill", "spill_scores", "raw_scores", "kept_scores", "errors", "preference")
 
 
 class JobCancelled(Exception):
@@ -436,6 +437,8 @@ class LocalRunner:
             error = {"id": row.id, "index": index[id(row)], "line": row.line, "error": reason}
             files["errors"].write(json.dumps(error, ensure_ascii=False).encode() + b"\n")
         files["raw_scores"].write(np.asarray([c.raw_score for c in outcome.candidates], dtype=np.float32).tobytes())
+        if "preference" in self.plan.spec.outputs:  # from every scored response, before the filter
+            files["preference"].write(jsonl(preference_pairs(outcome.candidates, self.plan.spec.preference)))
         if self.plan.global_filter is None:
             files["partial"].write(b"".join(_row_json(c) for c in kept))
             files["kept_scores"].write(np.asarray([c.score for c in kept], dtype=np.float32).tobytes())
@@ -449,11 +452,21 @@ class LocalRunner:
         timings["write_s"] = timings.get("write_s", 0.0) + time.perf_counter() - t2
 
     def _finish(self, files: dict[str, BinaryIO], counts: JobCounts, timings: dict[str, float]) -> None:
-        """Write the final output (whole or not at all). Idempotent, so a crash here is redone."""
+        """Write the final output and the training sets asked for beside it (each whole or not at
+        all). Idempotent, so a crash here is redone."""
         for handle in files.values():
             handle.flush()
         self.output.parent.mkdir(parents=True, exist_ok=True)
         publish(self.work / "errors", errors_path(self.output), self.work.name)
+        outputs = self.plan.spec.outputs
+        if "preference" in outputs:
+            publish(self.work / "preference", preference_path(self.output), self.work.name)
+        self._write_output(files, counts, timings)
+        if "sft" in outputs:
+            write_sft(self.output, self.work.name)
+
+    def _write_output(self, files: dict[str, BinaryIO], counts: JobCounts, timings: dict[str, float]) -> None:
+        """The PromptResponseScore JSONL: the kept rows, or the spilled rows a global filter keeps."""
         if self.plan.global_filter is None:
             publish(self.work / "partial", self.output, self.work.name)
             return

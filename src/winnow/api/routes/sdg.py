@@ -20,6 +20,7 @@ from winnow.runtime import Runtime
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.sdg import JobDetails, JobList, JobRows, SdgFunctions, SubmitJobRequest
 from winnow.sdg.filters import filter_factories
+from winnow.sdg.outputs import preference_path, sft_path
 from winnow.sdg.pages import read_page
 from winnow.sdg.report import histogram_path, summary_path
 from winnow.sdg.runner import errors_path
@@ -111,6 +112,8 @@ _FILES: dict[str, tuple[Callable[[FilePath], FilePath], str, tuple[str, ...]]] =
     "summary": (summary_path, "application/json", ("completed",)),
     "histogram": (histogram_path, "image/png", ("completed",)),
     "errors": (errors_path, "application/jsonl", ("completed", "failed")),
+    "preference": (preference_path, "application/jsonl", ("completed",)),
+    "sft": (sft_path, "application/jsonl", ("completed",)),
 }
 
 
@@ -134,6 +137,26 @@ _NOT_DONE: dict[int | str, dict[str, Any]] = {409: {"model": ErrorResponse, "des
 )
 async def job_output(job_id: JobIdPath, runtime: RuntimeDep, key: OtherKey) -> FileResponse:
     return await _artifact(runtime, job_id, key, "output")
+
+
+@router.get(
+    "/jobs/{job_id}/preference",
+    summary="A completed job's preference pairs (TRL prompt/chosen/rejected JSONL), when it asked for them",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/jsonl": {}}}, **_NOT_DONE},
+)
+async def job_preference(job_id: JobIdPath, runtime: RuntimeDep, key: OtherKey) -> FileResponse:
+    return await _artifact(runtime, job_id, key, "preference")
+
+
+@router.get(
+    "/jobs/{job_id}/sft",
+    summary="A completed job's kept rows as SFT messages (JSONL), when it asked for them",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/jsonl": {}}}, **_NOT_DONE},
+)
+async def job_sft(job_id: JobIdPath, runtime: RuntimeDep, key: OtherKey) -> FileResponse:
+    return await _artifact(runtime, job_id, key, "sft")
 
 
 @router.get(
