@@ -188,11 +188,16 @@ def test_admin_creates_and_revokes_a_key_and_the_ui_refuses_it(
     console.sign_in(admin, then="/ui/keys")
     page = console.page
     page.get_by_label("Name").fill("reviewer-1")
+    page.get_by_label("Generation limit (e.g. 200/minute)").fill("50/minute")
     page.get_by_role("button", name="Create key").click()
     secret = page.locator("#secret-value")
     expect(secret).to_have_text(re.compile(r"^wn-"))
     key = secret.inner_text()
-    expect(page.locator('#keys tr[data-key="reviewer-1"]')).to_be_visible()
+    expect(page.locator('#keys tr[data-key="reviewer-1"]')).to_contain_text("generation 50/minute")
+    page.locator("#b-key").select_option("reviewer-1")
+    page.get_by_label("USD", exact=True).fill("5")
+    page.get_by_role("button", name="Set budget").click()
+    expect(page.locator('#keys tr[data-key="reviewer-1"]')).to_contain_text("$5 / month")
     console.shot("keys")
 
     context, user = open_console(browser, server)
