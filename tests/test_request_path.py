@@ -109,3 +109,17 @@ def test_forwarded_requests_are_counted_under_their_route(server: LiveServer) ->
     metrics = httpx.get(f"{server.url}/metrics").text
     lines = [line for line in metrics.splitlines() if line.startswith("winnow_http_requests_total{")]
     assert any('route="/v1/completions"' in line and 'status="200"' in line for line in lines), lines
+
+
+def test_a_body_not_sent_as_json_is_refused_as_the_routes_refuse_it(server: LiveServer) -> None:
+    key = _key(server, "untyped")
+    bodies = {
+        "/api/v1/generate": {"model_id": "demo-lm", "prompt": "hi", "max_tokens": 2},
+        "/v1/completions": {"model": "fake", "prompt": "hi", "max_tokens": 2},
+    }
+    for path, sent in bodies.items():
+        body = json.dumps(sent).encode()
+        untyped = httpx.post(f"{server.url}{path}", content=body, headers=bearer(key))
+        assert untyped.status_code == 400, untyped.text
+        text = httpx.post(f"{server.url}{path}", content=body, headers={**bearer(key), "Content-Type": "text/plain"})
+        assert text.status_code == 400, text.text

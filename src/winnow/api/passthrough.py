@@ -185,6 +185,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _is_json(scope: Scope) -> bool:
+    """The body is JSON by its Content-Type, as FastAPI decides it (application/json or */*+json)."""
+    kind = (_header(scope, b"content-type") or "").partition(";")[0].strip().lower()
+    return kind.startswith("application/") and (kind == "application/json" or kind.endswith("+json"))
+
+
 class LeanRoutes:
     """Answers the hot routes itself (see the module's docstring); everything else goes to ``app``."""
 
@@ -193,8 +199,9 @@ class LeanRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = _ROUTES.get(scope.get("path", "")) if scope.get("method") == "POST" else None
-        # Only bodies of a declared length: a chunked one is left to FastAPI, which reads it capped.
-        if route is None or _header(scope, b"content-length") is None:
+        # Only JSON bodies of a declared length: a chunked one is left to FastAPI, which reads it
+        # capped, and so is any other content type (FastAPI does not decode it: a 400).
+        if route is None or _header(scope, b"content-length") is None or not _is_json(scope):
             await self.app(scope, receive, send)
             return
         raw, more = [], True
