@@ -146,3 +146,11 @@ def test_exporting_a_set_the_run_did_not_ask_for_says_so(tmp_path: Path) -> None
         app, ["sdg", "export", str(output), "--output", "sft", "--to", str(tmp_path / "x.parquet")]
     )
     assert result.exit_code == 1 and "--also sft" in result.output
+
+
+def test_an_export_onto_its_own_source_keeps_every_row(run_with_sets: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "out.jsonl"
+    copy.write_bytes(run_with_sets.read_bytes())
+    result = CliRunner().invoke(app, ["sdg", "export", str(copy), "--format", "jsonl", "--to", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert _lines(copy) == _lines(run_with_sets) and list(tmp_path.iterdir()) == [copy]

@@ -134,20 +134,36 @@ def _batches(lines: Iterable[str | bytes], size: int) -> Iterator[list[dict[str,
 
 def export(lines: Iterable[str | bytes], format: ExportFormat, to: Path) -> int:
     """Write JSONL ``lines`` (an output, streamed) to ``to`` as JSONL, a Parquet file, or a Hugging
-    Face dataset folder (``save_to_disk``; needs the ``datasets`` extra). Returns the rows written."""
+    Face dataset folder (``save_to_disk``; needs the ``datasets`` extra), whole or not at all.
+    Returns the rows written."""
     to.parent.mkdir(parents=True, exist_ok=True)
     if format == "hf":
         return _export_hf(lines, to)
+    part = to.with_name(to.name + ".part")
+    try:
+        rows = _write_jsonl(lines, part) if format == "jsonl" else _write_parquet(lines, part)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    part.replace(to)
+    return rows
+
+
+def _write_jsonl(lines: Iterable[str | bytes], to: Path) -> int:
     rows = 0
-    if format == "jsonl":
-        with to.open("wb") as out:
-            for batch in _batches(lines, EXPORT_BATCH_ROWS):
-                out.write(jsonl(batch))
-                rows += len(batch)
-        return rows
+    with to.open("wb") as out:
+        for batch in _batches(lines, EXPORT_BATCH_ROWS):
+            out.write(jsonl(batch))
+            rows += len(batch)
+    return rows
+
+
+def _write_parquet(lines: Iterable[str | bytes], to: Path) -> int:
+    """One row group per batch; the first batch's schema is the file's."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    rows = 0
     writer: pq.ParquetWriter | None = None
     try:
         for batch in _batches(lines, EXPORT_BATCH_ROWS):
