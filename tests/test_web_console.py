@@ -86,6 +86,9 @@ def test_every_page_fits_without_horizontal_scroll(
             expect(page.locator("main h1")).to_be_visible()
             page.wait_for_load_state("networkidle")
             assert console.no_horizontal_scroll(), f"{path} scrolls sideways at {viewport}"
+            console.shot(
+                f"{path.removeprefix('/ui').strip('/') or 'overview'}-{viewport['width']}x{viewport['height']}"
+            )
         console.goto("/ui/")
         expect(console.page.locator("#usage-table")).to_contain_text("demo-lm")
         console.shot(f"overview-{viewport['width']}x{viewport['height']}")

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import JOB_STATUS, LiveServer, bearer, wait_for_job
 from tests.sdg_jobs import job_body, submit
-from tests.web_browser import Console, admin, browser, console, expect, open_console
+from tests.web_browser import PHONE, Console, admin, browser, console, expect, open_console
 from winnow.config import Settings
 from winnow.runtime import Runtime
 
@@ -37,7 +37,9 @@ def _prompts(path: Path, texts: list[str]) -> Path:
     return path
 
 
-def test_submit_a_job_from_the_form_and_browse_its_samples(console: Console, admin: str, tmp_path: Path) -> None:
+def test_submit_a_job_from_the_form_and_browse_its_samples(
+    browser: Any, console: Console, server: LiveServer, admin: str, tmp_path: Path
+) -> None:
     prompts = _prompts(tmp_path / "four.jsonl", ["What is 1+2?", "What is 3+4?", "What is 5+6?", "What is 7+8?"])
     console.sign_in(admin, then="/ui/jobs")
     page = console.page
@@ -94,6 +96,15 @@ def test_submit_a_job_from_the_form_and_browse_its_samples(console: Console, adm
     assert len(lines) == 8 and all(json.loads(line)["id"].startswith("p") for line in lines)
     page.get_by_label("Search this page").fill("")
     console.shot("job")
+
+    context, phone = open_console(browser, server, PHONE)
+    try:
+        phone.sign_in(admin, then=f"/ui/jobs/{job_id}")
+        expect(phone.page.locator("#rows tbody tr")).to_have_count(8)
+        assert phone.no_horizontal_scroll()
+        phone.shot("job-390x844")
+    finally:
+        context.close()
 
 
 def test_rate_five_samples_from_the_review_queue_with_the_keyboard(
