@@ -77,6 +77,23 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// A message's text ({role, content}); content that is not a string shows as JSON.
+export function messageText(message) {
+  if (!message) return '';
+  return typeof message.content === 'string' ? message.content : JSON.stringify(message.content);
+}
+
+// A prompt as text: a plain string, or its messages of the given roles (all roles: null).
+export function promptText(prompt, roles = ['user']) {
+  if (typeof prompt === 'string') return prompt;
+  return (prompt || []).filter((m) => !roles || roles.includes(m.role)).map(messageText).join('\n');
+}
+
+// <dt>/<dd> pairs for a <dl> from [term, description...] items.
+export function definitions(items) {
+  return items.flatMap(([term, ...description]) => [el('dt', {}, term), el('dd', {}, ...description)]);
+}
+
 export function $(selector) { return document.querySelector(selector); }
 
 export function flash(message) {

@@ -1,4 +1,6 @@
-import { $, PREFIX, api, badge, duration, el, flash, number, requireSession, usd, watcher, when } from './common.js';
+import {
+  $, PREFIX, api, badge, duration, el, flash, number, promptText, requireSession, usd, watcher, when,
+} from './common.js';
 
 await requireSession();
 const ACTIVE = new Set(['queued', 'running', 'paused']);
@@ -63,21 +65,16 @@ function drawChart(table) {
   }, [xs, table.map((r) => r.mean_score)], target);
 }
 
-function textOf(prompt) {
-  if (typeof prompt === 'string') return prompt;
-  return (prompt || []).map((m) => (typeof m.content === 'string' ? m.content : JSON.stringify(m.content))).join('\n');
-}
-
 function renderResults() {
   const template = $('#r-template').value;
   const model = $('#r-model').value;
   const query = $('#r-search').value.trim().toLowerCase();
   const rows = results.filter((r) => (!template || r.template === template) && (!model || r.model === model)
-    && (!query || `${r.id} ${textOf(r.prompt)} ${r.response || r.error || ''}`.toLowerCase().includes(query)));
+    && (!query || `${r.id} ${promptText(r.prompt, null)} ${r.response || r.error || ''}`.toLowerCase().includes(query)));
   const shownRows = rows.slice(0, 200);
   $('#r-count').textContent = `${shownRows.length} of ${rows.length} rows`;
   $('#results tbody').replaceChildren(...shownRows.map((r) => el('tr', {},
-    el('td', {}, r.id), el('td', {}, r.template), el('td', {}, r.model), el('td', { class: 'text' }, textOf(r.prompt)),
+    el('td', {}, r.id), el('td', {}, r.template), el('td', {}, r.model), el('td', { class: 'text' }, promptText(r.prompt, null)),
     el('td', { class: 'text' }, r.error ? el('span', { class: 'error' }, r.error) : r.response),
     el('td', { class: 'num' }, r.score === undefined ? '' : number(r.score, 4)), el('td', { class: 'num' }, number(r.latency_ms, 1)))));
 }

@@ -1,18 +1,10 @@
-import { $, ApiError, api, download, el, flash, number, requireSession, when } from './common.js';
+import {
+  $, ApiError, api, download, el, flash, messageText, number, promptText, requireSession, when,
+} from './common.js';
 
 await requireSession();
 const SDG = '/api/v1/synthetic_data_generation';
 const params = new URLSearchParams(location.search);
-
-function textOf(message) {
-  if (!message) return '';
-  return typeof message.content === 'string' ? message.content : JSON.stringify(message.content);
-}
-
-function promptText(prompt) {
-  if (typeof prompt === 'string') return prompt;
-  return (prompt || []).filter((m) => m.role === 'user').map(textOf).join('\n');
-}
 
 function ratingText(item) {
   if (item.rating === null || item.rating === undefined) return '';
@@ -53,7 +45,7 @@ function show() {
   if (!row) return;
   $('#q-id').textContent = `${row.id} #${row.index}`;
   $('#q-prompt').textContent = promptText(row.prompt);
-  $('#q-response').textContent = textOf(row.response);
+  $('#q-response').textContent = messageText(row.response);
   $('#q-score').textContent = `score ${number(row.score, 4)} · raw ${number(row.raw_score, 4)}`;
   const current = given.get(keyOf(row));
   $('#q-current').textContent = describe(current);

@@ -1,21 +1,11 @@
 import {
-  $, api, badge, download, duration, el, flash, number, poll, requireSession, when,
+  $, api, badge, definitions, download, duration, el, flash, messageText, number, poll, promptText, requireSession, when,
 } from './common.js';
 import { ACTIVE, progressOf } from './progress.js';
 
 await requireSession();
 const JOB_ID = document.body.dataset.jobId;
 const BASE = `/api/v1/synthetic_data_generation/jobs/${encodeURIComponent(JOB_ID)}`;
-
-function textOf(message) {
-  if (!message) return '';
-  if (typeof message.content === 'string') return message.content;
-  return JSON.stringify(message.content);
-}
-
-function kv(items) {
-  return items.flatMap(([t, d]) => [el('dt', {}, t), el('dd', {}, d)]);
-}
 
 let loadedResults = false;
 
@@ -33,7 +23,7 @@ async function status() {
   ];
   if (ACTIVE.has(job.status) && job.eta_seconds != null) items.push(['ETA', duration(job.eta_seconds)]);
   if (job.error) items.push(['Error', el('span', { class: 'error' }, job.error)]);
-  $('#summary').replaceChildren(...kv(items));
+  $('#summary').replaceChildren(...definitions(items));
   $('#cancel').hidden = !ACTIVE.has(job.status);
   if (job.status === 'completed' && !loadedResults) {
     loadedResults = true;
@@ -53,7 +43,7 @@ async function results() {
       extra.push([name.replaceAll('_', ' '), `mean ${number(stats.mean, 3)} · min ${number(stats.min, 3)} · max ${number(stats.max, 3)} · n ${number(stats.count)}`]);
     }
   }
-  $('#summary').append(...kv(extra));
+  $('#summary').append(...definitions(extra));
   const png = await api(`${BASE}/histogram`, { raw: true });
   $('#histogram').src = URL.createObjectURL(await png.blob());
   $('#hist-card').hidden = false;
@@ -79,8 +69,7 @@ function renderRows() {
   const query = $('#rows-search').value.trim().toLowerCase();
   const order = $('#rows-sort').value;
   let rows = current.rows.map((r) => {
-    const prompt = (r.prompt || []).filter((m) => m.role === 'user').map(textOf).join('\n');
-    return { ...r, promptText: prompt, responseText: textOf(r.response) };
+    return { ...r, promptText: promptText(r.prompt), responseText: messageText(r.response) };
   });
   if (query) rows = rows.filter((r) => `${r.id} ${r.promptText} ${r.responseText}`.toLowerCase().includes(query));
   if (order !== 'file') rows.sort((a, b) => (order === 'desc' ? b.score - a.score : a.score - b.score));

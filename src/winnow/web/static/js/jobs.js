@@ -1,5 +1,5 @@
 import {
-  $, PREFIX, api, badge, el, fillSelect, flash, number, requireSession, usd, watcher, when,
+  $, PREFIX, api, badge, definitions, el, fillSelect, flash, number, requireSession, usd, watcher, when,
 } from './common.js';
 import { ACTIVE, progressOf } from './progress.js';
 
@@ -98,7 +98,7 @@ function showEstimate(info, e) {
   ];
   if (e.budget_remaining_usd != null) items.push(['Budget left', usd(e.budget_remaining_usd)]);
   $('#estimate-out').replaceChildren(el('div', { class: 'notice' }, el('strong', {}, 'Dry-run estimate'),
-    el('dl', { class: 'kv', id: 'estimate-table' }, items.flatMap(([t, d]) => [el('dt', {}, t), el('dd', {}, d)]))));
+    el('dl', { class: 'kv', id: 'estimate-table' }, definitions(items))));
 }
 
 $('#estimate').addEventListener('click', async () => {

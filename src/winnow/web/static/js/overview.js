@@ -1,4 +1,4 @@
-import { $, api, badge, el, errorOf, flash, number, requireSession, usd, when } from './common.js';
+import { $, api, badge, definitions, el, errorOf, flash, number, requireSession, usd, when } from './common.js';
 
 await requireSession();
 const DAYS = 14;
@@ -18,7 +18,7 @@ async function health() {
   for (const [name, value] of Object.entries(ready.checks || {})) {
     rows.push([`check: ${name}`, typeof value === 'object' ? JSON.stringify(value) : String(value)]);
   }
-  list.replaceChildren(...rows.flatMap(([term, ...value]) => [el('dt', {}, term), el('dd', {}, ...value)]));
+  list.replaceChildren(...definitions(rows));
 }
 
 async function models() {
@@ -35,7 +35,7 @@ async function budget() {
   const items = [['Key', b.key]];
   if (!b.budget || (b.budget.usd == null && b.budget.tokens == null)) {
     items.push(['Budget', 'none (no cap)']);
-    box.replaceChildren(el('dl', { class: 'kv' }, items.flatMap(([t, d]) => [el('dt', {}, t), el('dd', {}, d)])));
+    box.replaceChildren(el('dl', { class: 'kv' }, definitions(items)));
     return;
   }
   const cap = b.budget;
@@ -49,7 +49,7 @@ async function budget() {
     items.push(['Tokens', `${number(b.spent_tokens)} of ${number(cap.tokens)} · ${number(b.remaining_tokens)} left`]);
     meters.push(el('label', {}, 'Tokens used', el('meter', { min: 0, max: cap.tokens, value: b.spent_tokens, high: cap.tokens * 0.8, optimum: 0 })));
   }
-  box.replaceChildren(el('dl', { class: 'kv' }, items.flatMap(([t, d]) => [el('dt', {}, t), el('dd', {}, d)])), ...meters);
+  box.replaceChildren(el('dl', { class: 'kv' }, definitions(items)), ...meters);
 }
 
 let chart = null;
