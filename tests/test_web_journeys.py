@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import JOB_STATUS, LiveServer, bearer, wait_for_job
-from tests.sdg_jobs import job_body, submit
+from tests.sdg_jobs import job_body, submit, write_prompts
 from tests.web_browser import PHONE, Console, admin, browser, console, expect, open_console
 from winnow.config import Settings
 from winnow.runtime import Runtime
@@ -303,3 +303,17 @@ def test_user_content_is_shown_as_text_and_runs_nothing(console: Console, server
     console.goto("/ui/signin?" + str(httpx.QueryParams({"reason": PAYLOADS[1]})))
     expect(page.locator("#signin-error")).to_have_text(PAYLOADS[1])
     _xss_free(page)
+
+
+def test_cancel_a_running_job_from_the_list(console: Console, server: LiveServer, admin: str) -> None:
+    prompts = write_prompts(server.data_dir / "long.jsonl", 5000)  # minutes of work: it cannot end first
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        job = submit(client, admin, job_body(prompts, num_generations=4, max_gen_len=64, batch_size=8))
+    console.sign_in(admin, then="/ui/jobs")
+    page = console.page
+    row = page.locator(f'#jobs tr[data-job-id="{job["job_id"]}"]')
+    expect(row).to_have_attribute("data-status", re.compile("^(queued|running)$"))
+    expect(row.locator("progress")).to_have_attribute("max", "5000")
+    row.get_by_role("button", name=f"Cancel {job['job_id']}").click()
+    expect(row).to_have_attribute("data-status", "cancelled", timeout=120_000)
+    expect(row.get_by_role("button")).to_have_count(0)
