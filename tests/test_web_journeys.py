@@ -72,7 +72,7 @@ def test_submit_a_job_from_the_form_and_browse_its_samples(
     expect(page.locator("#summary")).to_contain_text("completed")
     histogram = page.locator("#histogram")
     expect(histogram).to_be_visible()
-    page.wait_for_function("document.querySelector('#histogram').naturalWidth > 0")
+    page.wait_for_function("() => document.querySelector('#histogram').naturalWidth > 0")
     rows = page.locator("#rows tbody tr")
     expect(rows).to_have_count(8)
     page.locator("#rows-limit").select_option("5")
@@ -305,7 +305,9 @@ def test_user_content_is_shown_as_text_and_runs_nothing(console: Console, server
     _xss_free(page)
 
 
-def test_cancel_a_running_job_from_the_list(console: Console, server: LiveServer, admin: str) -> None:
+def test_a_running_job_progresses_in_the_list_and_cancels_from_it(
+    console: Console, server: LiveServer, admin: str
+) -> None:
     prompts = write_prompts(server.data_dir / "long.jsonl", 5000)  # minutes of work: it cannot end first
     with httpx.Client(base_url=server.url, timeout=30) as client:
         job = submit(client, admin, job_body(prompts, num_generations=4, max_gen_len=64, batch_size=8))
@@ -314,6 +316,12 @@ def test_cancel_a_running_job_from_the_list(console: Console, server: LiveServer
     row = page.locator(f'#jobs tr[data-job-id="{job["job_id"]}"]')
     expect(row).to_have_attribute("data-status", re.compile("^(queued|running)$"))
     expect(row.locator("progress")).to_have_attribute("max", "5000")
+    bar = f'#jobs tr[data-job-id="{job["job_id"]}"] progress'
+    above = "([selector, value]) => document.querySelector(selector)?.value > value"
+    page.wait_for_function(above, arg=[bar, 0], timeout=120_000)
+    first = page.locator(bar).evaluate("node => node.value")
+    page.wait_for_function(above, arg=[bar, first], timeout=120_000)  # it moves with no reload
+    expect(row).to_contain_text("ETA")
     row.get_by_role("button", name=f"Cancel {job['job_id']}").click()
     expect(row).to_have_attribute("data-status", "cancelled", timeout=120_000)
     expect(row.get_by_role("button")).to_have_count(0)
