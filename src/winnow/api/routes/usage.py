@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import Query
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +23,10 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 router = Router(prefix="/usage", tags=["Usage and budgets"])
+_OTHERS_USAGE: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "A key other than an admin asked for another key's usage"}
+}
+_ONE_KEY = Query(None, description="Admin only: one key's usage")
 
 
 @router.get(
@@ -30,7 +34,7 @@ router = Router(prefix="/usage", tags=["Usage and budgets"])
     summary="Usage and cost, grouped by key, model or day",
     response_model=UsageReport,
     response_model_by_alias=True,
-    responses={400: {"model": ErrorResponse, "description": "A key other than an admin asked for another key's usage"}},
+    responses=_OTHERS_USAGE,
 )
 async def usage(
     runtime: RuntimeDep,
@@ -38,7 +42,7 @@ async def usage(
     group_by: Literal["key", "model", "day"] = Query("model"),
     from_: datetime | None = Query(None, alias="from", description="Inclusive start (ISO 8601)"),
     to: datetime | None = Query(None, description="Exclusive end (ISO 8601)"),
-    key: str | None = Query(None, description="Admin only: one key's usage"),
+    key: str | None = _ONE_KEY,
 ) -> UsageReport:
     report = await run_in_threadpool(runtime.usage.summary, principal, group_by, _utc(from_), _utc(to), key)
     return UsageReport.model_validate({**report, "prices_as_of": runtime.usage.prices.as_of})
@@ -49,13 +53,13 @@ async def usage(
     summary="Usage per UTC day and model over the last days (a time series for charts)",
     response_model=UsageDaily,
     response_model_by_alias=True,
-    responses={400: {"model": ErrorResponse, "description": "A key other than an admin asked for another key's usage"}},
+    responses=_OTHERS_USAGE,
 )
 async def usage_daily(
     runtime: RuntimeDep,
     principal: OtherKey,
     days: int = Query(14, ge=1, le=366, description="How many UTC days, ending today"),
-    key: str | None = Query(None, description="Admin only: one key's usage"),
+    key: str | None = _ONE_KEY,
 ) -> UsageDaily:
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - timedelta(days=days - 1)
