@@ -90,6 +90,8 @@ def test_no_key_and_no_budget_are_refused_before_the_upstream(server: LiveServer
     url = f"{server.url}/v1/chat/completions"
     anonymous = httpx.post(url, json=CHAT)
     assert anonymous.status_code == 401 and anonymous.json()["error"]["type"] == "authentication_error"
+    unknown = httpx.post(url, json={**CHAT, "model": "nope"})  # the key is checked before the model
+    assert unknown.status_code == 401, unknown.text
     admin = _key(server, "admin-of-budgets", "--admin")
     created = httpx.post(  # through the API, so that the server holds the budget at once
         f"{server.url}/api/v1/keys",

@@ -153,7 +153,10 @@ def _upstream(path: str) -> Handler:
     async def handle(
         runtime: Runtime, scope: Scope, body: ChatCompletionRequest | CompletionRequest, sent: dict[str, Any]
     ) -> Response | None:
-        provider = runtime.models.provider(body.model)
+        try:
+            provider = runtime.models.provider(body.model)
+        except WinnowError:
+            return None  # an unknown model: the route answers it, after authenticating
         if not isinstance(provider, OpenAIProvider):
             return None  # a local model: the route serves it
         principal = await _principal(runtime, scope)
