@@ -96,6 +96,16 @@ def test_submit_a_job_from_the_form_and_browse_its_samples(
     assert len(lines) == 8 and all(json.loads(line)["id"].startswith("p") for line in lines)
     page.get_by_label("Search this page").fill("")
     console.shot("job")
+    page.get_by_role("button", name="Next page").click()
+    expect(page.locator("#rows-where")).to_contain_text("page 2")
+    third = page.locator("#rows tbody tr").nth(2)
+    sample = f"{third.locator('td').nth(0).inner_text()} #{third.locator('td').nth(1).inner_text()}"
+    third.get_by_role("link", name=f"Rate {sample}").click()  # into the review queue at that sample
+    expect(page.locator("#q-id")).to_have_text(sample)
+    page.keyboard.press("u")
+    expect(page.locator("#feedback tbody tr")).to_have_count(1)
+    expect(page.locator("#feedback tbody")).to_contain_text(sample)
+    page.go_back()
 
     context, phone = open_console(browser, server, PHONE)
     try:

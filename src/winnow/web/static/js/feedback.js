@@ -85,10 +85,11 @@ async function rate(value) {
   }
 }
 
-async function openJob(id) {
+// A queue over the job's rows from byte ``offset`` (a page of the sample browser) on, at row ``at``.
+async function openJob(id, offset = 0, at = '') {
   jobId = id;
   rows = [];
-  nextOffset = 0;
+  nextOffset = offset;
   position = 0;
   given.clear();
   $('#queue').hidden = !id;
@@ -96,6 +97,7 @@ async function openJob(id) {
   const existing = await api(`/api/v1/feedback?job_id=${encodeURIComponent(id)}&limit=1000`);
   for (const item of existing.items.slice().reverse()) given.set(`${item.row_id}#${item.index}`, item);
   await loadMore();
+  position = Math.max(rows.findIndex((row) => keyOf(row) === at), 0);
   show();
   $('#flt-job').value = id;
   refreshList();
@@ -197,7 +199,7 @@ const wanted = params.get('job');
 if (wanted) {
   if (![...select.options].some((o) => o.value === wanted)) select.append(el('option', { value: wanted }, wanted));
   select.value = wanted;
-  await openJob(wanted).catch((err) => flash(err.message));
+  await openJob(wanted, Number(params.get('offset')) || 0, params.get('at') || '').catch((err) => flash(err.message));
 } else {
   await refreshList();
 }

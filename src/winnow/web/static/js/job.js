@@ -1,5 +1,5 @@
 import {
-  $, api, badge, definitions, download, duration, el, flash, messageText, number, poll, promptText, requireSession, when,
+  $, PREFIX, api, badge, definitions, download, duration, el, flash, messageText, number, poll, promptText, requireSession, when,
 } from './common.js';
 import { ACTIVE, progressOf } from './progress.js';
 
@@ -76,7 +76,14 @@ function renderRows() {
   $('#rows tbody').replaceChildren(...rows.map((r) => el('tr', {},
     el('td', {}, r.id), el('td', { class: 'num' }, String(r.index)),
     el('td', { class: 'text' }, r.promptText), el('td', { class: 'text' }, r.responseText),
-    el('td', { class: 'num' }, number(r.score, 4)), el('td', { class: 'num' }, number(r.raw_score, 4)))));
+    el('td', { class: 'num' }, number(r.score, 4)), el('td', { class: 'num' }, number(r.raw_score, 4)),
+    el('td', {}, el('a', { href: reviewLink(r), 'aria-label': `Rate ${r.id} #${r.index}` }, 'Rate')))));
+}
+
+// The review queue, starting at this page of the output, on this row.
+function reviewLink(row) {
+  const query = new URLSearchParams({ job: JOB_ID, offset: String(current.offset), at: `${row.id}#${row.index}` });
+  return `${PREFIX}/feedback?${query}`;
 }
 
 $('#rows-next').addEventListener('click', () => {
