@@ -6,6 +6,7 @@ per-request cost stays in microseconds.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import time
@@ -46,6 +47,20 @@ def _route_template(scope: Scope) -> str:
     return path[: len(path) - len(rendered)] + template if path.endswith(rendered) else str(template)
 
 
+def _freeze_after_startup(send: Send) -> Send:
+    """Once the app has started, its objects (~200,000: modules, the runtime, pools) move to the
+    collector's permanent generation, so a full collection walks only what requests made since;
+    unfrozen, one took hundreds of milliseconds on a loaded 2-core box, a request's worth of p99."""
+
+    async def send_frozen(message: Message) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            gc.collect()
+            gc.freeze()
+        await send(message)
+
+    return send_frozen
+
+
 class RequestContextMiddleware:
     def __init__(
         self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int, upload_prefix: str, metrics: Metrics
@@ -58,6 +73,9 @@ class RequestContextMiddleware:
         self.upload_prefix = upload_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, _freeze_after_startup(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
