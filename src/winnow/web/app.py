@@ -19,11 +19,12 @@ SWAGGER = "vendor/swagger-ui-5.35.0"
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals.update(version=__version__, prefix=CONSOLE_PREFIX)
 
-# path under /ui -> (template, page script, title)
+# path under /ui -> (template, page script, title); path parameters become the body's data-* attributes
 PAGES: dict[str, tuple[str, str, str]] = {
     "": ("overview.html", "overview", "Overview"),
     "/signin": ("signin.html", "signin", "Sign in"),
     "/jobs": ("jobs.html", "jobs", "Synthetic-data jobs"),
+    "/jobs/{job_id}": ("job.html", "job", "Synthetic-data job"),
     "/feedback": ("feedback.html", "feedback", "Human feedback"),
     "/evals": ("evals.html", "evals", "Prompt evaluations"),
     "/playground": ("playground.html", "playground", "Playground"),
@@ -50,9 +51,6 @@ def install_console(app: FastAPI, docs_path: str, openapi_url: str) -> None:
     app.add_route(CONSOLE_PREFIX, _root, include_in_schema=False)
     for path, (template, script, title) in PAGES.items():
         app.add_route(f"{CONSOLE_PREFIX}{path or '/'}", _page(template, script, title), include_in_schema=False)
-    app.add_route(
-        f"{CONSOLE_PREFIX}/jobs/{{job_id}}", _page("job.html", "job", "Synthetic-data job"), include_in_schema=False
-    )
 
     async def docs(request: Request) -> HTMLResponse:
         html = templates.get_template("docs.html").render(openapi_url=openapi_url, swagger=SWAGGER)
