@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import JOB_STATUS, LiveServer, bearer, wait_for_job
-from tests.sdg_jobs import job_body, submit, write_prompts
+from tests.sdg_jobs import SDG, job_body, submit, write_prompts
 from tests.web_browser import PHONE, Console, admin, browser, console, expect, open_console
 from winnow.config import Settings
 from winnow.runtime import Runtime
@@ -335,3 +335,20 @@ def test_a_running_job_progresses_in_the_list_and_cancels_from_it(
     row.get_by_role("button", name=f"Cancel {job['job_id']}").click()
     expect(row).to_have_attribute("data-status", "cancelled", timeout=120_000)
     expect(row.get_by_role("button")).to_have_count(0)
+
+
+def test_a_plain_key_sees_only_its_own_data(console: Console, server: LiveServer, admin: str) -> None:
+    user = server.cli("keys", "create", "plain-user").stdout.strip().splitlines()[-1]
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        theirs = {j["job_id"] for j in client.get(f"{SDG}/jobs", headers=bearer(admin)).json()["jobs"]}
+    assert theirs, "the admin's journeys left jobs behind"
+    console.sign_in(user, then="/ui/jobs")
+    page = console.page
+    expect(page.locator("#who")).to_have_text("plain-user")
+    expect(page.locator("#jobs-empty")).to_be_visible()  # the admin's jobs are not listed
+    expect(page.get_by_role("link", name="Keys")).to_be_hidden()
+    console.goto("/ui/keys")
+    expect(page.locator("#flash")).to_have_text("Only an admin key can manage keys.")
+    expect(page.locator("#keys tbody tr")).to_have_count(0)
+    console.goto(f"/ui/jobs/{sorted(theirs)[0]}")
+    expect(page.locator("#flash")).to_contain_text("not found")  # another key's job, as the API says

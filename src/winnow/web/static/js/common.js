@@ -163,13 +163,19 @@ export async function requireSession() {
   return current;
 }
 
-// Repeats fn every ms while it returns true; stops when the tab hides it (and resumes on show).
+// Repeats fn every ms while it returns true; pauses while the tab is hidden.
 export function poll(fn, ms) {
   let timer = null;
   const tick = async () => {
     timer = null;
     let again = false;
-    try { again = await fn(); } catch (error) { flash(error.message); again = true; }
+    try {
+      again = await fn();
+    } catch (error) {
+      flash(error.message);
+      // A refusal (bad id, not yours, not found) will not change by asking again; a 429 or 5xx may.
+      again = !(error instanceof ApiError && error.status < 500 && error.status !== 429);
+    }
     if (again && !document.hidden) timer = setTimeout(tick, ms);
   };
   document.addEventListener('visibilitychange', () => { if (!document.hidden && timer === null) tick(); });
