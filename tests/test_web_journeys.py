@@ -340,10 +340,16 @@ def test_a_running_job_progresses_in_the_list_and_cancels_from_it(
 def test_a_plain_key_sees_only_its_own_data(console: Console, server: LiveServer, admin: str) -> None:
     user = server.cli("keys", "create", "plain-user").stdout.strip().splitlines()[-1]
     with httpx.Client(base_url=server.url, timeout=30) as client:
+        submit(client, admin, job_body(write_prompts(server.data_dir / "admins.jsonl", 2)))
         theirs = {j["job_id"] for j in client.get(f"{SDG}/jobs", headers=bearer(admin)).json()["jobs"]}
-    assert theirs, "the admin's journeys left jobs behind"
-    console.sign_in(user, then="/ui/jobs")
+        budget = {"usd": 5, "tokens": 1000, "period": "month"}
+        assert client.put("/api/v1/keys/plain-user/budget", json=budget, headers=bearer(admin)).status_code == 200
+    console.sign_in(user)
     page = console.page
+    expect(page.locator("#budget")).to_contain_text("$0 of $5 · $5 left")  # the API's budget standing
+    expect(page.locator("#budget")).to_contain_text("0 of 1,000 · 1,000 left")
+    expect(page.locator("#budget meter")).to_have_count(2)
+    console.goto("/ui/jobs")
     expect(page.locator("#who")).to_have_text("plain-user")
     expect(page.locator("#jobs-empty")).to_be_visible()  # the admin's jobs are not listed
     expect(page.get_by_role("link", name="Keys")).to_be_hidden()
