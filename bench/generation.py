@@ -127,10 +127,11 @@ def winnow_generate(
     return asyncio.run(run())
 
 
-def served(prompts: list[str], clients: int, max_new: int, model_dir: Path, seconds: int) -> tuple[int, float]:
+def served(prompts: list[str], clients: int, max_new: int, model_dir: Path, seconds: int) -> tuple[int, float, float]:
     """``POST /api/v1/generate`` on a real ``winnow serve``, loaded by wrk (C, its own process, so
     the load takes no CPU from the server's Python) cycling through the prompts with a Lua script.
-    Output tokens per request come from the server's own usage rows; tokens/s is wrk's req/s times that."""
+    Output tokens per request come from the server's own usage rows; tokens/s is wrk's req/s times
+    that. Returns (tokens, seconds, req/s)."""
     import httpx
 
     data = Path(tempfile.mkdtemp(prefix="winnow-bench-"))
@@ -190,7 +191,7 @@ def served(prompts: list[str], clients: int, max_new: int, model_dir: Path, seco
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
         after = totals()
         per_request = (after[1] - before[1]) / max(after[0] - before[0], 1)
-        return round(rps * per_request * seconds), float(seconds)
+        return round(rps * per_request * seconds), float(seconds), rps
     finally:
         server.terminate()
         server.wait(10)
@@ -243,10 +244,14 @@ def main() -> None:
         )
         record(f"winnow local bs={bs}", *winnow_generate(prompts, bs, args.max_tokens, args.model, args.repeat))
     if not args.skip_served:
+        per_call = {}
         for clients in (1, 32):
-            record(
-                f"served /generate c={clients}", *served(prompts, clients, args.max_tokens, args.model, args.seconds)
-            )
+            tokens, seconds, rps = served(prompts, clients, args.max_tokens, args.model, args.seconds)
+            record(f"served /generate c={clients}", tokens, seconds)
+            per_call[clients] = 1000 / rps
+        # One client: a request's mean time over the in-process call's, on the same prompts.
+        tokens, seconds = winnow_generate(prompts, 1, args.max_tokens, args.model, 1)
+        in_process_ms = seconds * 1000 / len(prompts)
 
     print("\n# ratios")
     naive = rate["naive loop (bs=1 each)"]
@@ -262,6 +267,10 @@ def main() -> None:
                 f"served c=32 / bare bs=32 = {rate['served /generate c=32'] / bare32:.2f}  (target >= 0.4 on demo-lm)"
             )
         print(f"served c=32 / served c=1 = {rate['served /generate c=32'] / rate['served /generate c=1']:.1f}x")
+        print(
+            f"one client: {per_call[1]:.2f} ms a request served vs {in_process_ms:.2f} ms in process "
+            f"= {per_call[1] - in_process_ms:+.2f} ms (target <= +2 ms)"
+        )
 
 
 if __name__ == "__main__":
