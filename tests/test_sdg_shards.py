@@ -79,7 +79,9 @@ def _shards(db: Database, job_id: str) -> list[JobShard]:
         return rows
 
 
-def test_two_workers_on_postgresql_share_a_job_and_the_killed_ones_shard_is_taken_over(tmp_path: Path, postgres_url: str) -> None:
+def test_two_workers_on_postgresql_share_a_job_and_the_killed_ones_shard_is_taken_over(
+    tmp_path: Path, postgres_url: str
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     lines = DEMO_PROMPTS.read_text().splitlines()
@@ -122,19 +124,24 @@ def test_two_workers_on_postgresql_share_a_job_and_the_killed_ones_shard_is_take
         ]
         db = Database(postgres_url)
         try:
-            # Wait until both workers have finished a shard, then kill one while it holds another.
+            # Wait until both workers have finished a shard, then kill one while it holds another. The
+            # worker is frozen (SIGSTOP) before the shard table is read, so the shard it holds then is
+            # the one it holds when it dies: it cannot finish that shard in between.
             deadline = time.monotonic() + 100
             victim, held = None, None
             while time.monotonic() < deadline and victim is None:
-                shards = _shards(db, job["job_id"])
-                done_by = {s.worker for s in shards if s.status == "done"}
-                running = {s.worker: s for s in shards if s.status == "running"}
-                if len(done_by) == 2:
+                if len({s.worker for s in _shards(db, job["job_id"]) if s.status == "done"}) == 2:
                     for proc in workers:
-                        holder = next((w for w in running if w and w.split(":")[1] == str(proc.pid)), None)
-                        if holder is not None:
-                            victim, held = proc, running[holder].shard
+                        os.kill(proc.pid, signal.SIGSTOP)
+                        holding = [
+                            s.shard
+                            for s in _shards(db, job["job_id"])
+                            if s.status == "running" and s.worker and s.worker.split(":")[1] == str(proc.pid)
+                        ]
+                        if holding:
+                            victim, held = proc, holding[0]
                             break
+                        os.kill(proc.pid, signal.SIGCONT)
                 time.sleep(0.05)
             assert victim is not None, [(s.shard, s.status, s.worker) for s in _shards(db, job["job_id"])]
             os.kill(victim.pid, signal.SIGKILL)
