@@ -184,12 +184,9 @@ class FeedbackService:
         yield from session.scalars(query.execution_options(yield_per=500))
 
     # -- export ----------------------------------------------------------------------------------
-    def export(self, owner: Principal, fmt: ExportFormat = "preference") -> TrainingRows:
-        """The caller's visible feedback as training rows (see the module's docstring for the rules)."""
-        return self.export_explained(owner, fmt)[0]
-
-    def export_explained(self, owner: Principal, fmt: ExportFormat = "preference") -> tuple[TrainingRows, str | None]:
-        """The training rows and, when there are none, why (a sentence a person can act on)."""
+    def export(self, owner: Principal, fmt: ExportFormat = "preference") -> tuple[TrainingRows, str | None]:
+        """The caller's visible feedback as training rows (see the module's docstring for the rules)
+        and, when there are none, why (a sentence a person can act on)."""
         if fmt not in ("preference", "sft"):
             raise InvalidRequest("Unknown export format", f"{fmt!r}; use preference or sft")
         query = select(Feedback).order_by(Feedback.created_at, Feedback.id)

@@ -93,7 +93,7 @@ async def export_feedback(
     key: OtherKey,
     format: Literal["preference", "sft"] = Query("preference", description="preference (DPO pairs) or sft"),
 ) -> NDJSONResponse:
-    rows, why_empty = await run_in_threadpool(runtime.feedback.export_explained, key, format)
+    rows, why_empty = await run_in_threadpool(runtime.feedback.export, key, format)
     headers = {
         "Content-Disposition": f'attachment; filename="feedback-{format}.jsonl"',
         "X-Winnow-Rows": str(len(rows)),
