@@ -96,7 +96,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 # For keys that a module's tests share: their own explicit limits, so that adding a test never
-# pushes a shared key past the default 10 batch calls a minute (tests/test_ratelimit.py tests limits).
+# pushes a shared key past the default 10 batch calls a minute (tests/auth/test_ratelimit.py tests limits).
 TEST_KEY_LIMITS = '{"generation": "100000/minute", "batch": "100000/minute", "other": "100000/minute"}'
 
 

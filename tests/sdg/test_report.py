@@ -112,7 +112,7 @@ def test_a_run_titles_its_histogram_with_the_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job_id: str | None
 ) -> None:
     """The runner hands its spec and the job's id (an in-process run: the output's name) to the histogram."""
-    from tests.test_sdg_pipeline import SMALL, _spec
+    from tests.sdg.test_pipeline import SMALL, _spec
     from winnow.config import Settings
     from winnow.sdg import runner
     from winnow.sdg.reward import open_registries

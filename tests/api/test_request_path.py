@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import LiveServer, bearer
-from tests.test_upstream_passthrough import ECHO_USAGE, FakeUpstream
+from tests.api.test_passthrough import ECHO_USAGE, FakeUpstream
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
 

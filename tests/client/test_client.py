@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import ROOT, LiveServer
-from tests.sdg_jobs import write_prompts
+from tests.sdg.jobs import write_prompts
 from winnow.cli import app
 from winnow.client import (
     AsyncWinnow,

@@ -19,7 +19,7 @@ import pytest
 from rich.console import Console
 
 from tests.conftest import free_port
-from tests.test_cli_remote import http_server
+from tests.cli.test_remote import http_server
 from winnow.client import (
     APIConnectionError,
     APITimeoutError,

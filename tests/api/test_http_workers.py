@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests.conftest import REDIS_URL, LiveServer, bearer, reachable
-from tests.test_upstream_passthrough import ECHO_USAGE, FakeUpstream
+from tests.api.test_passthrough import ECHO_USAGE, FakeUpstream
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 

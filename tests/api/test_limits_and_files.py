@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.conftest import bearer, running_worker, wait_for_job
-from tests.sdg_jobs import SDG, job_body, submit, write_prompts
+from tests.sdg.jobs import SDG, job_body, submit, write_prompts
 from tests.spec import assert_error
 from winnow.api import create_app
 from winnow.config import Settings

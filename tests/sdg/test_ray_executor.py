@@ -96,7 +96,7 @@ def test_a_job_with_executor_ray_runs_on_a_worker_and_records_usage(tmp_path: Pa
 def test_a_ray_job_killed_between_a_chunk_and_its_checkpoint_bills_each_prompt_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.test_usage_once import dies_on_save, first_shard, job_usage
+    from tests.usage.test_usage_once import dies_on_save, first_shard, job_usage
     from winnow.sdg.shards import ShardStore
 
     settings = Settings(data_dir=tmp_path / "data", workers=0, ray=RaySettings(generate_cpus=1, score_cpus=1))

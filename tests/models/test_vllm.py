@@ -320,7 +320,7 @@ def test_an_unknown_engine_is_refused_when_the_config_loads(tmp_path: Path) -> N
 @needs_vllm
 def test_the_ray_executor_runs_vllm_in_its_actors_with_the_local_executors_rows(wide_lm: Path, tmp_path: Path) -> None:
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
-    from tests.test_sdg_ray import _spec as job_spec  # the Ray test's job, on demo-vllm
+    from tests.sdg.test_ray_executor import _spec as job_spec  # the Ray test's job, on demo-vllm
     from winnow.config import RaySettings
     from winnow.sdg.reward import open_registries
     from winnow.sdg.runner import FileCheckpoint

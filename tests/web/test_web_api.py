@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.conftest import bearer, running_worker, wait_for_job
-from tests.sdg_jobs import SDG, job_body, submit, write_prompts
+from tests.sdg.jobs import SDG, job_body, submit, write_prompts
 from winnow.config import Settings
 from winnow.runtime import Runtime
 

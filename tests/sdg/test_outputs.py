@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tests.sdg_jobs import write_prompts
+from tests.sdg.jobs import write_prompts
 from winnow.cli import app
 from winnow.schemas.sdg import PreferenceOptions
 from winnow.sdg.outputs import preference_pairs

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from tests.conftest import LiveServer, bearer, wait_for_job
-from tests.sdg_jobs import SDG, job_body, wait_running, write_prompts
+from tests.sdg.jobs import SDG, job_body, wait_running, write_prompts
 from winnow.cli import app
 
 ENDED = ("completed", "failed", "cancelled")

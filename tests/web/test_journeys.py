@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from tests.conftest import JOB_STATUS, LiveServer, bearer, wait_for_job
-from tests.sdg_jobs import SDG, job_body, submit, write_prompts
-from tests.web_browser import PHONE, Console, admin, browser, console, expect, open_console
+from tests.sdg.jobs import SDG, job_body, submit, write_prompts
+from tests.web.browser import PHONE, Console, admin, browser, console, expect, open_console
 from winnow.config import Settings
 from winnow.runtime import Runtime
 

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import LiveServer
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 ARGS = [
     "--headless",
     "--no-sandbox",

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import LiveServer, bearer
-from tests.web_browser import DESKTOP, PHONE, Console, admin, browser, console, expect, open_console
+from tests.web.browser import DESKTOP, PHONE, Console, admin, browser, console, expect, open_console
 
 __all__ = ["admin", "browser", "console"]
 
