@@ -133,9 +133,18 @@ ROWS: dict[str, dict[str, list[dict[str, Any]]]] = {
             }
         ],
     },
+    "0005": {  # a routed call: which deployment, after how many attempts; a cache hit costs 0
+        "usage_records": [
+            {**_usage(3, "v1", (7, 2), 0.0), "deployment": "east", "attempts": 2, "cached": True},
+        ]
+    },
 }
 # Columns an older revision's rows get from a newer revision (server defaults, added nullable columns).
-ADDED = {"0003": {"sdg_jobs": {"kind": "sdg", "resume_at": None}}}
+ADDED = {
+    "0003": {"sdg_jobs": {"kind": "sdg", "resume_at": None}},
+    "0005": {"usage_records": {"deployment": None, "attempts": None, "cached": False}},
+}
+ROUTING = ("deployment", "attempts", "cached")
 
 
 def _normal(value: Any) -> Any:
@@ -206,7 +215,7 @@ def db(database_url: str) -> Iterator[Database]:
 
 def _upgrade_step_by_step(db: Database) -> dict[str, list[dict[str, Any]]]:
     """base → each revision in turn, writing that revision's rows and checking every earlier row."""
-    assert REVISIONS == ["0001", "0002", "0003", "0004"], "a new migration: give it rows in ROWS"
+    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005"], "a new migration: give it rows in ROWS"
     expected: dict[str, list[dict[str, Any]]] = {}
     for revision in REVISIONS:
         db.migrate(revision)
@@ -224,7 +233,7 @@ def _upgrade_step_by_step(db: Database) -> dict[str, list[dict[str, Any]]]:
         _assert_kept(db, expected)
         for table, rows in ROWS.get(revision, {}).items():
             _insert(db, table, rows)
-            expected[table] = [dict(row) for row in rows]
+            expected[table] = [*expected.get(table, []), *(dict(row) for row in rows)]
         if revision == "0003":  # budgets are new columns of an old table
             with db.engine.begin() as conn:
                 conn.execute(text("UPDATE api_keys SET budget_usd = 5.0, budget_period = 'total' WHERE id = 1"))
@@ -254,10 +263,10 @@ def _assert_served(database_url: str, data_dir: Path) -> None:
         assert client.get("/api/v1/keys", headers=bearer(OLD_SECRET)).status_code == 401
         usage = client.get("/api/v1/usage", params={"group_by": "model"}, headers=admin).json()
         assert usage["total"] == {
-            "requests": 2,
-            "input_tokens": 33,
-            "output_tokens": 8,
-            "total_tokens": 41,
+            "requests": 3,
+            "input_tokens": 40,
+            "output_tokens": 10,
+            "total_tokens": 50,
             "cost_usd": 0.75,
         }
         budget = client.get("/api/v1/usage/budget", headers=admin).json()
@@ -287,6 +296,12 @@ def test_every_migration_keeps_the_rows_written_before_it(db: Database, database
 def test_migrations_downgrade_to_base_and_upgrade_again(db: Database, database_url: str, tmp_path: Path) -> None:
     expected = _upgrade_step_by_step(db)
     # Each downgrade drops what its upgrade added and keeps the rest.
+    _downgrade(db, "0004")
+    expected["usage_records"] = _without(expected["usage_records"], *ROUTING)
+    _assert_kept(db, expected)
+    with db.engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("usage_records")}
+    assert columns.isdisjoint(ROUTING)
     _downgrade(db, "0003")
     assert _tables(db) == {"api_keys", "sdg_jobs", "usage_records", "feedback"}
     _assert_kept(db, {t: expected[t] for t in ("api_keys", "sdg_jobs", "usage_records", "feedback")})

@@ -30,7 +30,7 @@ def test_migrations_are_idempotent_and_keep_data(tmp_path: Path) -> None:
     again.migrate()
     assert KeyService(again).authenticate(key).name == "keep"
     with again.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -94,6 +94,10 @@ class UsageRecord(Base):
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     content: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # {prompt, responses}
+    # Upstream models: which deployment answered, after how many attempts; a cached answer costs 0.
+    deployment: Mapped[str | None] = mapped_column(String(128), default=None)
+    attempts: Mapped[int | None] = mapped_column(Integer, default=None)
+    cached: Mapped[bool | None] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         Index("ix_usage_records_key_created", "key_id", "created_at"),

@@ -43,6 +43,9 @@ class UsageEvent:
     job_id: str | None = None
     content: dict[str, Any] | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    deployment: str | None = None  # an upstream model's deployment that answered
+    attempts: int | None = None  # upstream calls it took (retries and fallbacks included)
+    cached: bool = False  # answered from the response cache, at no upstream cost
     budgeted: bool = False  # counted in the ledger's pending spend
 
     def row(self) -> dict[str, Any]:
@@ -58,6 +61,9 @@ class UsageEvent:
             "generation_id": self.generation_id,
             "job_id": self.job_id,
             "content": self.content,
+            "deployment": self.deployment,
+            "attempts": self.attempts,
+            "cached": self.cached,
             "created_at": self.created_at,
             "day": self.created_at.date().isoformat(),
         }
