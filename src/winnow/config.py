@@ -40,6 +40,38 @@ class RateLimits(BaseModel):
         return value
 
 
+class DeploymentConfig(BaseModel):
+    """One upstream serving a model (``deployments`` of an openai-provider model). Fields left
+    unset take the model's own (``api_key_env``, ``upstream_model``, ``timeout_s``)."""
+
+    id: str | None = Field(None, max_length=128, description="Name in headers and reports (default: the host:port)")
+    base_url: str | None = None
+    api_key_env: str | None = None
+    upstream_model: str | None = None
+    weight: float = Field(1.0, gt=0, description="Share of traffic under round_robin")
+    rpm: int | None = Field(None, ge=1, description="Most requests a minute sent to it")
+    tpm: int | None = Field(None, ge=1, description="Most tokens a minute (as the upstream counts them)")
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class CooldownConfig(BaseModel):
+    """The circuit breaker: a deployment failing ``allowed_fails`` times in a row (a 429 or a refused
+    connection at once) is skipped for ``cooldown_s`` (or the upstream's longer Retry-After, up to
+    ``max_cooldown_s``), then probed by one request; a model's only deployment is never cooled down."""
+
+    allowed_fails: int = Field(3, ge=1)
+    cooldown_s: float = Field(5.0, gt=0)
+    max_cooldown_s: float = Field(60.0, gt=0)
+
+
+class CacheConfig(BaseModel):
+    """Exact-response cache of a model's deterministic (temperature 0 or seeded) non-streamed requests."""
+
+    ttl_s: float = Field(300.0, gt=0)
+    backend: Literal["memory", "redis"] = Field("memory", description="redis: the one WINNOW_REDIS_URL names")
+    max_entries: int = Field(10_000, ge=1, description="memory backend: least recently used entries beyond go")
+
+
 class ModelConfig(BaseModel):
     """One entry of the model registry (local or commercial)."""
 
@@ -59,7 +91,17 @@ class ModelConfig(BaseModel):
     api_key_env: str | None = None
     upstream_model: str | None = None
     timeout_s: float = 60.0
-    max_retries: int = 2
+    max_retries: int = Field(2, ge=0, description="Retries beyond one try of each deployment")
+    # the router (openai provider): several deployments, failover, fallbacks, the cache
+    deployments: list[DeploymentConfig] = Field(
+        default_factory=list, description="Upstreams of this model; none: base_url is the one deployment"
+    )
+    routing_strategy: Literal["round_robin", "least_busy", "latency"] = "round_robin"
+    fallbacks: list[str] = Field(default_factory=list, description="Models tried when every deployment failed")
+    context_window_fallbacks: list[str] = Field(default_factory=list)
+    content_policy_fallbacks: list[str] = Field(default_factory=list)
+    cooldown: CooldownConfig = CooldownConfig()
+    cache: CacheConfig | None = None
     # shared
     context_length: int | None = None
     capabilities: list[str] = Field(default_factory=lambda: ["text-generation", "chat"])

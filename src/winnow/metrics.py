@@ -63,7 +63,18 @@ class Metrics:
         self, name: str, documentation: str, label: str, read: Callable[[], dict[str, float]], counter: bool = False
     ) -> None:
         """A gauge (or counter) family computed at scrape time by ``read()`` (label value -> value)."""
-        self.registry.register(_Callback(name, documentation, label, read, counter))
+        self.add_family(name, documentation, [label], lambda: {(k,): v for k, v in read().items()}, counter)
+
+    def add_family(
+        self,
+        name: str,
+        documentation: str,
+        labels: list[str],
+        read: Callable[[], dict[tuple[str, ...], float]],
+        counter: bool = False,
+    ) -> None:
+        """Like ``add_callback`` with several labels: ``read()`` gives label values -> value."""
+        self.registry.register(_Callback(name, documentation, labels, read, counter))
 
     def add_usage(self, read: Callable[[], dict[tuple[str, str], list[float]]]) -> None:
         """Generations, tokens and spend by model and source, from the usage rows every process writes
@@ -76,15 +87,20 @@ class Metrics:
 
 class _Callback(Collector):
     def __init__(
-        self, name: str, documentation: str, label: str, read: Callable[[], dict[str, float]], counter: bool
+        self,
+        name: str,
+        documentation: str,
+        labels: list[str],
+        read: Callable[[], dict[tuple[str, ...], float]],
+        counter: bool,
     ) -> None:
-        self.name, self.documentation, self.label, self.read, self.counter = name, documentation, label, read, counter
+        self.name, self.documentation, self.labels, self.read, self.counter = name, documentation, labels, read, counter
 
     def collect(self) -> Iterator[Any]:
         kind = CounterMetricFamily if self.counter else GaugeMetricFamily
-        family = kind(self.name, self.documentation, labels=[self.label])
+        family = kind(self.name, self.documentation, labels=self.labels)
         for key, value in self.read().items():
-            family.add_metric([key], value)
+            family.add_metric(list(key), value)
         yield family
 
 

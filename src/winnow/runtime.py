@@ -76,6 +76,20 @@ class Runtime:
             lambda: models.batch_totals()[1],
             counter=True,
         )
+        for name, documentation, counter in (
+            ("cooling", "1 while an upstream deployment is cooled down (skipped after failures)", False),
+            ("in_flight", "Calls in flight per upstream deployment", False),
+            ("requests", "Calls sent to each upstream deployment", True),
+            ("failures", "Failed calls per upstream deployment", True),
+            ("cooldowns", "Times each upstream deployment was cooled down", True),
+        ):
+            metrics.add_family(
+                f"winnow_deployment_{name}",
+                documentation,
+                ["model", "deployment"],
+                lambda name=name: models.deployment_figures()[name],  # type: ignore[misc]
+                counter=counter,
+            )
         return runtime
 
     def apply_budget(self, info: KeyInfo) -> None:

@@ -29,9 +29,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from winnow.api.deps import authenticate
 from winnow.api.openapi import API_PREFIX
 from winnow.auth import Principal
-from winnow.errors import WinnowError
+from winnow.errors import InvalidRequest, WinnowError
 from winnow.models.base import ChatMessage
 from winnow.models.providers.openai import OpenAIProvider
+from winnow.models.router import ATTEMPTS_HEADER, PIN_HEADER, Routed
 from winnow.runtime import Runtime
 from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest
 from winnow.schemas.platform import GenerateRequest
@@ -53,6 +54,24 @@ def prompt_of(body: ChatCompletionRequest | CompletionRequest) -> list[ChatMessa
     return body.prompt if isinstance(body.prompt, str) else "\n".join(body.prompt)
 
 
+# Fields of a /v1 body that are Winnow's, not the upstream's: read, then taken out before forwarding.
+WINNOW_FIELDS = ("disable_fallbacks",)
+
+
+def _overrides(sent: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The body to forward, without Winnow's own fields, and whether fallbacks may answer."""
+    if "disable_fallbacks" not in sent:
+        return sent, True
+    disable = sent["disable_fallbacks"]
+    if not isinstance(disable, bool):
+        raise InvalidRequest("disable_fallbacks must be true or false", f"got {orjson.dumps(disable).decode()}")
+    return {k: v for k, v in sent.items() if k not in WINNOW_FIELDS}, not disable
+
+
+def _routing_headers(routed: Routed[Any]) -> dict[str, str]:
+    return {PIN_HEADER: routed.deployment.id, ATTEMPTS_HEADER: str(routed.attempts)}
+
+
 async def forward(
     runtime: Runtime,
     key_id: int,
@@ -60,53 +79,65 @@ async def forward(
     path: str,
     body: ChatCompletionRequest | CompletionRequest,
     sent: dict[str, Any],
+    pin: str | None = None,
 ) -> Response:
-    """An upstream model's request, forwarded as the client ``sent`` it (unknown fields included).
-    The budget is checked before the call; usage comes from the upstream's own ``usage`` block."""
+    """An upstream model's request, forwarded as the client ``sent`` it (unknown fields included,
+    Winnow's own taken out) through the model's router; ``pin`` names a deployment to use. The
+    budget is checked before the call; usage comes from the upstream's own ``usage`` block."""
     prompt = prompt_of(body)
     runtime.usage.check(key_id, body.model, [prompt])
+    sent, fallbacks = _overrides(sent)
     started = time.perf_counter()
     if body.stream:
         # Usage is always asked of the upstream (to bill the stream) and passed on only if the client asked.
         wanted = bool(body.stream_options and body.stream_options.include_usage)
         sent = {**sent, "stream_options": {**(sent.get("stream_options") or {}), "include_usage": True}}
-        chunks = await provider.http.forward_stream(path, sent)  # failing before its first chunk: an HTTP error
-        events = _forward_stream(runtime, key_id, body.model, prompt, chunks, started, wanted)
-        return StreamingResponse(events, media_type="text/event-stream")
-    response = await provider.http.forward(path, sent)
-    _record(runtime, key_id, body.model, prompt, response, started)
-    return Response(orjson.dumps(response), media_type="application/json")
+        # A failure before the first chunk tries another deployment, or is an HTTP error.
+        opened = await provider.router.call(
+            lambda d: d.http.forward_stream(path, sent), pin=pin, fallbacks=fallbacks, hold=True
+        )
+        events = _forward_stream(runtime, key_id, prompt, opened, started, wanted)
+        return StreamingResponse(events, media_type="text/event-stream", headers=_routing_headers(opened))
+    routed = await provider.router.call(lambda d: d.http.forward(path, sent), pin=pin, fallbacks=fallbacks)
+    response = routed.value
+    _record(runtime, key_id, prompt, response, started, routed)
+    return Response(orjson.dumps(response), media_type="application/json", headers=_routing_headers(routed))
 
 
-def _record(runtime: Runtime, key_id: int, model: str, prompt: Any, response: dict[str, Any], started: float) -> None:
+def _record(
+    runtime: Runtime, key_id: int, prompt: Any, response: dict[str, Any], started: float, routed: Routed[Any]
+) -> None:
     used = response.get("usage") or {}
     texts = [str((c.get("message") or {}).get("content") or c.get("text") or "") for c in response.get("choices") or []]
+    prompt_tokens, completion_tokens = int(used.get("prompt_tokens") or 0), int(used.get("completion_tokens") or 0)
+    routed.deployment.count_tokens(prompt_tokens + completion_tokens)
     runtime.usage.record(
         key_id,
-        model,
+        routed.deployment.model_id,  # a fallback model bills at its own prices
         "v1",
-        int(used.get("prompt_tokens") or 0),
-        int(used.get("completion_tokens") or 0),
+        prompt_tokens,
+        completion_tokens,
         (time.perf_counter() - started) * 1000,
         generation_id=str(response.get("id") or "") or None,
         prompt=prompt,
         responses=texts,
+        deployment=routed.deployment.id,
+        attempts=routed.attempts,
     )
 
 
 async def _forward_stream(
     runtime: Runtime,
     key_id: int,
-    model: str,
     prompt: Any,
-    chunks: AsyncIterator[dict[str, Any]],
+    opened: Routed[AsyncIterator[dict[str, Any]]],
     started: float,
     client_wants_usage: bool,
 ) -> AsyncIterator[bytes]:
     texts: dict[int, str] = {}
     ident, used = None, None
     try:
-        async for chunk in chunks:
+        async for chunk in opened.value:
             ident = ident or chunk.get("id")
             used = chunk.get("usage") or used
             for choice in chunk.get("choices") or []:
@@ -117,14 +148,15 @@ async def _forward_stream(
                     continue  # the usage chunk we asked for, not the client
                 chunk = {k: v for k, v in chunk.items() if k != "usage"}
             yield sse(chunk)
-    except WinnowError as exc:
+    except WinnowError as exc:  # after the first chunk: the client's stream ends with the error
         yield sse({"error": {"message": exc.message, "type": "api_error", "code": exc.code}})
     finally:  # billed even when the client goes away mid-stream
+        opened.release()
         if used is None:  # an upstream that sends no usage, or a stream cut short: estimate
             out = sum(estimate_tokens(t) for t in texts.values())
             used = {"prompt_tokens": estimate_tokens(prompt), "completion_tokens": out}
         response = {"id": ident, "usage": used, "choices": [{"text": texts[i]} for i in sorted(texts)]}
-        _record(runtime, key_id, model, prompt, response, started)
+        _record(runtime, key_id, prompt, response, started, opened)
     yield sse("[DONE]")
 
 
@@ -160,7 +192,7 @@ def _upstream(path: str) -> Handler:
         if not isinstance(provider, OpenAIProvider):
             return None  # a local model: the route serves it
         principal = await _principal(runtime, scope)
-        return await forward(runtime, principal.id, provider, path, body, sent)
+        return await forward(runtime, principal.id, provider, path, body, sent, _header(scope, _PIN))
 
     return handle
 
@@ -179,6 +211,9 @@ _ROUTES: dict[str, tuple[type[BaseModel], Handler, _Matched]] = {
         (f"{API_PREFIX}/generate", GenerateRequest, _generate),
     )
 }
+
+
+_PIN = PIN_HEADER.encode()
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -70,6 +70,9 @@ class GenerationResult:
     error: Exception | None = None
     latency_ms: float | None = None  # set by providers that time each prompt on its own
     generation_id: str | None = None  # set by the generation service (usage rows, feedback)
+    model: str | None = None  # the model that answered, when a fallback did (routed models)
+    deployment: str | None = None  # the deployment that answered (routed models)
+    attempts: int | None = None  # upstream calls it took (routed models)
 
     @property
     def output_tokens(self) -> int:

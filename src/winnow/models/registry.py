@@ -17,8 +17,9 @@ from winnow.config import ModelConfig, Settings
 from winnow.errors import ModelNotFound
 from winnow.models.base import Provider
 from winnow.models.pool import ModelPool
+from winnow.models.router import Router
 from winnow.plugins import load_group
-from winnow.schemas.platform import Model
+from winnow.schemas.platform import DeploymentStatus, Model
 
 ENTRY_POINT_GROUP = "winnow.providers"
 
@@ -48,6 +49,25 @@ class ModelRegistry:
                 raise ValueError(f"model {config.id!r}: unknown provider {config.provider!r}; known: {sorted(classes)}")
             self._configs[config.id] = config
             self._providers[config.id] = cls(config, settings, pool=self.pool)
+        self._wire_routers()
+
+    def _wire_routers(self) -> None:
+        """Upstream models route over their deployments and may fall back to one another."""
+        self.routers: dict[str, Router] = {}
+        for model_id, provider in self._providers.items():
+            router = getattr(provider, "router", None)
+            if isinstance(router, Router):
+                self.routers[model_id] = router
+                router.peers = self.routers
+        for config in self._configs.values():
+            for fallback in {*config.fallbacks, *config.context_window_fallbacks, *config.content_policy_fallbacks}:
+                if fallback not in self.routers:
+                    raise ValueError(
+                        f"model {config.id!r}: fallback {fallback!r} is not a configured upstream model; "
+                        f"upstream models: {sorted(self.routers)}"
+                    )
+            if config.id not in self.routers and (config.deployments or config.fallbacks or config.cache):
+                raise ValueError(f"model {config.id!r}: deployments, fallbacks and a cache need provider openai")
 
     def ids(self) -> list[str]:
         return list(self._configs)
@@ -74,6 +94,9 @@ class ModelRegistry:
             status="available" if available else "unavailable",
             capabilities=config.capabilities,
             context_length=config.context_length,
+            deployments=[DeploymentStatus(**d) for d in self.routers[model_id].status()]
+            if model_id in self.routers
+            else None,
         )
 
     async def describe_all(self) -> list[Model]:
@@ -83,6 +106,19 @@ class ModelRegistry:
         if not self._configs:
             return True
         return any(m.status == "available" for m in await self.describe_all())
+
+    def deployment_figures(self) -> dict[str, dict[tuple[str, ...], float]]:
+        """Per (model, deployment) figures of the routed models, for /metrics."""
+        figures: dict[str, dict[tuple[str, ...], float]] = {
+            k: {} for k in ("cooling", "in_flight", "requests", "failures", "cooldowns")
+        }
+        for model_id, router in self.routers.items():
+            for d in router.status():
+                key = (model_id, d["id"])
+                figures["cooling"][key] = 1.0 if d["state"] == "cooldown" else 0.0
+                for name in ("in_flight", "requests", "failures", "cooldowns"):
+                    figures[name][key] = float(d[name])
+        return figures
 
     def _engines(self) -> dict[str, Any]:
         engines = {}

@@ -62,7 +62,7 @@ class GenerationService:
             if self.usage is not None and result.error is None:
                 self.usage.record(
                     key_id,
-                    model_id,
+                    result.model or model_id,
                     source,
                     result.input_tokens,
                     result.output_tokens,
@@ -70,6 +70,8 @@ class GenerationService:
                     generation_id=result.generation_id,
                     prompt=prompt,
                     responses=[c.text for c in result.completions],
+                    deployment=result.deployment,
+                    attempts=result.attempts,
                 )
         return results, elapsed
 
@@ -147,10 +149,13 @@ class GenerationService:
     def _metadata(self, model_id: str, result: GenerationResult, choice: int) -> dict[str, object]:
         completion = result.completions[choice]
         config = self.registry.config(model_id)
-        return {
+        metadata: dict[str, object] = {
             "generation_id": result.generation_id or generation_id(),
             "finish_reason": completion.finish_reason,
             "provider": config.provider,
             "input_tokens": result.input_tokens,
             "output_tokens": completion.output_tokens,
         }
+        if result.deployment is not None:  # a routed model: who answered, in how many calls
+            metadata.update(model=result.model or model_id, deployment=result.deployment, attempts=result.attempts)
+        return metadata

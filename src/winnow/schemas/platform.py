@@ -68,6 +68,21 @@ class ReadinessResponse(WireModel):
     failing: list[str] = Field(default_factory=list, description="Names of the checks that failed")
 
 
+class DeploymentStatus(WireModel):
+    """One upstream of a routed model, as its router sees it now (Winnow's addition to the spec's Model)."""
+
+    id: str
+    state: Literal["healthy", "cooldown", "probing"] = Field(
+        description="cooldown: skipped after failures; probing: back, until one call succeeds"
+    )
+    cooldown_remaining_s: float
+    in_flight: int
+    latency_ms: float | None = Field(None, description="Moving average of recent successful calls")
+    requests: int
+    failures: int
+    cooldowns: int
+
+
 class Model(WireModel):
     id: str = Field(description="Unique model identifier", examples=["gpt-4"])
     name: str = Field(description="Human readable model name")
@@ -77,6 +92,9 @@ class Model(WireModel):
     status: Literal["available", "unavailable"]
     capabilities: list[str] = Field(default_factory=list)
     context_length: int | None = None
+    deployments: list[DeploymentStatus] | None = Field(
+        None, description="Upstream models: each deployment's state (Winnow's router; not in the spec)"
+    )
 
 
 class ModelsListResponse(WireModel):

@@ -112,15 +112,21 @@ class UsageService:
         job_id: str | None = None,
         prompt: Any = None,
         responses: list[str] | None = None,
+        deployment: str | None = None,
+        attempts: int | None = None,
+        cached: bool = False,
     ) -> float:
-        """Record one generation's usage; returns its cost in USD."""
+        """Record one generation's usage; returns its cost in USD (0 for an answer from the cache)."""
         if key_id is None:
-            return self.prices.for_model(model_id).cost(input_tokens, output_tokens)
+            return 0.0 if cached else self.prices.for_model(model_id).cost(input_tokens, output_tokens)
         content = None
         if self.keep_content and responses is not None:
             content = {"prompt": _plain(prompt), "responses": responses}
         event = self.event(key_id, model_id, source, input_tokens, output_tokens, latency_ms, job_id)
         event.generation_id, event.content = generation_id, content
+        event.deployment, event.attempts, event.cached = deployment, attempts, cached
+        if cached:
+            event.cost_usd = 0.0
         self.recorder.record(event)
         return event.cost_usd
 

@@ -21,6 +21,7 @@ from winnow.api.routing import Router
 from winnow.errors import InvalidRequest, ModelNotFound, WinnowError
 from winnow.models.base import Prompt, SamplingParams, StreamDelta
 from winnow.models.providers.openai import OpenAIProvider
+from winnow.models.router import PIN_HEADER
 from winnow.runtime import Runtime
 from winnow.schemas.common import OpenAIErrorResponse
 from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, ScoreRequest, usage
@@ -162,7 +163,8 @@ async def chat_completions(
 ) -> Any:
     provider = runtime.models.provider(body.model)
     if isinstance(provider, OpenAIProvider):  # usually answered before routing (api/passthrough.py)
-        return await forward(runtime, key.id, provider, "/chat/completions", body, await request.json())
+        sent, pin = await request.json(), request.headers.get(PIN_HEADER)
+        return await forward(runtime, key.id, provider, "/chat/completions", body, sent, pin)
     prompt = prompt_of(body)
     assert not isinstance(prompt, str)  # a chat's prompt is its messages
     params = _params(body, body.max_completion_tokens or body.max_tokens)
@@ -219,7 +221,8 @@ async def _whole_as_stream(
 async def completions(body: CompletionRequest, request: Request, runtime: RuntimeDep, key: GenerationKey) -> Any:
     provider = runtime.models.provider(body.model)
     if isinstance(provider, OpenAIProvider):  # usually answered before routing (api/passthrough.py)
-        return await forward(runtime, key.id, provider, "/completions", body, await request.json())
+        sent, pin = await request.json(), request.headers.get(PIN_HEADER)
+        return await forward(runtime, key.id, provider, "/completions", body, sent, pin)
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
     params = _params(body, body.max_tokens or 16)  # OpenAI's default for /completions
     include_usage = bool(body.stream_options and body.stream_options.include_usage)

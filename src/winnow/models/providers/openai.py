@@ -1,10 +1,10 @@
 """Commercial and remote models through the official ``openai`` SDK: OpenAI itself or any
 OpenAI-compatible server (vLLM, Ollama, llama.cpp server, another Winnow).
 
-One pooled ``AsyncOpenAI`` client per model for generation; the SDK retries 408/409/429/5xx and
-connection errors with exponential backoff (``max_retries``) inside ``timeout_s``. ``/v1``
-requests are forwarded without the SDK, over a raw pooled session with the same retries
-(``passthrough.UpstreamHTTP``). What still fails becomes a 502/504 ``ErrorResponse`` (or a
+A model has one deployment or several, each with a pooled ``AsyncOpenAI`` client for generation
+and a raw pooled session for ``/v1`` forwarding (``passthrough.UpstreamHTTP``); neither retries on
+its own: the model's ``Router`` picks the deployment, retries, fails over, cools down and falls
+back (``winnow.models.router``). What still fails becomes a 4xx/5xx ``ErrorResponse`` (or a
 per-item error inside a batch).
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import openai
 
-from winnow.config import ModelConfig, Settings
+from winnow.config import DeploymentConfig, ModelConfig, Settings
 from winnow.errors import UpstreamError, UpstreamTimeout, WinnowError
 from winnow.models.base import (
     Completion,
@@ -30,7 +30,14 @@ from winnow.models.base import (
     StreamDelta,
 )
 from winnow.models.pool import ModelPool
-from winnow.models.providers.passthrough import UpstreamHTTP, status_error
+from winnow.models.providers.passthrough import (
+    UpstreamFailure,
+    UpstreamHTTP,
+    retry_after_s,
+    retryable_status,
+    status_error,
+)
+from winnow.models.router import Deployment, Router, deployment_id
 
 _PROBE_TIMEOUT_S = 3.0
 
@@ -46,6 +53,47 @@ def upstream_error(exc: Exception, model_id: str) -> WinnowError:
     return UpstreamError(f"Upstream for {model_id!r} failed", f"{type(exc).__name__}: {exc}")
 
 
+def sdk_failure(exc: openai.OpenAIError, model_id: str) -> UpstreamFailure:
+    """An ``openai`` SDK exception as the router's ``UpstreamFailure``."""
+    error = upstream_error(exc, model_id)
+    if isinstance(exc, openai.APIStatusError):
+        headers = exc.response.headers
+        retryable = retryable_status(exc.status_code, headers)
+        code = exc.code if isinstance(exc.code, str) else None
+        return UpstreamFailure(error, exc.status_code, retry_after_s(headers), retryable=retryable, code=code)
+    connect = isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
+    return UpstreamFailure(error, retryable=True, connect=connect)
+
+
+def _api_key(env: str | None, settings: Settings) -> str:
+    if env:
+        return os.environ.get(env) or "not-set"
+    return settings.openai_api_key.get_secret_value() if settings.openai_api_key is not None else "not-set"
+
+
+def _deployments(config: ModelConfig, settings: Settings) -> list[Deployment]:
+    """The model's deployments as configured; none listed: its own base_url is the one."""
+    deployments: list[Deployment] = []
+    for spec in config.deployments or [DeploymentConfig()]:
+        base_url = spec.base_url or config.base_url
+        api_key = _api_key(spec.api_key_env or config.api_key_env, settings)
+        upstream_model = spec.upstream_model or config.upstream_model or config.id
+        timeout_s = spec.timeout_s or config.timeout_s
+        deployments.append(
+            Deployment(
+                id=spec.id or deployment_id(base_url, {d.id for d in deployments}),
+                model_id=config.id,
+                upstream_model=upstream_model,
+                http=UpstreamHTTP(config.id, upstream_model, base_url, api_key, timeout_s),
+                sdk=openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0),
+                weight=spec.weight,
+                rpm=spec.rpm,
+                tpm=spec.tpm,
+            )
+        )
+    return deployments
+
+
 def _finish(reason: str | None) -> FinishReason:
     return "length" if reason == "length" else "stop"
 
@@ -57,28 +105,12 @@ class OpenAIProvider(Provider):
 
     def __init__(self, config: ModelConfig, settings: Settings, pool: ModelPool | None = None) -> None:
         super().__init__(config, settings, pool)
-        api_key = None
-        if config.api_key_env:
-            api_key = os.environ.get(config.api_key_env)
-        elif settings.openai_api_key is not None:
-            api_key = settings.openai_api_key.get_secret_value()
-        self.client = openai.AsyncOpenAI(
-            base_url=config.base_url,
-            api_key=api_key or "not-set",
-            timeout=config.timeout_s,
-            max_retries=config.max_retries,
-        )
-        self.upstream_model = config.upstream_model or config.id
-        # /v1 forwarding: raw JSON over a pooled keep-alive session (``forward``, ``forward_stream``).
-        self.http = UpstreamHTTP(
-            config.id, self.upstream_model, config.base_url, api_key or "not-set", config.timeout_s, config.max_retries
-        )
+        self.router = Router(config, _deployments(config, settings))
         self.use_completions = config.options.get("api") == "completions"
         self._probe: tuple[float, bool] | None = None
 
     def _request(self, prompt: Prompt, params: SamplingParams) -> dict[str, Any]:
         request: dict[str, Any] = {
-            "model": self.upstream_model,
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
@@ -97,22 +129,31 @@ class OpenAIProvider(Provider):
             request["messages"] = [{"role": m.role, "content": m.content} for m in prompt]
         return request
 
+    async def _create(self, deployment: Deployment, request: dict[str, Any], **stream: Any) -> Any:
+        """One call of one deployment through the SDK; a failure raises ``UpstreamFailure``."""
+        resource: Any = deployment.sdk.completions if self.use_completions else deployment.sdk.chat.completions
+        try:
+            return await resource.create(**request, model=deployment.upstream_model, **stream)
+        except openai.OpenAIError as exc:
+            raise sdk_failure(exc, deployment.model_id) from exc
+
     async def _one(self, prompt: Prompt, params: SamplingParams) -> GenerationResult:
         request = self._request(prompt, params)
         started = time.perf_counter()
         try:
-            if self.use_completions:
-                response: Any = await self.client.completions.create(**request)
-                texts = [(c.text, c.finish_reason) for c in response.choices]
-            else:
-                response = await self.client.chat.completions.create(**request)
-                texts = [(c.message.content or "", c.finish_reason) for c in response.choices]
-        except openai.OpenAIError as exc:
-            self._probe = (time.monotonic(), not isinstance(exc, openai.APIConnectionError))
-            return GenerationResult(error=upstream_error(exc, self.config.id))
+            routed = await self.router.call(lambda d: self._create(d, request))
+        except WinnowError as exc:
+            self._probe = (time.monotonic(), exc.status_code < 500)
+            return GenerationResult(error=exc)
         self._probe = (time.monotonic(), True)
+        response = routed.value
+        if self.use_completions:
+            texts = [(c.text, c.finish_reason) for c in response.choices]
+        else:
+            texts = [(c.message.content or "", c.finish_reason) for c in response.choices]
         usage = response.usage
         output_total = usage.completion_tokens if usage else 0
+        routed.deployment.count_tokens(usage.total_tokens if usage else 0)
         per_choice = output_total // max(len(texts), 1)
         completions = [Completion(text, _finish(reason), per_choice) for text, reason in texts]
         if completions:  # keep the upstream's total exact
@@ -121,6 +162,9 @@ class OpenAIProvider(Provider):
             completions,
             input_tokens=usage.prompt_tokens if usage else 0,
             latency_ms=(time.perf_counter() - started) * 1000,
+            model=routed.deployment.model_id,
+            deployment=routed.deployment.id,
+            attempts=routed.attempts,
         )
 
     async def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
@@ -129,17 +173,11 @@ class OpenAIProvider(Provider):
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamDelta]:
         request = self._request(prompt, params)
         request.pop("n", None)
+        options = {"stream": True, "stream_options": {"include_usage": True}}
+        routed = await self.router.call(lambda d: self._create(d, request, **options))
         try:
-            if self.use_completions:
-                chunks: Any = await self.client.completions.create(
-                    **request, stream=True, stream_options={"include_usage": True}
-                )
-            else:
-                chunks = await self.client.chat.completions.create(
-                    **request, stream=True, stream_options={"include_usage": True}
-                )
             finish: FinishReason | None = None
-            async for chunk in chunks:
+            async for chunk in routed.value:
                 for choice in chunk.choices:
                     text = choice.text if self.use_completions else (choice.delta.content or "")
                     if choice.finish_reason:
@@ -154,20 +192,25 @@ class OpenAIProvider(Provider):
             raise upstream_error(exc, self.config.id) from exc
 
     async def available(self) -> bool:
-        """The upstream answered a cheap ``GET /models`` within the probe TTL."""
+        """Some deployment answered a cheap ``GET /models`` within the probe TTL."""
         now = time.monotonic()
         if self._probe and now - self._probe[0] < self.settings.model_probe_ttl_s:
             return self._probe[1]
-        try:
-            await self.client.with_options(timeout=_PROBE_TIMEOUT_S, max_retries=0).models.list()
-            ok = True
-        except openai.APIStatusError as exc:
-            ok = exc.status_code not in (401, 403) and exc.status_code < 500
-        except openai.OpenAIError:
-            ok = False
+        ok = any(await asyncio.gather(*(_answers(d) for d in self.router.deployments)))
         self._probe = (time.monotonic(), ok)
         return ok
 
     async def close(self) -> None:
-        await self.client.close()
-        await self.http.close()
+        for deployment in self.router.deployments:
+            await deployment.sdk.close()
+            await deployment.http.close()
+
+
+async def _answers(deployment: Deployment) -> bool:
+    try:
+        await deployment.sdk.with_options(timeout=_PROBE_TIMEOUT_S, max_retries=0).models.list()
+    except openai.APIStatusError as exc:
+        return exc.status_code not in (401, 403) and exc.status_code < 500
+    except openai.OpenAIError:
+        return False
+    return True

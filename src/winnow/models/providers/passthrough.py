@@ -1,17 +1,14 @@
-"""The /v1 pass-through's HTTP client: one pooled aiohttp session per upstream, JSON bytes in and out.
+"""The /v1 pass-through's HTTP client: one pooled aiohttp session per deployment, JSON bytes in and out.
 
 Forwarding needs none of the ``openai`` SDK's request machinery (request options, httpx, typed
 responses), which costs about half a millisecond of Python per round trip; a raw keep-alive
-session costs a fraction of it. Retries are the SDK's: 408/409/429/5xx (unless the upstream says
-``x-should-retry: false``) and connection errors or timeouts, ``max_retries`` times, after the
-upstream's ``retry-after-ms``/``retry-after`` when it names a wait of up to 60 s, else 0.5 s
-doubling to 8 s with jitter. ``timeout_s`` bounds each connect and each read, as the SDK's does.
+session costs a fraction of it. Each call is one attempt: a failure raises ``UpstreamFailure``
+with what the router (``winnow.models.router``) decides retries, failover and cooldowns by.
+``timeout_s`` bounds each connect and each read, as the SDK's does.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -21,7 +18,6 @@ import orjson
 from winnow.errors import InvalidRequest, RateLimitExceeded, UpstreamError, UpstreamTimeout, WinnowError
 
 _RETRY_STATUSES = frozenset({408, 409, 429})
-_MAX_DELAY_S = 8.0
 
 
 def status_error(model_id: str, status: int, message: str, retry_after: str | None = None) -> WinnowError:
@@ -37,42 +33,81 @@ def status_error(model_id: str, status: int, message: str, retry_after: str | No
     return UpstreamError(f"Upstream for {model_id!r} failed", detail)
 
 
-def _message(payload: bytes) -> str:
-    """The upstream's own error message (OpenAI's ``{"error": {"message": ...}}``), else its body."""
+class UpstreamFailure(Exception):
+    """One upstream call that failed: the error a client would get, and the facts the router reads.
+
+    ``status`` is None for a connection error or a timeout; ``retryable`` says whether the same
+    upstream may be asked again (408/409/429/5xx, connection errors and timeouts, unless the
+    upstream said ``x-should-retry``); ``retry_after`` is the upstream's wait in seconds."""
+
+    def __init__(
+        self,
+        error: WinnowError,
+        status: int | None = None,
+        retry_after: float | None = None,
+        *,
+        retryable: bool,
+        connect: bool = False,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(error.message)
+        self.error, self.status, self.retry_after = error, status, retry_after
+        self.retryable, self.connect, self.code = retryable, connect, code
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """The upstream's ``retry-after-ms`` or ``retry-after`` (seconds), when it names a positive wait."""
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            wait = float(headers.get(name, "")) * scale
+        except ValueError:
+            continue
+        if wait > 0:
+            return wait
+    return None
+
+
+def status_failure(model_id: str, status: int, payload: bytes, headers: Mapping[str, str]) -> UpstreamFailure:
+    """An error status as the router's ``UpstreamFailure`` (the SDK's retry rule, ``x-should-retry`` first)."""
+    message, code = _message(payload)
+    error = status_error(model_id, status, message, headers.get("retry-after"))
+    return UpstreamFailure(
+        error, status, retry_after_s(headers), retryable=retryable_status(status, headers), code=code
+    )
+
+
+def retryable_status(status: int, headers: Mapping[str, str]) -> bool:
+    """Whether the same upstream may be asked again after ``status`` (the SDK's rule)."""
+    should = headers.get("x-should-retry")
+    return should == "true" or (should != "false" and (status in _RETRY_STATUSES or status >= 500))
+
+
+def _message(payload: bytes) -> tuple[str, str | None]:
+    """The upstream's own error message and code (OpenAI's ``{"error": {"message", "code"}}``), else its body."""
     try:
         error = orjson.loads(payload).get("error")
         message = error.get("message") if isinstance(error, dict) else error
+        code = error.get("code") if isinstance(error, dict) else None
         if isinstance(message, str) and message:
-            return message
+            return message, code if isinstance(code, str) else None
     except (orjson.JSONDecodeError, AttributeError):
         pass
-    return payload.decode("utf-8", "replace")[:1000] or "(no body)"
-
-
-def _retry_delay(attempt: int, headers: Mapping[str, str] | None) -> float:
-    if headers is not None:
-        for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-            try:
-                wait = float(headers.get(name, "")) * scale
-            except ValueError:
-                continue
-            if 0 < wait <= 60:
-                return wait
-    return float(min(0.5 * 2**attempt, _MAX_DELAY_S) * (1 - 0.25 * random.random()))
+    return payload.decode("utf-8", "replace")[:1000] or "(no body)", None
 
 
 class UpstreamHTTP:
     """POSTs JSON bodies to one OpenAI-compatible base URL over a pooled keep-alive session."""
 
     def __init__(
-        self, model_id: str, upstream_model: str, base_url: str | None, api_key: str, timeout_s: float, max_retries: int
+        self, model_id: str, upstream_model: str, base_url: str | None, api_key: str, timeout_s: float
     ) -> None:
         self.model_id = model_id
         self.upstream_model = upstream_model
         self.base_url = (base_url or "https://api.openai.com/v1").rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
-        self.max_retries = max_retries
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -92,36 +127,24 @@ class UpstreamHTTP:
 
     async def post(self, path: str, body: bytes) -> aiohttp.ClientResponse:
         """The upstream's successful response, its body unread (the caller reads or streams it and
-        releases it); a failure that outlasts the retries raises Winnow's error for it."""
-        attempt = 0
-        while True:
-            headers: Mapping[str, str] | None = None
-            try:
-                response = await self._open().post(self.base_url + path, data=body)
-            except TimeoutError as exc:
-                error: WinnowError = self._timed_out(exc)
-                retry = True
-            except aiohttp.ClientError as exc:
-                error, retry = self._unreachable(exc), True
-            else:
-                if response.status < 400:
-                    return response
-                headers = response.headers
-                try:
-                    payload = await response.read()
-                except (TimeoutError, aiohttp.ClientError):
-                    payload = b""
-                finally:
-                    response.release()
-                error = status_error(self.model_id, response.status, _message(payload), headers.get("retry-after"))
-                should = headers.get("x-should-retry")
-                retry = should == "true" or (
-                    should != "false" and (response.status in _RETRY_STATUSES or response.status >= 500)
-                )
-            if not retry or attempt >= self.max_retries:
-                raise error
-            await asyncio.sleep(_retry_delay(attempt, headers))
-            attempt += 1
+        releases it); a failure raises ``UpstreamFailure``."""
+        try:
+            response = await self._open().post(self.base_url + path, data=body)
+        except TimeoutError as exc:
+            raise UpstreamFailure(self._timed_out(exc), retryable=True) from exc
+        except aiohttp.ClientConnectorError as exc:  # nothing listens, or the host is unknown
+            raise UpstreamFailure(self._unreachable(exc), retryable=True, connect=True) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamFailure(self._unreachable(exc), retryable=True) from exc
+        if response.status < 400:
+            return response
+        try:
+            payload = await response.read()
+        except (TimeoutError, aiohttp.ClientError):
+            payload = b""
+        finally:
+            response.release()
+        raise status_failure(self.model_id, response.status, payload, response.headers)
 
     async def json(self, path: str, body: bytes) -> dict[str, Any]:
         """POST and return the upstream's JSON object."""
@@ -129,9 +152,9 @@ class UpstreamHTTP:
         try:
             payload = await response.read()
         except TimeoutError as exc:
-            raise self._timed_out(exc) from exc
+            raise UpstreamFailure(self._timed_out(exc), retryable=True) from exc
         except aiohttp.ClientError as exc:
-            raise self._unreachable(exc) from exc
+            raise UpstreamFailure(self._unreachable(exc), retryable=True) from exc
         finally:
             response.release()
         try:
@@ -139,7 +162,8 @@ class UpstreamHTTP:
         except orjson.JSONDecodeError:
             result = None
         if not isinstance(result, dict):
-            raise UpstreamError(f"Upstream for {self.model_id!r} failed", "its answer is not a JSON object")
+            error = UpstreamError(f"Upstream for {self.model_id!r} failed", "its answer is not a JSON object")
+            raise UpstreamFailure(error, response.status, retryable=True)
         return result
 
     async def events(self, response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
@@ -159,7 +183,7 @@ class UpstreamHTTP:
                     return
                 chunk = orjson.loads(joined)
                 if isinstance(chunk, dict) and chunk.get("error"):
-                    raise UpstreamError(f"Upstream for {self.model_id!r} failed", _message(joined))
+                    raise UpstreamError(f"Upstream for {self.model_id!r} failed", _message(joined)[0])
                 yield chunk
             if data and data != [b"[DONE]"]:  # a last event the upstream did not end with a blank line
                 yield orjson.loads(b"\n".join(data))
@@ -178,10 +202,19 @@ class UpstreamHTTP:
         return result
 
     async def forward_stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Like ``forward`` with ``stream: true``. The upstream is called here, so that a failure
-        before its first chunk raises (and can still be an HTTP status); the chunks follow as they arrive."""
+        """Like ``forward`` with ``stream: true``. The upstream is called and its first chunk read
+        here, so that a failure before the first chunk raises ``UpstreamFailure`` (another deployment
+        may still answer, or it is an HTTP status); the chunks follow as they arrive, and a failure
+        after the first raises Winnow's error from the iterator."""
         response = await self.post(path, orjson.dumps({**body, "model": self.upstream_model}))
-        return self._renamed(self.events(response))
+        chunks = self._renamed(self.events(response))
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            return chunks  # an empty stream: nothing but [DONE]
+        except WinnowError as exc:
+            raise UpstreamFailure(exc, retryable=True) from exc
+        return _after(first, chunks)
 
     async def _renamed(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
         async for chunk in chunks:
@@ -191,3 +224,9 @@ class UpstreamHTTP:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+async def _after(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    yield first
+    async for chunk in rest:
+        yield chunk
