@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -111,23 +114,38 @@ def test_batch_of_eleven_is_400(client: TestClient, user_key: str) -> None:
     assert_error(response, 400, "validation_error")
 
 
-def test_concurrent_requests_are_gathered_into_batches(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    settings = Settings(data_dir=tmp_path, local_batch_wait_ms=5)
-    provider = TransformersProvider(ModelConfig(id="demo-lm", path=str(DEMO_LM)), settings)
+def test_requests_that_arrive_while_a_batch_runs_go_into_the_next_batch_together(tmp_path: Path) -> None:
+    """Event-based: the first batch is held on the inference thread until 24 more requests are
+    queued; when it is let go, those 24 run as one batch (the batch wait is not involved)."""
+    provider = TransformersProvider(ModelConfig(id="demo-lm", path=str(DEMO_LM)), Settings(data_dir=tmp_path))
     params = SamplingParams(max_tokens=6, temperature=0.0)
-    prompts = [row["prompt"] for row in _rows(24)]
+    prompts = [row["prompt"] for row in _rows(25)]
 
-    async def run() -> list[str]:
-        await provider.generate(prompts[:1], params)
+    async def run() -> None:
+        alone = [(await provider.generate([p], params))[0].completions[0].text for p in prompts[1:5]]
         engine = provider.loaded().engine
+        held, release = threading.Event(), threading.Event()
+        generate = engine._run
+
+        def first_held(items: list[Any], merged: SamplingParams) -> list[Any]:
+            if not held.is_set():
+                held.set()
+                release.wait()
+            return generate(items, merged)
+
+        engine._run = first_held  # type: ignore[method-assign]
         before = engine.stats.batches
-        results = await asyncio.gather(*(provider.generate([p], params) for p in prompts))
-        batches = engine.stats.batches - before
-        assert batches <= 4, f"24 concurrent requests ran as {batches} batches"
-        alone = [(await provider.generate([p], params))[0].completions[0].text for p in prompts[:4]]
+        first = asyncio.create_task(provider.generate(prompts[:1], params))
+        await asyncio.to_thread(held.wait)  # the first batch is on the inference thread
+        rest = [asyncio.create_task(provider.generate([p], params)) for p in prompts[1:]]
+        while engine.queue_depth < 24:  # each request is tokenized on its way to the queue
+            await asyncio.sleep(0.01)
+            assert not any(task.done() for task in rest)
+        release.set()
+        results = await asyncio.gather(first, *rest)
+        assert engine.stats.batches - before == 2  # the held one, then the 24 together
         await provider.close()
-        assert [r[0].completions[0].text for r in results[:4]] == alone  # batching changes nothing
-        return alone
+        assert [r[0].completions[0].text for r in results[1:5]] == alone  # batching changes nothing
 
     asyncio.run(run())
 
