@@ -10,10 +10,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_LM = ROOT / "examples" / "models" / "demo-lm"
 DEMO_PROMPTS = ROOT / "examples" / "prompts" / "arithmetic.jsonl"
 POSTGRES_URL = os.environ.get("WINNOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+T = TypeVar("T")
 REDIS_URL = os.environ.get("WINNOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -38,6 +39,39 @@ REDIS_URL = os.environ.get("WINNOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # platform) stay skips.
 REQUIRE_SERVICES = os.environ.get("WINNOW_TEST_REQUIRE_SERVICES") == "1"
 _SKIPS_CI_MAY_TAKE = ("vLLM", "the +cpu build is Linux's")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all",
+        action="store_true",
+        help="also run the tests marked slow (process-level and scale tests; CI runs them all)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The default run is the fast set: tests marked ``slow`` are deselected unless ``--all`` (or a
+    ``-m`` expression, which then decides). A test on PostgreSQL is slow wherever it is declared:
+    the fast set runs on SQLite."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgresql = "postgres_url" in item.fixturenames or (
+            callspec is not None and "postgresql" in callspec.params.values()
+        )
+        if on_postgresql:
+            item.add_marker(pytest.mark.slow)
+    if config.getoption("--all") or config.getoption("markexpr"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if config.getoption("--all") or config.getoption("markexpr"):
+        return "winnow: every selected test runs, slow ones included"
+    return "winnow: the fast set (tests marked slow are deselected; scripts/test --all runs them too)"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -231,6 +265,16 @@ class CrashAfter(FileCheckpoint):
 
 
 JOB_STATUS = "/api/v1/synthetic_data_generation/job_status"
+
+
+def until(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:
+    """Poll ``check`` until it returns something true, and return that: a wait on a condition that
+    another thread or process makes true (``timeout`` only stops a hang)."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+    return value
 
 
 def wait_for(

@@ -16,6 +16,8 @@ from tests.spec import PLATFORM, SDG, SPEC_DIR
 from winnow.api import create_app
 from winnow.config import RateLimits, Settings
 
+pytestmark = pytest.mark.slow  # property-based fuzzing of the whole API
+
 _unlimited = "100000/minute"
 # schemathesis needs the app at import, before any fixture runs: build its settings from the
 # embedded defaults alone (a developer's WINNOW_DATABASE_URL or WINNOW_REDIS_URL must not leak in),

@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import LiveServer, bearer, closed_port
 from tests.spec import assert_error, assert_valid
 
+pytestmark = pytest.mark.slow  # real `winnow serve` processes (an upstream and a gateway)
+
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, str]]:

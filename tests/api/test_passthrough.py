@@ -20,6 +20,8 @@ import pytest
 
 from tests.conftest import LiveServer, bearer
 
+pytestmark = pytest.mark.slow  # a real `winnow serve` in front of the fake upstream
+
 UPSTREAM_KEY = "sk-fake-upstream-secret"
 ECHO_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 STREAM_USAGE = {"prompt_tokens": 21, "completion_tokens": 5, "total_tokens": 26}

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, bearer
 from tests.api.test_passthrough import ECHO_USAGE, FakeUpstream
+from tests.conftest import LiveServer, bearer
+
+pytestmark = pytest.mark.slow  # a real `winnow serve` in front of the fake upstream
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
 

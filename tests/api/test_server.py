@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import LiveServer
 from tests.spec import assert_valid
+
+pytestmark = pytest.mark.slow  # real `winnow serve` processes
 
 
 def test_served_process_answers_probes_and_keys(live_server: LiveServer) -> None:

@@ -7,9 +7,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import LiveServer, bearer
 from tests.spec import assert_error
+
+pytestmark = pytest.mark.slow  # two `winnow serve` processes
 
 TTL_S = 1.0
 # A bound on a hang, well past the TTL: a server that never drops its cached key fails here.

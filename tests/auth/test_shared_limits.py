@@ -10,7 +10,10 @@ import pytest
 
 from tests.conftest import REDIS_URL, LiveServer, bearer, reachable
 
-pytestmark = pytest.mark.skipif(not reachable("127.0.0.1", 6379), reason="no Redis server on 127.0.0.1:6379")
+pytestmark = [
+    pytest.mark.slow,  # two `winnow serve` processes
+    pytest.mark.skipif(not reachable("127.0.0.1", 6379), reason="no Redis server on 127.0.0.1:6379"),
+]
 
 
 def test_101_generations_across_two_servers_sharing_redis_get_exactly_one_429(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ from tests.conftest import LiveServer, bearer, wait_for_job
 from tests.sdg.jobs import SDG, job_body, wait_running, write_prompts
 from winnow.cli import app
 
+pytestmark = pytest.mark.slow  # a real `winnow serve` and its worker process
+
 ENDED = ("completed", "failed", "cancelled")
 
 

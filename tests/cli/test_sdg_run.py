@@ -85,6 +85,7 @@ def test_an_interrupted_run_says_where_it_resumes(
     assert len(output.read_text().splitlines()) == 12
 
 
+@pytest.mark.slow  # a `winnow generate` process loading torch and the model
 def test_loading_models_prints_no_progress_bars(tmp_path: Path) -> None:
     env = {**_python_path(), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WINNOW_DATA_DIR": str(tmp_path / "data")}
     done = subprocess.run(

@@ -39,6 +39,8 @@ from winnow.schemas.evals import EvaluationDetails
 from winnow.schemas.files import FileInfo
 from winnow.schemas.sdg import JobDetails, PromptResponseScore
 
+pytestmark = pytest.mark.slow  # a real `winnow serve` and its worker process
+
 MISSING_JOB = "job-" + "0" * 24
 MAX_UPLOAD = 64 * 1024
 EXAMPLE = ROOT / "examples" / "sdk_quickstart.py"

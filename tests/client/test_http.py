@@ -18,8 +18,8 @@ import httpx
 import pytest
 from rich.console import Console
 
-from tests.conftest import free_port
 from tests.cli.test_remote import http_server
+from tests.conftest import free_port
 from winnow.client import (
     APIConnectionError,
     APITimeoutError,

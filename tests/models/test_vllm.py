@@ -28,6 +28,8 @@ from winnow.models.providers.transformers import TransformersProvider
 from winnow.models.providers.vllm import VLLMProvider, vllm_installed
 from winnow.runtime import Runtime
 
+pytestmark = pytest.mark.slow  # a vLLM engine and a served vLLM model
+
 
 def _platform() -> str | None:
     """'cuda' or 'cpu' when vLLM can run here, else None."""

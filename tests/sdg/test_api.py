@@ -17,6 +17,8 @@ from tests.conftest import DEMO_PROMPTS, TEST_KEY_LIMITS, LiveServer, bearer, wa
 from tests.spec import assert_error
 from winnow.schemas.sdg import PromptResponseScore
 
+pytestmark = pytest.mark.slow  # real `winnow serve` and worker processes, kill -9
+
 SEED_BODY_KEYS = {
     "model",
     "prompts_path",

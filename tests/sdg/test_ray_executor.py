@@ -20,6 +20,8 @@ from winnow.sdg.reward import open_registries
 from winnow.sdg.runner import FileCheckpoint
 from winnow.sdg.service import build_plan, check_spec, make_runner
 
+pytestmark = pytest.mark.slow  # a local Ray cluster
+
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
 

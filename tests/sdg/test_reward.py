@@ -44,6 +44,7 @@ def test_classifier_prefers_correct_answers(tmp_path: Path) -> None:
     assert right_17 > wrong_17 and right_3 > wrong_3
 
 
+@pytest.mark.slow  # a real `winnow serve` as the scorer
 def test_score_endpoint_and_openai_score_provider_match_the_local_model(
     scorer: tuple[LiveServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -70,6 +71,7 @@ def test_score_endpoint_and_openai_score_provider_match_the_local_model(
     assert _scores(settings, "remote-rm") == pytest.approx(local, abs=1e-4)
 
 
+@pytest.mark.slow  # a real `winnow serve` as the scorer
 def test_score_endpoint_errors(scorer: tuple[LiveServer, str]) -> None:
     server, key = scorer
     missing = httpx.post(

@@ -79,6 +79,7 @@ def _shards(db: Database, job_id: str) -> list[JobShard]:
         return rows
 
 
+@pytest.mark.slow  # two worker processes on PostgreSQL, kill -9
 def test_two_workers_on_postgresql_share_a_job_and_the_killed_ones_shard_is_taken_over(
     tmp_path: Path, postgres_url: str
 ) -> None:

@@ -139,6 +139,7 @@ def _errors(client: TestClient, key: str, job_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in response.text.splitlines()]
 
 
+@pytest.mark.slow  # a real `winnow serve` as the upstream
 def test_rows_that_fail_during_a_run_are_kept_counted_and_served(relayed: tuple[TestClient, str]) -> None:
     client, key = relayed
     rt = _runtime(client)
@@ -154,6 +155,7 @@ def test_rows_that_fail_during_a_run_are_kept_counted_and_served(relayed: tuple[
     assert sorted(json.loads(line)["id"] for line in output.text.splitlines()) == ["p0", "p2"]
 
 
+@pytest.mark.slow  # a real `winnow serve` as the upstream
 def test_a_job_whose_every_row_failed_is_failed_and_says_why(relayed: tuple[TestClient, str]) -> None:
     client, key = relayed
     rt = _runtime(client)

@@ -13,6 +13,8 @@ import pytest
 from tests.conftest import LiveServer, bearer
 from tests.web.browser import DESKTOP, PHONE, Console, admin, browser, console, expect, open_console
 
+pytestmark = pytest.mark.slow  # Chromium against a real `winnow serve`
+
 __all__ = ["admin", "browser", "console"]
 
 

@@ -20,6 +20,8 @@ from tests.web.browser import PHONE, Console, admin, browser, console, expect, o
 from winnow.config import Settings
 from winnow.runtime import Runtime
 
+pytestmark = pytest.mark.slow  # Chromium against a real `winnow serve` and its worker
+
 __all__ = ["admin", "browser", "console"]
 
 PAYLOADS = ["<script>window.__xss = 1</script>", '"><img src=x onerror="window.__xss = 1">']
