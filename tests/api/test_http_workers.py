@@ -11,13 +11,16 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 import pytest
 
-from tests.conftest import REDIS_URL, LiveServer, bearer, reachable
 from tests.api.test_passthrough import ECHO_USAGE, FakeUpstream
+from tests.conftest import REDIS_URL, LiveServer, bearer, closed_port, reachable, until
+
+pytestmark = pytest.mark.slow  # `winnow serve --http-workers 2` processes
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -26,7 +29,7 @@ def test_more_than_one_http_worker_without_redis_is_refused_in_one_line(tmp_path
     env = {**os.environ, "WINNOW_DATA_DIR": str(tmp_path / "data")}
     env.pop("WINNOW_REDIS_URL", None)
     done = subprocess.run(
-        [sys.executable, "-m", "winnow", "serve", "--http-workers", "2", "--port", "9"],
+        [sys.executable, "-m", "winnow", "serve", "--http-workers", "2", "--port", str(closed_port())],
         env=env,
         capture_output=True,
         text=True,
@@ -94,11 +97,22 @@ def test_two_http_workers_share_one_rate_limit_and_one_budget(tmp_path: Path, fa
 
         # A budget of 20 tokens: the first answer spends 18; after a flush beat both processes know
         # it, and each refuses every request whose input (9 tokens estimated) would pass the cap.
-        budget = server.cli("keys", "create", "budgeted", "--budget-tokens", "20", "--budget-period", "day")
+        budget = server.cli("keys", "create", "budgeted", "--budget-tokens", "20", "--budget-period", "total")
         key = budget.stdout.split()[-1]
-        time.sleep(3)  # both processes read the new budget (flush beats of 0.2 s, on a loaded machine)
-        assert call(0) == 200
-        time.sleep(3)  # and the spend
+        assert call(0) == 200  # a process that has not read the budget yet serves it too
+
+        def standing() -> dict[str, Any]:  # one process's ledger: whichever takes the new connection
+            return dict(httpx.get(f"{server.url}/api/v1/usage/budget", headers=bearer(key), timeout=30).json())
+
+        # Until both processes hold the budget and the spend: 20 answers in a row, each on a new
+        # connection (either process's), say so; a process that still missed either would serve on.
+        until(
+            "both processes to hold the budget and the spend",
+            lambda: all(
+                (answer := standing())["budget"] is not None and answer["spent_tokens"] == ECHO_USAGE["total_tokens"]
+                for _ in range(20)
+            ),
+        )
         assert [call(i) for i in range(8)] == [402] * 8
         usage = httpx.get(f"{server.url}/api/v1/usage", headers=bearer(key)).json()["total"]
         assert usage["total_tokens"] == ECHO_USAGE["total_tokens"]

@@ -2,34 +2,29 @@
 lets the key spend again, and an evaluation pauses on its owner's budget and resumes when raised.
 
 Every wait is on a condition the other process makes true (bounded by a deadline that only stops
-a hang); a new UTC day is simulated by moving the key's usage rows one day back in the database,
-which is what the period's start moving forward looks like to every process."""
+a hang). The test owns the day its usage rows fall in, so that the real UTC midnight passing
+mid-test changes nothing: as each row lands it is dated a day ahead (a period's spend is every row
+since the period's start, so it stays in today's period, or tomorrow's if midnight passes), and a
+new day is simulated by moving the rows two days back, which is what the period's start moving
+forward looks like to every process."""
 
 from __future__ import annotations
 
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import DEMO_PROMPTS, TEST_KEY_LIMITS, LiveServer, bearer
+from tests.conftest import DEMO_PROMPTS, TEST_KEY_LIMITS, LiveServer, bearer, until
 from tests.spec import assert_error
 
-DEADLINE_S = 60.0
+pytestmark = pytest.mark.slow  # `winnow serve` and worker processes
+
 BUDGET_TOKENS = 100
 QUESTION = {"model_id": "demo-lm", "prompt": "What is 17+25?", "max_tokens": 8, "temperature": 0}
-
-
-def _until(what: str, check: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def _spent(server: LiveServer, key: str) -> int:
@@ -41,10 +36,24 @@ def _generate(server: LiveServer, key: str) -> httpx.Response:
     return httpx.post(f"{server.url}/api/v1/generate", json=QUESTION, headers=bearer(key), timeout=60)
 
 
-def _a_day_passes(data_dir: Path) -> None:
-    """As if UTC midnight passed: everything spent so far falls in the previous period."""
+def _usage_rows(data_dir: Path) -> int:
     with sqlite3.connect(data_dir / "winnow.db") as db:
-        db.execute("UPDATE usage_records SET created_at = datetime(created_at, '-1 day')")
+        return int(db.execute("SELECT count(*) FROM usage_records").fetchone()[0])
+
+
+def _date_new_rows_a_day_ahead(data_dir: Path) -> None:
+    """The rows written since the last call (dated now) move a day ahead: still in this period."""
+    with sqlite3.connect(data_dir / "winnow.db") as db:
+        db.execute(
+            "UPDATE usage_records SET created_at = datetime(created_at, '+1 day')"
+            " WHERE julianday(created_at) < julianday('now', '+12 hours')"
+        )
+
+
+def _a_day_passes(data_dir: Path) -> None:
+    """As if UTC midnight passed: everything spent so far (dated a day ahead) falls in the previous period."""
+    with sqlite3.connect(data_dir / "winnow.db") as db:
+        db.execute("UPDATE usage_records SET created_at = datetime(created_at, '-2 day')")
 
 
 @pytest.fixture
@@ -71,7 +80,7 @@ def test_two_servers_enforce_one_budget_and_a_new_period_resets_it(
     )
     assert created.status_code == 201, created.text
     key = created.json()["key"]
-    _until("the second server to learn the budget", lambda: _spent(two, key) == 0)
+    until("the second server to learn the budget", lambda: _spent(two, key) == 0)
 
     spent, served = 0, {one.url: 0, two.url: 0}
     for turn in range(20):
@@ -81,8 +90,10 @@ def test_two_servers_enforce_one_budget_and_a_new_period_resets_it(
             break
         spent += response.json()["metrics"]["total_tokens"]
         served[server.url] += 1
+        until("the answer's usage row", lambda rows=sum(served.values()): _usage_rows(one.data_dir) == rows)
+        _date_new_rows_a_day_ahead(one.data_dir)
         # Both servers see the spend (each from the shared database) before the next request.
-        _until(f"both servers to see {spent} tokens", lambda total=spent: _spent(one, key) == _spent(two, key) == total)
+        until(f"both servers to see {spent} tokens", lambda total=spent: _spent(one, key) == _spent(two, key) == total)
     assert_error(response, 402, "budget_exceeded")
     assert all(served.values())  # each server served part of the budget
     assert BUDGET_TOKENS - 16 < spent <= BUDGET_TOKENS + 16  # refused within one request of the cap
@@ -91,7 +102,7 @@ def test_two_servers_enforce_one_budget_and_a_new_period_resets_it(
 
     _a_day_passes(one.data_dir)
     for server in (one, two):
-        _until(f"{server.url} to start the new day", lambda s=server: _spent(s, key) == 0)  # type: ignore[misc]
+        until(f"{server.url} to start the new day", lambda s=server: _spent(s, key) == 0)  # type: ignore[misc]
         assert _generate(server, key).status_code == 200
 
 
@@ -104,7 +115,7 @@ def test_an_evaluation_pauses_on_its_budget_and_resumes_when_raised(tmp_path: Pa
         auth = bearer(key)
         budget = f"{server.url}/api/v1/keys/evals/budget"
         # 40 rows of ~16 tokens each; 200 tokens stop it part-way.
-        assert httpx.put(budget, json={"tokens": 200, "period": "day"}, headers=bearer(admin)).status_code == 200
+        assert httpx.put(budget, json={"tokens": 200, "period": "total"}, headers=bearer(admin)).status_code == 200
         dataset = data / "rows.jsonl"
         dataset.write_text("".join(line + "\n" for line in DEMO_PROMPTS.read_text().splitlines()[:40]))
         body = {
@@ -122,14 +133,14 @@ def test_an_evaluation_pauses_on_its_budget_and_resumes_when_raised(tmp_path: Pa
         def status() -> dict[str, Any]:
             return dict(httpx.get(url, headers=auth, timeout=30).json())
 
-        paused = _until("the evaluation to pause", lambda: (s := status())["status"] in ("paused", "completed") and s)
+        paused = until("the evaluation to pause", lambda: (s := status())["status"] in ("paused", "completed") and s)
         assert paused["status"] == "paused", paused
         assert paused["error"].startswith("budget_exceeded")
         done_before = paused["counts"]["rows_done"]
         assert 0 < done_before < 40
 
-        assert httpx.put(budget, json={"tokens": 100_000, "period": "day"}, headers=bearer(admin)).status_code == 200
-        done = _until("the evaluation to complete", lambda: (s := status())["status"] in ("completed", "failed") and s)
+        assert httpx.put(budget, json={"tokens": 100_000, "period": "total"}, headers=bearer(admin)).status_code == 200
+        done = until("the evaluation to complete", lambda: (s := status())["status"] in ("completed", "failed") and s)
         assert done["status"] == "completed", done
         assert done["counts"]["rows_done"] == 40 and done["table"][0]["rows"] == 40
         usage = httpx.get(f"{server.url}/api/v1/usage", headers=auth, timeout=30).json()["total"]

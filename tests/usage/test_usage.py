@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
-from tests.conftest import DEMO_LM, DEMO_PROMPTS, bearer, closed_port, running_worker, wait_for_job
+from tests.conftest import DEMO_LM, DEMO_PROMPTS, bearer, closed_port, running_worker, until, wait_for_job
 from tests.spec import assert_error
 from winnow.api.app import create_app
 from winnow.config import ModelConfig, ModelPrice, Settings
+from winnow.db import UsageRecord
 from winnow.runtime import Runtime
 from winnow.usage.prices import PriceBook, default_table
 
@@ -80,7 +81,10 @@ def test_every_generation_records_tokens_and_cost_and_a_key_sees_only_its_own(pr
     everyone = priced.get("/api/v1/usage", params={"group_by": "key"}, headers=bearer(admin)).json()
     assert {r["group"]: r["requests"] for r in everyone["rows"]} == {"alice": 3, "bob": 2}
     by_day = priced.get("/api/v1/usage", params={"group_by": "day"}, headers=bearer(admin)).json()
-    assert by_day["total"]["requests"] == 5 and len(by_day["rows"]) == 1
+    with rt.db.session() as session:  # the UTC days the rows fell on: one, or two if midnight passed
+        days = sorted(set(session.scalars(select(UsageRecord.day))))
+    assert [r["group"] for r in by_day["rows"]] == days
+    assert by_day["total"]["requests"] == sum(r["requests"] for r in by_day["rows"]) == 5
     only_bob = priced.get("/api/v1/usage", params={"key": "bob"}, headers=bearer(admin)).json()
     assert only_bob["total"]["requests"] == 2
     assert_error(priced.get("/api/v1/usage", params={"key": "bob"}, headers=bearer(alice)), 400, "validation_error")
@@ -93,9 +97,9 @@ def test_a_spent_budget_is_refused_with_budget_exceeded_and_usage_shows_the_spen
     rt = _runtime(priced)
     admin = rt.keys.create("admin", admin=True).key
     created = priced.post(
-        "/api/v1/keys", json={"name": "capped", "budget": {"usd": 0.001, "period": "day"}}, headers=bearer(admin)
+        "/api/v1/keys", json={"name": "capped", "budget": {"usd": 0.001, "period": "total"}}, headers=bearer(admin)
     )
-    assert created.status_code == 201 and created.json()["budget"] == {"usd": 0.001, "tokens": None, "period": "day"}
+    assert created.status_code == 201 and created.json()["budget"] == {"usd": 0.001, "tokens": None, "period": "total"}
     key = created.json()["key"]
     spent = 0.0
     for _ in range(20):
@@ -126,7 +130,7 @@ def test_a_spent_budget_is_refused_with_budget_exceeded_and_usage_shows_the_spen
     assert priced.get("/api/v1/usage", headers=bearer(key)).json()["total"]["cost_usd"] == pytest.approx(spent)
 
     # Raising the budget lets the key through again.
-    raised = priced.put("/api/v1/keys/capped/budget", json={"usd": 1.0, "period": "day"}, headers=bearer(admin))
+    raised = priced.put("/api/v1/keys/capped/budget", json={"usd": 1.0, "period": "total"}, headers=bearer(admin))
     assert raised.status_code == 200
     assert _generate(priced, key).status_code == 200
 
@@ -153,14 +157,22 @@ def test_budget_is_enforced_across_two_servers_sharing_one_database(tmp_path: Pa
         key = one.post("/api/v1/keys", json={"name": "shared", "budget": {"usd": 0.001}}, headers=bearer(admin)).json()[
             "key"
         ]
-        time.sleep(0.5)  # the second server's ledger learns of the budget on its next beat
+
+        def standing(server: TestClient) -> dict[str, Any]:  # what that server's ledger holds for the key
+            return dict(server.get("/api/v1/usage/budget", headers=bearer(key)).json())
+
+        until("the second server to learn the budget", lambda: standing(two)["budget"] is not None)
         spent = 0.0
         for i in range(20):
             response = _generate(one if i % 2 else two, key)
             if response.status_code != 200:
                 break
             spent += response.json()["metrics"]["total_tokens"] * PRICE / 1e6
-            time.sleep(0.3)  # one flush beat, so each server sees the other's spend
+            # Each server sees the other's spend (through the database) before the next request.
+            until(
+                f"both servers to see ${spent}",
+                lambda total=spent: all(standing(s)["spent_usd"] == pytest.approx(total, abs=1e-9) for s in (one, two)),
+            )
         assert_error(response, 402, "budget_exceeded")
         assert 0.001 - 0.0004 < spent < 0.001 + 0.0004
 

@@ -4,7 +4,7 @@ names a job may use. Plain API tests (no browser)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -27,7 +27,8 @@ def test_usage_daily_is_usage_by_day_and_model(client: TestClient, admin_key: st
     daily = client.get("/api/v1/usage/daily", params={"days": 3}, headers=bearer(admin_key))
     assert daily.status_code == 200, daily.text
     body = daily.json()
-    today = datetime.now(UTC).date()
+    today = date.fromisoformat(body["days"][-1])  # the server's UTC day, not this process's clock
+    assert today - datetime.now(UTC).date() in (timedelta(0), timedelta(days=-1))
     assert body["days"] == [(today - timedelta(days=d)).isoformat() for d in (2, 1, 0)]
     assert body["models"] == ["demo-lm"]
     by_model = client.get(
