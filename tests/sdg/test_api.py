@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import DEMO_PROMPTS, TEST_KEY_LIMITS, LiveServer, bearer, wait_for_job
+from tests.sdg.jobs import wait_running
 from tests.spec import assert_error
 from winnow.schemas.sdg import PromptResponseScore
 
@@ -51,15 +51,11 @@ def _assert_billed_once(server: LiveServer, key: str, prompts: int) -> None:
 
 
 def _wait_until_running(server: LiveServer, key: str, job_id: str, read: int = 50) -> None:
-    """Until the job is running with at least ``read`` prompts done (and not all 500)."""
-    status_url = f"{server.url}/api/v1/synthetic_data_generation/job_status"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = httpx.get(status_url, params={"job_id": job_id}, headers=bearer(key)).json()
-        if status["status"] == "running" and status["counts"]["prompts_read"] >= read:
-            break
-        time.sleep(0.05)
-    assert status["status"] == "running" and status["counts"]["prompts_read"] < 500, status
+    """Until the job is running with at least ``read`` prompts done (and not all 500); the bound is on
+    a hang (it includes the worker loading torch and the model), not a timing."""
+    with httpx.Client(base_url=server.url, timeout=SUBMIT_TIMEOUT) as client:
+        status = wait_running(client, key, job_id, read)
+    assert status["counts"]["prompts_read"] < 500, status
 
 
 def _upload(server: LiveServer, key: str, path: Path) -> dict[str, Any]:
