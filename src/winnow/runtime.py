@@ -9,6 +9,7 @@ from winnow.auth import KeyService, RateLimiter
 from winnow.config import Settings
 from winnow.db import Database
 from winnow.feedback import FeedbackService
+from winnow.finetune.service import FineTuningService
 from winnow.metrics import Metrics
 from winnow.models.registry import ModelRegistry
 from winnow.models.service import GenerationService
@@ -30,6 +31,7 @@ class Runtime:
     jobs: JobStore
     usage: UsageService
     feedback: FeedbackService
+    fine_tuning: FineTuningService
     started_at: float = field(default_factory=time.time)
 
     metrics: Metrics = field(default_factory=Metrics)
@@ -40,7 +42,7 @@ class Runtime:
         db = Database(settings.effective_database_url)
         if migrate:
             db.migrate()
-        models = ModelRegistry(settings)
+        models = ModelRegistry(settings, db)
         metrics = metrics or Metrics()
         jobs = JobStore(db, settings)
         usage = UsageService(db, settings, metrics)
@@ -59,12 +61,20 @@ class Runtime:
             jobs=jobs,
             usage=usage,
             feedback=FeedbackService(db, usage, jobs),
+            fine_tuning=FineTuningService(db, settings, jobs, models),
             metrics=metrics,
         )
         metrics.add_callback(
             "winnow_jobs", "Jobs (SDG and evaluations) by status, from the job store", "status", jobs.count_by_status
         )
         metrics.add_usage(usage.totals)
+        metrics.add_family(
+            "winnow_fine_tuning",
+            "Running fine-tuning jobs' progress (step, total_steps, epoch, train_loss, validation_loss, "
+            "tokens_per_second), from their job rows",
+            ["job", "field"],
+            runtime.fine_tuning.running_progress,
+        )
         metrics.add_callback("winnow_local_queue_rows", "Rows waiting for a local model", "model", models.queue_depths)
         metrics.add_callback(
             "winnow_local_batches", "Local generate calls", "model", lambda: models.batch_totals()[0], counter=True

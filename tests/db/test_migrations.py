@@ -138,6 +138,18 @@ ROWS: dict[str, dict[str, list[dict[str, Any]]]] = {
             {**_usage(3, "v1", (7, 2), 0.0), "deployment": "east", "attempts": 2, "cached": True},
         ]
     },
+    "0006": {  # a fine-tuning job's model, served from this table
+        "fine_tuned_models": [
+            {
+                "id": "demo-lm:ft-old-" + "0" * 8,
+                "base_model": "demo-lm",
+                "job_id": "ftjob-" + "0" * 24,
+                "owner_key_id": 1,
+                "config": {"id": "demo-lm:ft-old-" + "0" * 8, "path": "/nowhere", "adapter_path": "/nowhere/adapter"},
+                "created_at": T0,
+            }
+        ]
+    },
 }
 # Columns an older revision's rows get from a newer revision (server defaults, added nullable columns).
 ADDED = {
@@ -215,7 +227,7 @@ def db(database_url: str) -> Iterator[Database]:
 
 def _upgrade_step_by_step(db: Database) -> dict[str, list[dict[str, Any]]]:
     """base → each revision in turn, writing that revision's rows and checking every earlier row."""
-    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005"], "a new migration: give it rows in ROWS"
+    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005", "0006"], "a new migration: give it rows in ROWS"
     expected: dict[str, list[dict[str, Any]]] = {}
     for revision in REVISIONS:
         db.migrate(revision)
@@ -296,6 +308,10 @@ def test_every_migration_keeps_the_rows_written_before_it(db: Database, database
 def test_migrations_downgrade_to_base_and_upgrade_again(db: Database, database_url: str, tmp_path: Path) -> None:
     expected = _upgrade_step_by_step(db)
     # Each downgrade drops what its upgrade added and keeps the rest.
+    _downgrade(db, "0005")
+    assert "fine_tuned_models" not in _tables(db)
+    del expected["fine_tuned_models"]
+    _assert_kept(db, expected)
     _downgrade(db, "0004")
     expected["usage_records"] = _without(expected["usage_records"], *ROUTING)
     _assert_kept(db, expected)

@@ -13,7 +13,20 @@ from winnow import __version__
 from winnow.api.errors import install_error_handlers
 from winnow.api.middleware import RequestContextMiddleware
 from winnow.api.openapi import API_PREFIX, install_openapi
-from winnow.api.routes import evals, feedback, files, generate, health, keys, models, monitoring, openai, sdg, usage
+from winnow.api.routes import (
+    evals,
+    feedback,
+    files,
+    finetune,
+    generate,
+    health,
+    keys,
+    models,
+    monitoring,
+    openai,
+    sdg,
+    usage,
+)
 from winnow.config import Settings, get_settings
 from winnow.logs import configure_logging
 from winnow.metrics import Metrics
@@ -78,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(usage.router, prefix=API_PREFIX)
     app.include_router(feedback.router, prefix=API_PREFIX)
     app.include_router(evals.router, prefix=API_PREFIX)
+    app.include_router(finetune.router, prefix=API_PREFIX)
+    app.include_router(finetune.models_router, prefix=API_PREFIX)
     app.include_router(openai.router)
     app.include_router(monitoring.router)
     install_console(app, docs_path=f"{API_PREFIX}/docs", openapi_url=f"{API_PREFIX}/openapi.json")

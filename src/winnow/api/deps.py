@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from winnow.auth import Principal
 from winnow.config import Settings
 from winnow.errors import AuthenticationFailed, PermissionDenied
+from winnow.models.registry import acting_for
 from winnow.runtime import Runtime
 
 
@@ -43,6 +44,7 @@ async def authenticate(runtime: Runtime, header: str | None) -> Principal:
     principal = runtime.keys.from_cache(secret)
     if principal is None:
         principal = await run_in_threadpool(runtime.keys.authenticate, secret)
+    acting_for(principal.id, principal.is_admin)  # model lookups from here on see what this key may
     return principal
 
 

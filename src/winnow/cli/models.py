@@ -12,6 +12,8 @@ from rich.table import Table
 
 from winnow.cli.common import ConfigOption, fail, load_settings
 from winnow.cli.styling import typer_app
+from winnow.config import Settings
+from winnow.db import Database
 from winnow.errors import WinnowError
 from winnow.models.registry import ModelRegistry
 from winnow.models.service import GenerationService
@@ -20,15 +22,24 @@ from winnow.schemas.platform import GenerateRequest
 models_app = typer_app("Inspect the configured models.")
 
 
+def local_registry(settings: Settings) -> ModelRegistry:
+    """The registry with the database's fine-tuned models, when the database exists already."""
+    db = None
+    if not settings.effective_database_url.startswith("sqlite") or (settings.data_dir / "winnow.db").exists():
+        db = Database(settings.effective_database_url)
+        db.migrate()
+    return ModelRegistry(settings, db)
+
+
 @models_app.command("list")
 def list_models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """List configured models with their measured status."""
+    """List configured and fine-tuned models with their measured status."""
 
     async def run() -> list[dict[str, object]]:
-        registry = ModelRegistry(load_settings(config))
+        registry = local_registry(load_settings(config))
         try:
             return [m.model_dump(mode="json", exclude_none=True) for m in await registry.describe_all()]
         finally:
@@ -58,7 +69,7 @@ def generate(
     """Generate text for PROMPT with a configured model, in-process."""
 
     async def run() -> str:
-        registry = ModelRegistry(load_settings(config))
+        registry = local_registry(load_settings(config))
         try:
             request = GenerateRequest(
                 prompt=prompt, model_id=model, max_tokens=max_tokens, temperature=temperature, top_p=top_p

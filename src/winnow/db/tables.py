@@ -147,3 +147,17 @@ class JobShard(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     checkpoint: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FineTunedModel(Base):
+    """A model a fine-tuning job made: served like a configured local model by every process
+    (the registry reads this table), owned by the key that ran the job."""
+
+    __tablename__ = "fine_tuned_models"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    base_model: Mapped[str] = mapped_column(String(200))
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
+    owner_key_id: Mapped[int] = mapped_column(Integer, index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # a ModelConfig: path, adapter_path, device, ...
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

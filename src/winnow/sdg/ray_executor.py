@@ -93,11 +93,13 @@ class _Stage:
     model's batching engine lives on it)."""
 
     def __init__(self, settings: dict[str, Any], spec: dict[str, Any]) -> None:
+        from winnow.db import Database
         from winnow.models.registry import ModelRegistry
 
         self.settings = Settings(**settings)
         self.spec = SubmitJobRequest.model_validate(spec)
-        self.models = ModelRegistry(self.settings)
+        # The database too: a job may sample a fine-tuned model (the fine_tuned_models table).
+        self.models = ModelRegistry(self.settings, Database(self.settings.effective_database_url))
         self.loop = asyncio.new_event_loop()
 
 

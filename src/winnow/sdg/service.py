@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import object_session
 
@@ -18,7 +19,6 @@ from winnow.config import Settings
 from winnow.db import Database, SdgJob
 from winnow.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from winnow.models.registry import ModelRegistry
-from winnow.schemas.evals import EvaluationRequest
 from winnow.schemas.sdg import EVAL_ID_PATTERN, JOB_ID_PATTERN, JobCounts, JobDetails, JobEstimate, SubmitJobRequest
 from winnow.sdg.filters import GlobalFilter, build_filter, is_global
 from winnow.sdg.inputs import PromptFile, resolve_inside, validate_file
@@ -34,6 +34,13 @@ from winnow.usage.tokens import prompt_tokens
 
 JOB_ID = re.compile(JOB_ID_PATTERN)
 EVAL_ID = re.compile(EVAL_ID_PATTERN)
+FT_ID = re.compile(r"^ftjob-[0-9a-f]{24}$")
+# Per job kind: its id prefix and pattern, what people call it, and its output's name in the job dir.
+KINDS: dict[str, tuple[str, re.Pattern[str], str, str]] = {
+    "sdg": ("job", JOB_ID, "Job", "output.jsonl"),
+    "eval": ("eval", EVAL_ID, "Evaluation", "results.jsonl"),
+    "ft": ("ftjob", FT_ID, "Fine-tuning job", "model"),
+}
 T = TypeVar("T")
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -196,11 +203,20 @@ class JobStore:
             owner: int | None = session.scalar(select(SdgJob.owner_key_id).where(SdgJob.id == job_id))
             return owner
 
+    @staticmethod
+    def new_id(kind: str) -> str:
+        return f"{KINDS[kind][0]}-{uuid.uuid4().hex[:24]}"
+
     def create(
-        self, spec: SubmitJobRequest | EvaluationRequest, prompts: PromptFile, owner: Principal, kind: str = "sdg"
+        self,
+        spec: BaseModel,
+        prompts: PromptFile,
+        owner: Principal,
+        kind: str = "sdg",
+        job_id: str | None = None,
     ) -> SdgJob:
-        """Queue a job (``kind`` sdg or eval) and return its row, detached."""
-        job_id = f"{'job' if kind == 'sdg' else 'eval'}-{uuid.uuid4().hex[:24]}"
+        """Queue a job (``kind`` sdg, eval or ft) and return its row, detached."""
+        job_id = job_id or self.new_id(kind)
         job = SdgJob(
             id=job_id,
             kind=kind,
@@ -211,7 +227,7 @@ class JobStore:
             prompts_path=str(prompts.path),
             prompts_total=prompts.rows,
             prompts_sha256=prompts.sha256,
-            output_path=str(self.job_dir(job_id) / ("output.jsonl" if kind == "sdg" else "results.jsonl")),
+            output_path=str(self.job_dir(job_id) / KINDS[kind][3]),
             checkpoint={},
             cancel_requested=False,
             attempts=0,
@@ -226,14 +242,12 @@ class JobStore:
             return job
 
     def _owned(self, session: Any, job_id: str, owner: Principal, kind: str) -> SdgJob:
-        pattern = JOB_ID if kind == "sdg" else EVAL_ID
+        _, pattern, noun, _ = KINDS[kind]
         if not pattern.match(job_id):
-            raise InvalidRequest(
-                f"Invalid {'job' if kind == 'sdg' else 'evaluation'} id", f"expected {pattern.pattern}"
-            )
+            raise InvalidRequest(f"Invalid {noun.lower()} id", f"expected {pattern.pattern}")
         job: SdgJob | None = session.get(SdgJob, job_id)
         if job is None or job.kind != kind or (job.owner_key_id != owner.id and not owner.is_admin):
-            raise NotFound("Job not found" if kind == "sdg" else "Evaluation not found", job_id)
+            raise NotFound(f"{noun} not found", job_id)
         return job
 
     def get(self, job_id: str, owner: Principal, kind: str, render: Callable[[SdgJob], T]) -> T:
@@ -294,10 +308,10 @@ class JobStore:
 
     # -- workers ----------------------------------------------------------------------------
     def claim(self, worker: str) -> SdgJob | None:
-        """Atomically take the oldest queued evaluation, or a running one whose lease ran out, or a
-        paused one that is due. (SDG jobs are shared by shards: ``winnow.sdg.shards``.)"""
+        """Atomically take the oldest queued evaluation or fine-tuning job, or a running one whose lease
+        ran out, or a paused one that is due. (SDG jobs are shared by shards: ``winnow.sdg.shards``.)"""
         now = _now()
-        claimable = (SdgJob.kind == "eval") & or_(
+        claimable = SdgJob.kind.in_(("eval", "ft")) & or_(
             SdgJob.status == "queued",
             (SdgJob.status == "running") & (SdgJob.lease_until < now),
             (SdgJob.status == "paused") & (SdgJob.resume_at <= now),

@@ -25,6 +25,8 @@ from winnow.db import Database, SdgJob
 from winnow.errors import BudgetExceeded
 from winnow.evals.plan import build_eval_plan
 from winnow.evals.runner import EvalRunner
+from winnow.finetune.runner import run_fine_tuning
+from winnow.finetune.service import FineTuningService, append_event, job_paths
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.evals import EvaluationRequest
 from winnow.schemas.sdg import SubmitJobRequest
@@ -60,10 +62,11 @@ class Worker:
         self.db = Database(settings.effective_database_url)
         self.db.migrate()
         self.store = JobStore(self.db, settings)
-        self.models = ModelRegistry(settings)
+        self.models = ModelRegistry(settings, self.db)
         self.rewards = RewardModelRegistry(settings, self.models)
         self.usage = UsageService(self.db, settings)
         self.shards = ShardStore(self.db, settings)
+        self.fine_tuning = FineTuningService(self.db, settings, self.store, self.models)
         self._checked: dict[str, tuple[tuple[int, int], PromptFile]] = {}  # sha256 -> (size, mtime), file
 
     def _free_dead_local_jobs(self) -> None:
@@ -81,7 +84,8 @@ class Worker:
         if (job := self.shards.claim_merge(self.id)) is not None:
             return (lambda: self.merge(job)), (lambda: self.store.release(job.id, self.id))
         if (job := self.store.claim(self.id)) is not None:
-            return (lambda: self.run_job(job)), (lambda: self.store.release(job.id, self.id))
+            run = self.run_fine_tuning if job.kind == "ft" else self.run_job
+            return (lambda: run(job)), (lambda: self.store.release(job.id, self.id))
         return None
 
     async def run_forever(self, stop: asyncio.Event, parent_pid: int | None = None) -> None:
@@ -248,6 +252,29 @@ class Worker:
             heartbeat.cancel()
             for meter in meters.values():
                 meter.close()
+
+    async def run_fine_tuning(self, job: SdgJob) -> None:
+        """A fine-tuning job, trained in a thread under the job's lease; resumed from its last
+        checkpoint when an earlier attempt died."""
+        log.info("fine-tuning %s (attempt %d)", job.id, job.attempts)
+        heartbeat = asyncio.create_task(self._beat(lambda: self.store.renew(job.id, self.id)))
+        try:
+            await asyncio.to_thread(run_fine_tuning, self.settings, self.store, self.fine_tuning, job, self.id)
+        except JobCancelled:
+            self.store.finish(job.id, self.id, "cancelled")
+            log.info("cancelled %s", job.id)
+        except JobLost:
+            log.warning("lost the lease on %s; another worker has it", job.id)
+        except OperationalError:
+            log.exception("database error in %s; handing it back", job.id)
+            with contextlib.suppress(Exception):
+                self.store.release(job.id, self.id)
+        except Exception as exc:
+            log.exception("fine-tuning %s failed", job.id)
+            append_event(job_paths(self.store.job_dir(job.id))["events"], f"failed: {exc}", level="error")
+            self.store.finish(job.id, self.id, "failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            heartbeat.cancel()
 
     def _pause_for_budget(self, job: SdgJob, exc: BudgetExceeded, worker: str | None) -> None:
         """The owner's budget is spent: the job waits (checkpoint kept) until the period resets or

@@ -1,16 +1,19 @@
-"""POST /files: upload a prompts file into the data dir (a remote client cannot write server paths)."""
+"""POST /files: upload a prompts file, or a fine-tuning training file, into the data dir (a remote
+client cannot write server paths)."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from pathlib import Path
+from typing import Annotated, Literal
 
-from fastapi import UploadFile
+from fastapi import Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from winnow.api.deps import OtherKey, RuntimeDep
 from winnow.api.routing import Router
+from winnow.finetune.data import check_training_file
 from winnow.schemas.common import ErrorResponse, now_utc
 from winnow.schemas.files import FileInfo
 from winnow.sdg.inputs import validate_file
@@ -18,8 +21,9 @@ from winnow.sdg.inputs import validate_file
 router = Router(prefix="/files", tags=["Files"])
 
 
-def _store(upload: UploadFile, target: Path) -> tuple[int, int]:
-    """Stream the upload to disk, validate it as a prompts file, then give it its final name."""
+def _store(upload: UploadFile, target: Path, purpose: str) -> tuple[int, int]:
+    """Stream the upload to disk, validate it (a prompts file, or training rows for ``fine-tune``),
+    then give it its final name."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
     size = 0
@@ -30,7 +34,7 @@ def _store(upload: UploadFile, target: Path) -> tuple[int, int]:
         out.flush()
         os.fsync(out.fileno())
     try:
-        rows = validate_file(tmp).rows
+        rows = check_training_file(tmp) if purpose == "fine-tune" else validate_file(tmp).rows
     except Exception:
         tmp.unlink(missing_ok=True)
         raise
@@ -41,14 +45,23 @@ def _store(upload: UploadFile, target: Path) -> tuple[int, int]:
 @router.post(
     "",
     summary="Upload a JSONL prompts file (validated); use the returned path as prompts_path",
+    description=(
+        "With `purpose=fine-tune`, a training file in TRL's formats instead (messages, prompt+completion, "
+        "text, or prompt+chosen+rejected; each line checked): use its path as a fine-tuning job's training_file."
+    ),
     response_model=FileInfo,
     status_code=201,
     responses={400: {"model": ErrorResponse, "description": "Not a valid prompts file"}},
 )
-async def upload_file(file: UploadFile, runtime: RuntimeDep, key: OtherKey) -> FileInfo:
+async def upload_file(
+    file: UploadFile,
+    runtime: RuntimeDep,
+    key: OtherKey,
+    purpose: Annotated[Literal["prompts", "fine-tune"], Form(description="What the file is for")] = "prompts",
+) -> FileInfo:
     file_id = f"file-{uuid.uuid4().hex[:24]}"
     target = runtime.settings.data_dir / "files" / str(key.id) / f"{file_id}.jsonl"
-    size, rows = await run_in_threadpool(_store, file, target)
+    size, rows = await run_in_threadpool(_store, file, target, purpose)
     return FileInfo(
         id=file_id,
         filename=file.filename or f"{file_id}.jsonl",
