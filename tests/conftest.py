@@ -89,10 +89,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No developer's WINNOW_* variables leak into a test, nor a test's into the next
-    (``--config`` sets WINNOW_CONFIG for the processes a command starts)."""
+    (``--config`` sets WINNOW_CONFIG for the processes a command starts). An app a test starts
+    runs no ``winnow worker`` processes unless the test asks (``workers=N``, or WINNOW_WORKERS in a
+    LiveServer's env): the default of one would start a process that loads torch for nothing."""
     for name in list(os.environ):
         if name.startswith("WINNOW_") and not name.startswith("WINNOW_TEST_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("WINNOW_WORKERS", "0")
     yield
     os.environ.pop(CONFIG_ENV_VAR, None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -60,7 +61,7 @@ def test_invalid_json_is_400(client: TestClient, admin_key: str) -> None:
     assert "JSON" in body["details"]
 
 
-def test_body_over_the_limit_is_413(tmp_path, admin_key: str) -> None:  # type: ignore[no-untyped-def]
+def test_body_over_the_limit_is_413(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path, max_body_bytes=1000))
     with TestClient(app) as small:
         key = small.app.state.runtime.keys.create("a", admin=True).key  # type: ignore[attr-defined]
