@@ -270,7 +270,7 @@ class CrashAfter(FileCheckpoint):
 JOB_STATUS = "/api/v1/synthetic_data_generation/job_status"
 
 
-def until(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:
+def until(what: str, check: Callable[[], T | None], timeout: float = 120.0) -> T:
     """Poll ``check`` until it returns something true, and return that: a wait on a condition that
     another thread or process makes true (``timeout`` only stops a hang)."""
     deadline = time.monotonic() + timeout
