@@ -222,8 +222,9 @@ class Router:
         return chosen
 
     def _rotate(self, candidates: list[Deployment]) -> Deployment:
+        chosen = candidates[self._turn % len(candidates)]
         self._turn += 1
-        return candidates[self._turn % len(candidates)]
+        return chosen
 
     # -- calling -----------------------------------------------------------------------------------
     async def call(

@@ -170,6 +170,7 @@ class UpstreamHTTP:
         """A server-sent event stream's JSON objects as they arrive, up to ``[DONE]``; an ``error``
         event raises, as the SDK's stream does."""
         data: list[bytes] = []
+        finished = False  # a choice had its finish_reason
         try:
             async for raw in response.content:
                 line = raw.rstrip(b"\r\n")
@@ -184,9 +185,14 @@ class UpstreamHTTP:
                 chunk = orjson.loads(joined)
                 if isinstance(chunk, dict) and chunk.get("error"):
                     raise UpstreamError(f"Upstream for {self.model_id!r} failed", _message(joined)[0])
+                finished = finished or _finishes(chunk)
                 yield chunk
             if data and data != [b"[DONE]"]:  # a last event the upstream did not end with a blank line
-                yield orjson.loads(b"\n".join(data))
+                chunk = orjson.loads(b"\n".join(data))
+                finished = finished or _finishes(chunk)
+                yield chunk
+            if not finished and data != [b"[DONE]"]:  # cut off: the connection ended mid-answer
+                raise UpstreamError(f"Upstream for {self.model_id!r} failed", "its stream ended before [DONE]")
         except TimeoutError as exc:
             raise self._timed_out(exc) from exc
         except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
@@ -230,3 +236,9 @@ async def _after(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> 
     yield first
     async for chunk in rest:
         yield chunk
+
+
+def _finishes(chunk: Any) -> bool:
+    return isinstance(chunk, dict) and any(
+        isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ()
+    )
