@@ -145,6 +145,7 @@ async def _stream_response(
 @router.get("/models", summary="List models (OpenAI format)", response_model=ModelList)
 async def list_models(runtime: RuntimeDep, _key: OtherKey) -> ModelList:
     created = int(runtime.started_at)
+    configs = [runtime.models.config(m) for m in runtime.models.ids()]  # fine-tuned models too
     return ModelList(
         data=[
             ModelCard(
@@ -152,7 +153,7 @@ async def list_models(runtime: RuntimeDep, _key: OtherKey) -> ModelList:
                 created=created,
                 owned_by="winnow" if config.provider == "transformers" else config.provider,
             )
-            for config in runtime.settings.models
+            for config in configs
         ]
     )
 
