@@ -4,14 +4,13 @@ completion; the new model listed and answering; bad input refused with nothing q
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import DEMO_PROMPTS, bearer, running_worker, wait_for
+from tests.conftest import DEMO_PROMPTS, bearer, wait_for
 from winnow.config import Settings
 
 FT = "/api/v1/fine_tuning/jobs"
@@ -50,14 +49,6 @@ def job_body(path: str, **overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
-
-
-@pytest.fixture
-def ft_client(settings: Settings) -> Iterator[TestClient]:
-    from winnow.api import create_app
-
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client, running_worker(settings):
-        yield client
 
 
 def test_a_job_trains_registers_and_serves_its_model(ft_client: TestClient, admin_key: str) -> None:
