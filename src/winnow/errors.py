@@ -2,6 +2,8 @@
 
     WinnowError (500 internal_error)
     ├── InvalidRequest (400 validation_error)
+    │   ├── UnsupportedParameter (400 unsupported_parameter)
+    │   └── UnsupportedValue (400 unsupported_value)
     ├── AuthenticationFailed (401 unauthorized)
     ├── PermissionDenied (403 forbidden)
     ├── NotFound (404 not_found)
@@ -36,16 +38,38 @@ class WinnowError(Exception):
         details: str | None = None,
         *,
         headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
         self.headers = headers or {}
+        self.param = param  # the request field at fault (OpenAI's ``param``), when one is
 
 
 class InvalidRequest(WinnowError):
     status_code = 400
     code = "validation_error"
+
+
+class UnsupportedParameter(InvalidRequest):
+    """A parameter that would change the answer, which this model cannot honour (refused, not ignored)."""
+
+    code = "unsupported_parameter"
+
+    def __init__(self, param: str, model: str, details: str | None = None) -> None:
+        message = f"Unsupported parameter: {param!r} is not supported with model {model!r}"
+        super().__init__(message, details, param=param)
+
+
+class UnsupportedValue(InvalidRequest):
+    """A parameter this model supports, with a value it cannot honour."""
+
+    code = "unsupported_value"
+
+    def __init__(self, param: str, value: object, model: str) -> None:
+        message = f"Unsupported value: {param!r} does not support {value!r} with model {model!r}"
+        super().__init__(message, param=param)
 
 
 class AuthenticationFailed(WinnowError):
@@ -148,6 +172,8 @@ __all__ = [
     "RateLimitExceeded",
     "ServiceUnavailable",
     "SystemUnhealthy",
+    "UnsupportedParameter",
+    "UnsupportedValue",
     "UpstreamError",
     "UpstreamTimeout",
     "WinnowError",

@@ -113,7 +113,7 @@ def test_two_http_workers_share_one_rate_limit_and_one_budget(tmp_path: Path, fa
                 for _ in range(20)
             ),
         )
-        assert [call(i) for i in range(8)] == [402] * 8
+        assert [call(i) for i in range(8)] == [429] * 8  # /v1's insufficient_quota
         usage = httpx.get(f"{server.url}/api/v1/usage", headers=bearer(key)).json()["total"]
         assert usage["total_tokens"] == ECHO_USAGE["total_tokens"]
     finally:

@@ -126,7 +126,7 @@ def test_v1_answers_carry_rate_limit_headers_and_its_429_is_openai_shaped(client
     assert refused.status_code == 429
     error = refused.json()
     assert set(error) == {"error"} and set(error["error"]) == {"message", "type", "param", "code"}, error
-    assert error["error"]["type"] == "rate_limit_error" and error["error"]["code"] == "rate_limit_exceeded"
+    assert error["error"]["type"] == "requests" and error["error"]["code"] == "rate_limit_exceeded"  # as OpenAI's
     assert error["error"]["param"] is None and "generation" in error["error"]["message"]
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert _limits(refused)[:2] == ("3", "0") and _limits(refused)[2] >= now

@@ -119,8 +119,11 @@ def _echo(path: str, body: dict[str, Any]) -> dict[str, Any]:
     if path.endswith("/chat/completions"):
         choice = {
             "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "logprobs": {"content": [{"token": "x", "logprob": -0.5, "bytes": [120], "top_logprobs": []}]},
+            "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": {
+                "content": [{"token": "x", "logprob": -0.5, "bytes": [120], "top_logprobs": []}],
+                "refusal": None,
+            },
             "finish_reason": "stop",
         }
         kind = "chat.completion"
@@ -347,7 +350,7 @@ def test_upstream_429_is_a_429_with_its_retry_after(
     response = _post(server, key, {"model": "fake", "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 429, response.text
     assert response.headers["Retry-After"] == "7"  # the upstream's own wait
-    assert response.json()["error"]["type"] == "rate_limit_error"
+    assert response.json()["error"]["type"] == "requests"  # OpenAI's type for rate_limit_exceeded
     assert "Rate limit reached for up-model-1" in response.json()["error"]["message"]
     # Without a Retry-After from the upstream, a sensible one.
     fake.answers.append(Answer(429, busy))

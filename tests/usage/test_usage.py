@@ -119,13 +119,13 @@ def test_a_spent_budget_is_refused_with_budget_exceeded_and_usage_shows_the_spen
     assert standing["remaining_usd"] == pytest.approx(max(0.001 - spent, 0.0), abs=1e-12)
     assert standing["spent_usd"] == pytest.approx(spent, abs=1e-12)
 
-    # The OpenAI surface refuses too, in OpenAI's shape; nothing reached the model.
+    # The OpenAI surface refuses too, as OpenAI refuses a spent quota (429 insufficient_quota); nothing reached the model.
     v1 = priced.post(
         "/v1/chat/completions",
         json={"model": "demo-lm", "messages": [{"role": "user", "content": "hi"}]},
         headers=bearer(key),
     )
-    assert v1.status_code == 402 and v1.json()["error"]["code"] == "budget_exceeded"
+    assert v1.status_code == 429 and v1.json()["error"]["code"] == "insufficient_quota"
     assert rt.metrics.budget_rejections.labels("demo-lm")._value.get() == 2
     assert priced.get("/api/v1/usage", headers=bearer(key)).json()["total"]["cost_usd"] == pytest.approx(spent)
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,30 +36,55 @@ _MESSAGES = {
 
 
 OPENAI_PREFIX = "/v1/"
-_OPENAI_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "insufficient_quota",
-    403: "permission_error",
-    404: "invalid_request_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
+
+
+@dataclass(frozen=True)
+class OpenAIError:
+    """How one Winnow error reads on ``/v1``: the status, ``type`` and ``code`` OpenAI sends for it."""
+
+    status: int
+    type: str
+    code: str | None
+
+
+# Winnow's codes that OpenAI names otherwise; any other 4xx is an ``invalid_request_error`` and
+# any 5xx a ``server_error``, with Winnow's own code (OpenAI's schema allows any string).
+_OPENAI_BY_CODE = {
+    "unauthorized": OpenAIError(401, "invalid_request_error", "invalid_api_key"),
+    "rate_limit_exceeded": OpenAIError(429, "requests", "rate_limit_exceeded"),
+    # OpenAI answers a spent balance with 429 insufficient_quota, which its SDK raises as RateLimitError.
+    "budget_exceeded": OpenAIError(429, "insufficient_quota", "insufficient_quota"),
 }
 
 
-def error_body(code: str, message: str, details: str | None = None, *, path: str = "", status: int = 500) -> bytes:
+def openai_error(status: int, code: str | None) -> OpenAIError:
+    """The OpenAI status, type and code of Winnow's ``status`` and ``code``."""
+    known = _OPENAI_BY_CODE.get(code or "")
+    if known is not None:
+        return known
+    return OpenAIError(status, "server_error" if status >= 500 else "invalid_request_error", code)
+
+
+def openai_error_payload(message: str, status: int, code: str | None, param: str | None = None) -> dict[str, object]:
+    """OpenAI's error object ``{"error": {message, type, param, code}}``, as a body or a stream's event."""
+    error = openai_error(status, code)
+    return {"error": {"message": message, "type": error.type, "param": param, "code": error.code}}
+
+
+def error_body(
+    code: str,
+    message: str,
+    details: str | None = None,
+    *,
+    path: str = "",
+    status: int = 500,
+    param: str | None = None,
+) -> bytes:
     """The JSON bytes of an error: the spec's ErrorResponse (``details`` left out when empty, as the
     spec types it), or OpenAI's ``{"error": {...}}`` on the OpenAI-compatible ``/v1`` surface."""
     if path.startswith(OPENAI_PREFIX):
-        body: dict[str, object] = {
-            "error": {
-                "message": f"{message}: {details}" if details else message,
-                "type": _OPENAI_TYPES.get(status, "api_error"),
-                "param": None,
-                "code": code,
-            }
-        }
-        return json.dumps(body).encode()
+        text = f"{message}: {details}" if details else message
+        return json.dumps(openai_error_payload(text, status, code, param)).encode()
     return ErrorResponse(error=code, message=message, details=details).model_dump_json(exclude_none=True).encode()
 
 
@@ -66,8 +95,16 @@ def error_response(
     message: str,
     details: str | None = None,
     headers: dict[str, str] | None = None,
+    param: str | None = None,
 ) -> Response:
-    body = error_body(code, message, details, path=request.url.path, status=status)
+    path = request.url.path
+    body = error_body(code, message, details, path=path, status=status, param=param)
+    headers = dict(headers or {})
+    if path.startswith(OPENAI_PREFIX):
+        openai = openai_error(status, code)
+        if openai.code == "insufficient_quota":
+            headers["x-should-retry"] = "false"  # the SDKs retry a 429 unless told not to
+        status = openai.status
     return Response(body, status_code=status, headers=headers or None, media_type="application/json")
 
 
@@ -95,12 +132,63 @@ async def _winnow_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WinnowError)
     if exc.status_code >= 500:
         log.warning("%s: %s (%s)", exc.code, exc.message, exc.details)
-    return error_response(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+    return error_response(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers, exc.param)
+
+
+# The pydantic error types of a request body and the codes OpenAI gives the same mistakes.
+_OPENAI_VALIDATION_CODES = {
+    "missing": "missing_required_parameter",
+    "greater_than": "{number}_below_min_value",
+    "greater_than_equal": "{number}_below_min_value",
+    "less_than": "{number}_above_max_value",
+    "less_than_equal": "{number}_above_max_value",
+    "too_short": "array_below_min_length",
+    "too_long": "array_above_max_length",
+    "string_too_long": "string_above_max_length",
+    "literal_error": "invalid_value",
+    "enum": "invalid_value",
+}
+# A field name in an error's location; anything else there (``str``, ``list[str]``, ``ContentPart``)
+# names the member of a union that was tried, not a field.
+_FIELD = re.compile(r"[a-z_][a-z0-9_]*")
+_UNION_MEMBERS = {"str", "int", "float", "bool"}
+
+
+def openai_validation_error(error: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """OpenAI's ``code`` and ``param`` for one validation error of a request body: ``param`` is the
+    field as OpenAI writes it (``messages[0].role``); an unparsable body has neither."""
+    kind = str(error.get("type", ""))
+    loc = list(error.get("loc", ()))
+    if kind == "json_invalid" or loc[:1] != ["body"] or len(loc) < 2:
+        return None, None
+    param = ""
+    for part in loc[1:]:
+        if isinstance(part, int):
+            param += f"[{part}]"
+        elif _FIELD.fullmatch(str(part)) and part not in _UNION_MEMBERS:
+            param += f".{part}" if param else str(part)
+        else:
+            break
+    value = error.get("input")
+    if kind == "too_short" and value == []:
+        code: str | None = "empty_array"
+    elif kind.endswith("_type") or kind == "int_from_float":
+        code = "invalid_type"
+    else:
+        limits = [v for v in (error.get("ctx") or {}).values() if isinstance(v, int | float)]
+        number = "integer" if limits and all(isinstance(v, int) for v in limits) else "decimal"  # the field's kind
+        code = _OPENAI_VALIDATION_CODES.get(kind, "invalid_value").format(number=number)
+    return code, param or None
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return error_response(request, 400, "validation_error", "Invalid request parameters", describe_validation(exc))
+    message, details = "Invalid request parameters", describe_validation(exc)
+    if request.url.path.startswith(OPENAI_PREFIX):
+        code, param = openai_validation_error(exc.errors()[0]) if exc.errors() else (None, None)
+        payload = openai_error_payload(f"{message}: {details}", 400, code, param)
+        return Response(json.dumps(payload), status_code=400, media_type="application/json")
+    return error_response(request, 400, "validation_error", message, details)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -57,9 +57,16 @@ _RATE_HEADERS = {
 }
 
 
+# On /v1 a spent budget is OpenAI's 429 insufficient_quota, not the platform API's 402.
+_OPENAI_DESCRIPTIONS = {
+    **_DESCRIPTIONS,
+    "429": "Rate limit exceeded (rate_limit_exceeded, see Retry-After) or the key's budget is spent (insufficient_quota)",
+}
+
+
 def _error(status: str, openai_surface: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "description": _DESCRIPTIONS[status],
+        "description": (_OPENAI_DESCRIPTIONS if openai_surface else _DESCRIPTIONS)[status],
         "content": {"application/json": {"schema": _OPENAI_ERROR_REF if openai_surface else _ERROR_REF}},
     }
     if status == "429":

@@ -1,4 +1,12 @@
-"""OpenAI wire format for Winnow's ``/v1`` surface (requests validated; unknown fields kept for upstreams)."""
+"""OpenAI wire format for Winnow's ``/v1`` surface (requests validated; unknown fields kept for upstreams).
+
+Upstream models get every field as sent. Local models implement the sampling fields declared here;
+a field of OpenAI's request that would change the answer and that they do not implement (tools,
+logprobs, a JSON response format, penalties, ...) is refused with a 400 naming it
+(``refuse_unsupported``), never ignored. Fields that do not change the answer (``user``,
+``metadata``, ``store``, ``service_tier``, ``prediction``, ``parallel_tool_calls`` without tools)
+are accepted.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from winnow.errors import UnsupportedParameter, UnsupportedValue
 from winnow.schemas.common import Int, integral
 
 
@@ -36,6 +45,41 @@ class StreamOptions(OpenAIModel):
     include_usage: bool = False
 
 
+# OpenAI's request fields that change the answer and that local models do not implement, each with
+# the values that ask for nothing (a client may send those).
+_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
+    "logit_bias": (None, {}),
+    "frequency_penalty": (None, 0),
+    "presence_penalty": (None, 0),
+}
+_CHAT_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
+    **_UNSUPPORTED_LOCALLY,
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "tools": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "functions": (None, []),
+    "function_call": (None, "none", "auto"),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "reasoning_effort": (None,),
+    "verbosity": (None,),
+    "web_search_options": (None,),
+}
+_COMPLETION_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
+    **_UNSUPPORTED_LOCALLY,
+    "logprobs": (None,),
+    "echo": (None, False),
+    "suffix": (None, ""),
+}
+
+
+def _refuse(model: str, extra: dict[str, Any] | None, unsupported: dict[str, tuple[object, ...]]) -> None:
+    for name, value in (extra or {}).items():
+        if name in unsupported and value not in unsupported[name]:
+            raise UnsupportedParameter(name, model)
+
+
 class _Sampling(OpenAIModel):
     model: str
     max_tokens: Annotated[int, Field(ge=1), integral] | None = None
@@ -58,9 +102,31 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: Annotated[int, Field(ge=1), integral] | None = None
 
+    def refuse_unsupported(self) -> None:
+        """Raise UnsupportedParameter (or UnsupportedValue) for the first field a local model cannot honour."""
+        _refuse(self.model, self.model_extra, _CHAT_UNSUPPORTED_LOCALLY)
+        response_format = (self.model_extra or {}).get("response_format")
+        if response_format is not None:
+            kind = response_format.get("type") if isinstance(response_format, dict) else response_format
+            if kind != "text":
+                raise UnsupportedValue("response_format", kind, self.model)
+        for i, message in enumerate(self.messages):
+            if (message.model_extra or {}).get("tool_calls"):
+                raise UnsupportedParameter(f"messages[{i}].tool_calls", self.model)
+            for j, part in enumerate(message.content if isinstance(message.content, list) else []):
+                if part.type != "text":
+                    raise UnsupportedValue(f"messages[{i}].content[{j}].type", part.type, self.model)
+
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
+
+    def refuse_unsupported(self) -> None:
+        """Raise UnsupportedParameter for the first field a local model cannot honour."""
+        _refuse(self.model, self.model_extra, _COMPLETION_UNSUPPORTED_LOCALLY)
+        best_of = (self.model_extra or {}).get("best_of")
+        if best_of is not None and best_of != self.n:  # best_of == n is n samples, as here
+            raise UnsupportedParameter("best_of", self.model, "local models return n samples, none ranked")
 
 
 class ModelCard(BaseModel):

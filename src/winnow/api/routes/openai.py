@@ -1,8 +1,10 @@
-"""The OpenAI-compatible surface: /v1/models, /v1/chat/completions, /v1/completions (SSE streaming too).
+"""The OpenAI-compatible surface: /v1/models[/{id}], /v1/chat/completions, /v1/completions (SSE streaming too).
 
-Local models are served through the generation service; models behind an OpenAI-compatible
-upstream are forwarded as-is (one pooled client, no re-validation), so upstream-only fields such
-as tools or logprobs pass through untouched. Errors here use OpenAI's error shape.
+Local models are served through the generation service, and refuse the request fields they cannot
+honour (``refuse_unsupported``); models behind an OpenAI-compatible upstream are forwarded as-is
+(one pooled client, no re-validation), so upstream-only fields such as tools or logprobs pass
+through untouched. Bodies follow OpenAI's schemas (``refusal: null`` on every message); errors
+use OpenAI's error shape, types and codes (``winnow.api.errors``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from winnow.api.deps import GenerationKey, OtherKey, RuntimeDep
+from winnow.api.errors import openai_error_payload
 from winnow.api.passthrough import forward, prompt_of, sse
 from winnow.api.routing import Router
+from winnow.config import ModelConfig
 from winnow.errors import InvalidRequest, ModelNotFound, WinnowError
 from winnow.models.base import Prompt, SamplingParams, StreamDelta
 from winnow.models.providers.openai import OpenAIProvider
@@ -34,8 +38,7 @@ router = Router(
     responses={
         status: {"model": OpenAIErrorResponse, "description": description}
         for status, description in (
-            (402, "The key's budget is spent (budget_exceeded)"),
-            (404, "Model not found"),
+            (404, "Model not found (model_not_found)"),
             (502, "The upstream provider failed"),
             (503, "The model cannot be loaded"),
             (504, "The upstream provider timed out"),
@@ -81,10 +84,10 @@ async def _stream_response(
         text = delta.text if delta else ""
         finish = delta.finish_reason if delta else None
         if chat:
-            content: dict[str, Any] = {"role": "assistant", "content": text} if role else {}
+            content: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None} if role else {}
             if text and not role:
                 content["content"] = text
-            choice: dict[str, Any] = {"index": 0, "delta": content, "finish_reason": finish}
+            choice: dict[str, Any] = {"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
         return {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice]}
@@ -120,7 +123,7 @@ async def _stream_response(
                     break
                 delta = await anext(deltas, None)
         except WinnowError as exc:
-            yield sse({"error": {"message": exc.message, "type": "api_error", "code": exc.code}})
+            yield sse(openai_error_payload(exc.message, exc.status_code, exc.code, exc.param))
         finally:
             if not recorded:  # the client went away mid-stream: bill what was generated, estimated
                 runtime.usage.record(
@@ -142,20 +145,19 @@ async def _stream_response(
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
+def _card(runtime: Runtime, config: ModelConfig) -> ModelCard:
+    owner = "winnow" if config.provider == "transformers" else config.provider
+    return ModelCard(id=config.id, created=int(runtime.started_at), owned_by=owner)
+
+
 @router.get("/models", summary="List models (OpenAI format)", response_model=ModelList)
 async def list_models(runtime: RuntimeDep, _key: OtherKey) -> ModelList:
-    created = int(runtime.started_at)
-    configs = [runtime.models.config(m) for m in runtime.models.ids()]  # fine-tuned models too
-    return ModelList(
-        data=[
-            ModelCard(
-                id=config.id,
-                created=created,
-                owned_by="winnow" if config.provider == "transformers" else config.provider,
-            )
-            for config in configs
-        ]
-    )
+    return ModelList(data=[_card(runtime, runtime.models.config(m)) for m in runtime.models.ids()])
+
+
+@router.get("/models/{model_id:path}", summary="Retrieve a model (OpenAI format)", response_model=ModelCard)
+async def retrieve_model(model_id: str, runtime: RuntimeDep, _key: OtherKey) -> ModelCard:
+    return _card(runtime, runtime.models.config(model_id))
 
 
 @router.post("/chat/completions", summary="Chat completion (OpenAI format)")
@@ -166,6 +168,7 @@ async def chat_completions(
     if isinstance(provider, OpenAIProvider):  # usually answered before routing (api/passthrough.py)
         sent, pin = await request.json(), request.headers.get(PIN_HEADER)
         return await forward(runtime, key.id, provider, "/chat/completions", body, sent, pin)
+    body.refuse_unsupported()
     prompt = prompt_of(body)
     assert not isinstance(prompt, str)  # a chat's prompt is its messages
     params = _params(body, body.max_completion_tokens or body.max_tokens)
@@ -184,7 +187,7 @@ async def chat_completions(
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": c.text},
+                "message": {"role": "assistant", "content": c.text, "refusal": None},
                 "logprobs": None,
                 "finish_reason": c.finish_reason,
             }
@@ -197,7 +200,8 @@ async def chat_completions(
         deltas = [
             {
                 "index": c["index"],
-                "delta": {"role": "assistant", "content": c["message"]["content"]},
+                "delta": {"role": "assistant", "content": c["message"]["content"], "refusal": None},
+                "logprobs": None,
                 "finish_reason": c["finish_reason"],
             }
             for c in response["choices"]
@@ -224,6 +228,7 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
     if isinstance(provider, OpenAIProvider):  # usually answered before routing (api/passthrough.py)
         sent, pin = await request.json(), request.headers.get(PIN_HEADER)
         return await forward(runtime, key.id, provider, "/completions", body, sent, pin)
+    body.refuse_unsupported()
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
     params = _params(body, body.max_tokens or 16)  # OpenAI's default for /completions
     include_usage = bool(body.stream_options and body.stream_options.include_usage)

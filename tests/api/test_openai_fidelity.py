@@ -1,0 +1,430 @@
+"""OpenAI fidelity on /v1, measured against OpenAI's own OpenAPI document and the official client.
+
+One real ``winnow serve`` holds a local model (demo-lm), an upstream model (the fake OpenAI-compatible
+server of ``test_passthrough``) and a local model that cannot load. Every body it sends on /v1 is
+validated against the schemas of OpenAI's document kept in ``fixtures/openai_schemas.json`` (see
+``fixtures/README.md``), and the ``openai`` client, unchanged, gets the exception class, ``type``,
+``code`` and ``param`` OpenAI would give it for each error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
+from openai.types.chat import ChatCompletionMessageParam
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from tests.api.test_passthrough import Answer, FakeUpstream
+from tests.conftest import ROOT, LiveServer, bearer
+
+pytestmark = pytest.mark.slow  # a real `winnow serve` in front of the fake upstream
+
+FIXTURE = Path(__file__).parent / "fixtures" / "openai_schemas.json"
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is 17+25?"}]
+
+
+# OpenAI's document is OpenAPI 3.1 (JSON Schema 2020-12) but a few schemas still say ``nullable:
+# true`` (3.0's keyword), e.g. a stream chunk's ``finish_reason``: honour it as OpenAI's SDKs do.
+def _nullable(check: Callable[..., Iterator[ValidationError]]) -> Callable[..., Iterator[ValidationError]]:
+    def checked(validator: Any, value: Any, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+        if instance is None and schema.get("nullable") is True:
+            return
+        yield from check(validator, value, instance, schema)
+
+    return checked
+
+
+_OpenAPI31 = validators.extend(
+    Draft202012Validator,
+    {name: _nullable(Draft202012Validator.VALIDATORS[name]) for name in ("type", "enum")},
+)
+
+
+@cache
+def _document() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(FIXTURE.read_text())
+    return document
+
+
+def assert_openai(schema: str, body: Any) -> None:
+    """Raise jsonschema.ValidationError unless ``body`` is a valid ``schema`` of OpenAI's document."""
+    uri = "urn:openai-openapi"
+    registry: Registry[Any] = Registry().with_resource(uri, Resource.from_contents(_document(), DRAFT202012))
+    validator = _OpenAPI31(
+        {"$ref": f"{uri}#/components/schemas/{schema}"}, registry=registry, format_checker=FormatChecker()
+    )
+    validator.validate(body)
+
+
+def assert_completion_chunk(chunk: dict[str, Any]) -> None:
+    """A streamed ``text_completion`` chunk. OpenAI's stream sends ``finish_reason: null`` until the
+    last choice chunk, though its document gives chunks the non-streamed schema, whose
+    ``finish_reason`` is not nullable; that one field is checked here, the rest by the schema."""
+    assert_openai("CreateCompletionResponse", {**chunk, "choices": [_finished(c) for c in chunk["choices"]]})
+
+
+def _finished(choice: dict[str, Any]) -> dict[str, Any]:
+    assert "finish_reason" in choice, choice
+    return choice if choice["finish_reason"] is not None else {**choice, "finish_reason": "stop"}
+
+
+def _events(response: httpx.Response) -> list[dict[str, Any]]:
+    """A server-sent event stream's JSON chunks; it must end with ``[DONE]``."""
+    data = [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert data and data[-1] == "[DONE]", response.text
+    return [json.loads(d) for d in data[:-1]]
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
+def server(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    data = tmp_path_factory.mktemp("fidelity") / "data"
+    models = [
+        {
+            "id": "demo-lm",
+            "provider": "transformers",
+            "path": str(ROOT / "examples/models/demo-lm"),
+            "context_length": 64,
+        },
+        {
+            "id": "fake",
+            "type": "commercial",
+            "provider": "openai",
+            "base_url": f"{fake.url}/v1",
+            "upstream_model": "up-model-1",
+            "api_key_env": "FAKE_UPSTREAM_KEY",
+            "max_retries": 0,
+        },
+        {"id": "unloadable", "provider": "transformers", "path": str(data.parent / "no-such-model")},
+    ]
+    config = data.parent / "fidelity.yaml"
+    config.write_text(json.dumps({"models": models}))
+    live = LiveServer(data, env={"WINNOW_CONFIG": str(config), "FAKE_UPSTREAM_KEY": "sk-fake"}).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(server: LiveServer) -> str:
+    return server.cli("keys", "create", "admin", "--admin").stdout.split()[-1]
+
+
+def _key(server: LiveServer, admin: str, name: str, **fields: Any) -> str:
+    created = httpx.post(f"{server.url}/api/v1/keys", json={"name": name, **fields}, headers=bearer(admin))
+    assert created.status_code == 201, created.text
+    secret: str = created.json()["key"]
+    return secret
+
+
+@pytest.fixture(scope="module")
+def key(server: LiveServer, admin: str) -> str:
+    return _key(server, admin, "fidelity")
+
+
+@pytest.fixture(scope="module")
+def client(server: LiveServer, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+
+
+def _post(server: LiveServer, key: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1{path}", json=body, headers=bearer(key), timeout=60)
+
+
+def test_the_schemas_refuse_what_openai_refuses() -> None:
+    """The fixture and its validator can fail: each body here breaks one rule of OpenAI's schemas."""
+    message = {"role": "assistant", "content": "42", "refusal": None}
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+    chat = {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice]}
+    assert_openai("CreateChatCompletionResponse", chat)
+    without_refusal = {**choice, "message": {"role": "assistant", "content": "42"}}
+    for broken in (
+        {**chat, "choices": [without_refusal]},  # Winnow's messages before this issue
+        {**chat, "choices": [{**choice, "finish_reason": None}]},  # only a chunk's may be null
+        {**chat, "object": "chat.completion.chunk"},
+    ):
+        with pytest.raises(ValidationError):
+            assert_openai("CreateChatCompletionResponse", broken)
+    chunk_choice = {"index": 0, "delta": {"content": "4"}, "finish_reason": None}
+    assert_openai(
+        "CreateChatCompletionStreamResponse", {**chat, "object": "chat.completion.chunk", "choices": [chunk_choice]}
+    )
+    with pytest.raises(ValidationError):  # nullable, yet still one of the enum when set
+        assert_openai(
+            "CreateChatCompletionStreamResponse",
+            {**chat, "object": "chat.completion.chunk", "choices": [{**chunk_choice, "finish_reason": "done"}]},
+        )
+    error = {"message": "m", "type": "invalid_request_error", "param": None, "code": None}
+    assert_openai("ErrorResponse", {"error": error})
+    with pytest.raises(ValidationError):
+        assert_openai("ErrorResponse", {"error": {k: v for k, v in error.items() if k != "param"}})
+
+
+def test_local_chat_completion_is_openai_valid_with_refusal_null(
+    server: LiveServer, key: str, client: openai.OpenAI
+) -> None:
+    response = _post(server, key, "/chat/completions", {"model": "demo-lm", "messages": USER, "max_tokens": 8, "n": 2})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert_openai("CreateChatCompletionResponse", body)
+    assert [c["message"]["refusal"] for c in body["choices"]] == [None, None]
+    typed = client.chat.completions.create(model="demo-lm", messages=USER, max_tokens=8, temperature=0)
+    assert typed.choices[0].message.refusal is None and typed.choices[0].message.content
+
+
+def test_local_chat_stream_with_usage_is_openai_valid_chunk_by_chunk(
+    server: LiveServer, key: str, client: openai.OpenAI
+) -> None:
+    body = {"model": "demo-lm", "messages": USER, "max_tokens": 8, "temperature": 0, "stream": True}
+    chunks = _events(_post(server, key, "/chat/completions", {**body, "stream_options": {"include_usage": True}}))
+    for chunk in chunks:
+        assert_openai("CreateChatCompletionStreamResponse", chunk)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+    for n_chunk in _events(_post(server, key, "/chat/completions", {**body, "n": 2})):  # whole choices as chunks
+        assert_openai("CreateChatCompletionStreamResponse", n_chunk)
+    # The official client reads the same stream, usage included.
+    whole = client.chat.completions.create(model="demo-lm", messages=USER, max_tokens=8, temperature=0)
+    streamed = list(
+        client.chat.completions.create(
+            model="demo-lm",
+            messages=USER,
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == whole.choices[0].message.content
+    assert streamed[-1].usage is not None and whole.usage is not None
+    assert streamed[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_local_completions_are_openai_valid(server: LiveServer, key: str, client: openai.OpenAI) -> None:
+    body = {"model": "demo-lm", "prompt": ["What is 1+1?", "What is 2+2?"], "max_tokens": 4, "temperature": 0}
+    response = _post(server, key, "/completions", body)
+    assert response.status_code == 200, response.text
+    assert_openai("CreateCompletionResponse", response.json())
+    one = {**body, "prompt": "What is 1+1?", "stream": True, "stream_options": {"include_usage": True}}
+    chunks = _events(_post(server, key, "/completions", one))
+    for chunk in chunks:
+        assert_completion_chunk(chunk)
+    assert chunks[-1]["usage"]["total_tokens"] > 0
+    for chunk in _events(_post(server, key, "/completions", {**body, "stream": True})):
+        assert_completion_chunk(chunk)
+    typed = client.completions.create(model="demo-lm", prompt="What is 1+1?", max_tokens=4, temperature=0)
+    assert typed.choices[0].text == response.json()["choices"][0]["text"]
+
+
+def test_models_list_and_retrieve(server: LiveServer, key: str, client: openai.OpenAI) -> None:
+    listed = httpx.get(f"{server.url}/v1/models", headers=bearer(key))
+    assert_openai("ListModelsResponse", listed.json())
+    assert [m.id for m in client.models.list()] == ["demo-lm", "fake", "unloadable"]
+    raw = httpx.get(f"{server.url}/v1/models/fake", headers=bearer(key))
+    assert raw.status_code == 200, raw.text
+    assert_openai("Model", raw.json())
+    model = client.models.retrieve("demo-lm")
+    assert (model.id, model.object, model.owned_by) == ("demo-lm", "model", "winnow")
+    assert model.model_dump(exclude_unset=True) in listed.json()["data"]
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("gpt-9")
+    assert (missing.value.code, missing.value.type, missing.value.param) == (
+        "model_not_found",
+        "invalid_request_error",
+        None,
+    )
+    assert_openai("ErrorResponse", missing.value.response.json())
+    anonymous = httpx.get(f"{server.url}/v1/models/demo-lm")
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_upstream_bodies_are_openai_valid(server: LiveServer, key: str, fake: FakeUpstream) -> None:
+    chat = _post(server, key, "/chat/completions", {"model": "fake", "messages": USER})
+    assert chat.status_code == 200, chat.text
+    assert_openai("CreateChatCompletionResponse", chat.json())
+    body = {"model": "fake", "messages": USER, "stream": True, "stream_options": {"include_usage": True}}
+    chunks = _events(_post(server, key, "/chat/completions", body))
+    for chunk in chunks:
+        assert_openai("CreateChatCompletionStreamResponse", chunk)
+    assert chunks[-1]["usage"] is not None and all(c["model"] == "fake" for c in chunks)
+    legacy = _post(server, key, "/completions", {"model": "fake", "prompt": "2+2="})
+    assert_openai("CreateCompletionResponse", legacy.json())
+    fake.answers.append(
+        Answer(500, {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}})
+    )
+    failed = _post(server, key, "/chat/completions", {"model": "fake", "messages": USER})
+    assert failed.status_code == 502
+    assert_openai("ErrorResponse", failed.json())
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "param", "code"),
+    [
+        ("/chat/completions", {"logprobs": True}, "logprobs", "unsupported_parameter"),
+        ("/chat/completions", {"top_logprobs": 3}, "top_logprobs", "unsupported_parameter"),
+        (
+            "/chat/completions",
+            {"tools": [{"type": "function", "function": {"name": "add"}}]},
+            "tools",
+            "unsupported_parameter",
+        ),
+        ("/chat/completions", {"tool_choice": "required"}, "tool_choice", "unsupported_parameter"),
+        ("/chat/completions", {"functions": [{"name": "add"}]}, "functions", "unsupported_parameter"),
+        ("/chat/completions", {"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
+        ("/chat/completions", {"logit_bias": {"42": 100}}, "logit_bias", "unsupported_parameter"),
+        ("/chat/completions", {"frequency_penalty": 1.5}, "frequency_penalty", "unsupported_parameter"),
+        ("/chat/completions", {"reasoning_effort": "high"}, "reasoning_effort", "unsupported_parameter"),
+        (
+            "/chat/completions",
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]},
+            "messages[0].content[0].type",
+            "unsupported_value",
+        ),
+        ("/completions", {"logprobs": 2}, "logprobs", "unsupported_parameter"),
+        ("/completions", {"echo": True}, "echo", "unsupported_parameter"),
+        ("/completions", {"suffix": "!"}, "suffix", "unsupported_parameter"),
+        ("/completions", {"best_of": 3}, "best_of", "unsupported_parameter"),
+        ("/completions", {"presence_penalty": -1}, "presence_penalty", "unsupported_parameter"),
+    ],
+)
+def test_parameters_a_local_model_cannot_honour_are_a_400_naming_them(
+    server: LiveServer, key: str, fake: FakeUpstream, path: str, fields: dict[str, Any], param: str, code: str
+) -> None:
+    body = {"messages": USER} if path == "/chat/completions" else {"prompt": "What is 1+1?"}
+    body = {**body, "max_tokens": 4, **fields}
+    for stream in (False, True):
+        refused = _post(server, key, path, {**body, "model": "demo-lm", "stream": stream})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+        assert_openai("ErrorResponse", refused.json())
+    # An upstream model gets them as sent.
+    fake.received.clear()
+    forwarded = _post(server, key, path, {**body, "model": "fake"})
+    assert forwarded.status_code == 200, forwarded.text
+    assert fake.received[-1]["body"] == {**body, "model": "up-model-1"}
+
+
+def test_values_that_ask_for_nothing_are_accepted_by_a_local_model(server: LiveServer, key: str) -> None:
+    neutral = {
+        "logprobs": False,
+        "tool_choice": "none",
+        "tools": [],
+        "response_format": {"type": "text"},
+        "frequency_penalty": 0,
+        "presence_penalty": 0.0,
+        "logit_bias": {},
+        "modalities": ["text"],
+        "parallel_tool_calls": True,
+        "user": "someone",
+        "metadata": {"team": "a"},
+        "store": False,
+    }
+    chat = _post(server, key, "/chat/completions", {"model": "demo-lm", "messages": USER, "max_tokens": 4, **neutral})
+    assert chat.status_code == 200, chat.text
+    text = _post(
+        server,
+        key,
+        "/completions",
+        {"model": "demo-lm", "prompt": "1+1=", "max_tokens": 4, "echo": False, "best_of": 1},
+    )
+    assert text.status_code == 200, text.text
+
+
+def test_each_error_is_the_official_clients_exception_with_openais_type_code_and_param(
+    server: LiveServer, admin: str, key: str, client: openai.OpenAI, fake: FakeUpstream
+) -> None:
+    def raised(cls: type[openai.APIStatusError], call: Callable[[], object]) -> openai.APIStatusError:
+        with pytest.raises(cls) as caught:
+            call()
+        assert_openai("ErrorResponse", caught.value.response.json())
+        return caught.value
+
+    # 401: a wrong key, and no key, are OpenAI's invalid_api_key.
+    stranger = openai.OpenAI(base_url=f"{server.url}/v1", api_key="wn-" + "x" * 43, max_retries=0)
+    bad_key = raised(
+        openai.AuthenticationError, lambda: stranger.chat.completions.create(model="demo-lm", messages=USER)
+    )
+    assert (bad_key.status_code, bad_key.type, bad_key.code) == (401, "invalid_request_error", "invalid_api_key")
+    no_key = httpx.post(f"{server.url}/v1/chat/completions", json={"model": "demo-lm", "messages": USER})
+    assert no_key.status_code == 401 and no_key.json()["error"]["code"] == "invalid_api_key"
+
+    # 404: an unknown model.
+    unknown = raised(openai.NotFoundError, lambda: client.chat.completions.create(model="gpt-9", messages=USER))
+    assert (unknown.type, unknown.code, unknown.param) == ("invalid_request_error", "model_not_found", None)
+
+    # 400: the offending field is the param, with OpenAI's code for the mistake.
+    chat = client.chat.completions.create
+    robot: Any = [{"role": "robot", "content": "hi"}]  # values the client's types would refuse
+    two: Any = "two"
+    for call, param, code in (
+        (lambda: chat(model="demo-lm", messages=USER, temperature=5), "temperature", "decimal_above_max_value"),
+        (lambda: chat(model="demo-lm", messages=USER, max_tokens=0), "max_tokens", "integer_below_min_value"),
+        (lambda: chat(model="demo-lm", messages=[]), "messages", "empty_array"),
+        (lambda: chat(model="demo-lm", messages=robot), "messages[0].role", "invalid_value"),
+        (lambda: chat(model="demo-lm", messages=USER, n=two), "n", "invalid_type"),
+        (lambda: client.completions.create(model="demo-lm", prompt=None), "prompt", "invalid_type"),
+    ):
+        bad = raised(openai.BadRequestError, call)
+        assert (bad.type, bad.param, bad.code) == ("invalid_request_error", param, code), bad.body
+    missing = _post(server, key, "/chat/completions", {"model": "demo-lm"})
+    assert missing.status_code == 400
+    assert (missing.json()["error"]["param"], missing.json()["error"]["code"]) == (
+        "messages",
+        "missing_required_parameter",
+    )
+    unparsable = httpx.post(
+        f"{server.url}/v1/chat/completions", content=b"{", headers={**bearer(key), "Content-Type": "application/json"}
+    )
+    assert unparsable.status_code == 400 and unparsable.json()["error"]["param"] is None
+
+    # 429: the key's rate limit (OpenAI's type "requests"), with Retry-After.
+    limited = openai.OpenAI(
+        base_url=f"{server.url}/v1",
+        api_key=_key(server, admin, "limited", rate_limits={"generation": "1/minute"}),
+        max_retries=0,
+    )
+    limited.chat.completions.create(model="demo-lm", messages=USER, max_tokens=2)
+    busy = raised(openai.RateLimitError, lambda: limited.chat.completions.create(model="demo-lm", messages=USER))
+    assert (busy.type, busy.code) == ("requests", "rate_limit_exceeded")
+    assert int(busy.response.headers["retry-after"]) >= 1
+
+    # 429 insufficient_quota: the key's budget is spent, and the client is told not to retry.
+    broke_key = _key(server, admin, "broke", budget={"tokens": 1, "period": "day"})
+    broke = openai.OpenAI(base_url=f"{server.url}/v1", api_key=broke_key, max_retries=2)
+    before = _budget_rejections(server)
+    spent = raised(openai.RateLimitError, lambda: broke.chat.completions.create(model="demo-lm", messages=USER))
+    assert (spent.status_code, spent.type, spent.code) == (429, "insufficient_quota", "insufficient_quota")
+    assert spent.response.headers["x-should-retry"] == "false"
+    assert _budget_rejections(server) == before + 1  # one request: the client did not retry
+
+    # 5xx: an upstream failing (502), a local model that cannot load (503): APIStatusError's
+    # InternalServerError, type server_error, Winnow's code.
+    fake.answers.append(
+        Answer(500, {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}})
+    )
+    upstream = raised(openai.InternalServerError, lambda: chat(model="fake", messages=USER))
+    assert (upstream.status_code, upstream.type, upstream.code) == (502, "server_error", "upstream_error")
+    down = raised(openai.InternalServerError, lambda: chat(model="unloadable", messages=USER))
+    assert (down.status_code, down.type, down.code) == (503, "server_error", "service_unavailable")
+    assert isinstance(down, openai.APIStatusError)
+
+
+def _budget_rejections(server: LiveServer) -> float:
+    metrics = httpx.get(f"{server.url}/metrics").text
+    found = re.search(r'^winnow_budget_rejections_total\{model="demo-lm"\} (\S+)$', metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
