@@ -13,6 +13,7 @@ from winnow import __version__
 from winnow.cli.common import ConfigOption, load_settings, quiet_model_loading
 from winnow.cli.evals import eval_app
 from winnow.cli.files import files_app
+from winnow.cli.finetune import ft_app
 from winnow.cli.keys import keys_app
 from winnow.cli.models import generate, models_app
 from winnow.cli.sdg import sdg_app, worker
@@ -35,6 +36,7 @@ app.add_typer(files_app, name="files")
 app.command("worker")(worker)
 app.command("usage")(usage)
 app.add_typer(eval_app, name="eval")
+app.add_typer(ft_app, name="ft")
 
 
 def _version(value: bool) -> None:

@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Literal, Unpack
 
 from winnow.client._http import AsyncAPIClient, Call, SyncAPIClient
+from winnow.client.fine_tuning import AsyncFineTuning, SyncFineTuning
 from winnow.client.params import SamplingParams
 from winnow.client.resources import (
     AsyncEvals,
@@ -55,6 +56,7 @@ class Winnow(SyncAPIClient):
     def _attach(self) -> None:
         self.files = Files(self)
         self.sdg = SyncSDG(self)
+        self.fine_tuning = SyncFineTuning(self)
         self.evals = Evals(self)
         self.feedback = Feedback(self)
         self.models = Models(self)
@@ -99,6 +101,7 @@ class AsyncWinnow(AsyncAPIClient):
     def _attach(self) -> None:
         self.files = AsyncFiles(self)
         self.sdg = AsyncSDG(self)
+        self.fine_tuning = AsyncFineTuning(self)
         self.evals = AsyncEvals(self)
         self.feedback = AsyncFeedback(self)
         self.models = AsyncModels(self)

@@ -62,6 +62,7 @@ class Call(Generic[M]):
     params: Mapping[str, Any] | None = None
     body: Any = None
     upload: Path | None = None
+    form: Mapping[str, str] | None = None  # form fields sent beside ``upload``
 
 
 def backoff(attempt: int) -> float:
@@ -122,6 +123,7 @@ class BaseClient(Generic[H]):
             params=to_jsonable_python(params),
             json=to_jsonable_python(call.body, exclude_none=True) if call.body is not None else None,
             files=upload,
+            data=call.form,
             headers=self.headers,
             timeout=self.timeout,
         )

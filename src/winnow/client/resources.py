@@ -29,8 +29,11 @@ class FeedbackExport(BaseModel):
     empty_reason: str | None = None
 
 
-def _upload(path: str | Path) -> Call[FileInfo]:
-    return Call("POST", "/files", FileInfo, upload=Path(path))
+FilePurpose = Literal["prompts", "fine-tune"]
+
+
+def _upload(path: str | Path, purpose: FilePurpose) -> Call[FileInfo]:
+    return Call("POST", "/files", FileInfo, upload=Path(path), form={"purpose": purpose})
 
 
 def _model(model_id: str) -> Call[ModelInfoResponse]:
@@ -66,15 +69,17 @@ class AsyncResource:
 
 
 class Files(SyncResource):
-    def upload(self, path: str | Path) -> FileInfo:
-        """Upload a JSONL prompts file (validated by the server); use its ``path`` as a job's prompts_path."""
-        return self._client.fetch(_upload(path))
+    def upload(self, path: str | Path, purpose: FilePurpose = "prompts") -> FileInfo:
+        """Upload a JSONL prompts file (validated by the server); use its ``path`` as a job's prompts_path
+        (``purpose="fine-tune"``: a training file, for a fine-tuning job's training_file)."""
+        return self._client.fetch(_upload(path, purpose))
 
 
 class AsyncFiles(AsyncResource):
-    async def upload(self, path: str | Path) -> FileInfo:
-        """Upload a JSONL prompts file (validated by the server); use its ``path`` as a job's prompts_path."""
-        return await self._client.fetch(_upload(path))
+    async def upload(self, path: str | Path, purpose: FilePurpose = "prompts") -> FileInfo:
+        """Upload a JSONL prompts file (validated by the server); use its ``path`` as a job's prompts_path
+        (``purpose="fine-tune"``: a training file, for a fine-tuning job's training_file)."""
+        return await self._client.fetch(_upload(path, purpose))
 
 
 class Models(SyncResource):

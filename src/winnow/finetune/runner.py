@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,16 @@ log = logging.getLogger("winnow.finetune")
 class _JobHooks:
     """Progress, events and checkpoints of one run, into the job's row and events file."""
 
-    def __init__(self, store: JobStore, job: SdgJob, worker: str, state: dict[str, Any], events: Path) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        job: SdgJob,
+        worker: str,
+        state: dict[str, Any],
+        events: Path,
+        watch: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        self.watch = watch
         self.store = store
         self.job_id = job.id
         self.worker = worker
@@ -35,6 +45,8 @@ class _JobHooks:
 
     def progress(self, progress: dict[str, Any], event: dict[str, Any] | None = None) -> bool:
         self.state["progress"] = progress
+        if self.watch is not None:
+            self.watch(progress)
         if event is not None:
             append_event(self.events, event["message"], event.get("type", "message"), data=event.get("data"))
         return self._save()
@@ -57,9 +69,17 @@ def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def run_fine_tuning(settings: Settings, store: JobStore, service: FineTuningService, job: SdgJob, worker: str) -> None:
-    """Train ``job`` to completion (blocking; run it in a thread). Raises JobCancelled when the job is
-    cancelled, JobLost when another worker holds it; a crash leaves the last checkpoint to resume."""
+def run_fine_tuning(
+    settings: Settings,
+    store: JobStore,
+    service: FineTuningService,
+    job: SdgJob,
+    worker: str,
+    watch: Callable[[dict[str, Any]], None] | None = None,
+) -> str:
+    """Train ``job`` to completion (blocking; run it in a thread) and return the new model's id. Raises
+    JobCancelled when the job is cancelled, JobLost when another worker holds it; a crash leaves the
+    last checkpoint to resume. ``watch`` sees every progress update (the CLI's progress bar)."""
     from winnow.models.providers.transformers import configure_torch_threads
 
     configure_torch_threads(settings.local_torch_threads)
@@ -72,7 +92,7 @@ def run_fine_tuning(settings: Settings, store: JobStore, service: FineTuningServ
     resume_step = state.get("checkpoint_step")
     model_id = model_id_for(spec.base_model, spec.suffix, job.id)
     out = model_dir(settings, model_id)
-    hooks = _JobHooks(store, job, worker, state, paths["events"])
+    hooks = _JobHooks(store, job, worker, state, paths["events"], watch)
     validation = paths["validation"] if paths["validation"].exists() else None
     result = train(spec, base, paths["train"], validation, paths["work"], out, hooks, resume_step)
     if result.cancelled:
@@ -100,3 +120,4 @@ def run_fine_tuning(settings: Settings, store: JobStore, service: FineTuningServ
     store.finish(job.id, worker, "completed", output_bytes=_size(out), checkpoint=state)
     shutil.rmtree(paths["work"], ignore_errors=True)  # the checkpoints: the model is what stays
     log.info("fine-tuning %s completed: %s", job.id, model_id)
+    return model_id

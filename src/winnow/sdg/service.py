@@ -307,9 +307,10 @@ class JobStore:
         return counts
 
     # -- workers ----------------------------------------------------------------------------
-    def claim(self, worker: str) -> SdgJob | None:
-        """Atomically take the oldest queued evaluation or fine-tuning job, or a running one whose lease
-        ran out, or a paused one that is due. (SDG jobs are shared by shards: ``winnow.sdg.shards``.)"""
+    def claim(self, worker: str, job_id: str | None = None) -> SdgJob | None:
+        """Atomically take the oldest queued evaluation or fine-tuning job (or ``job_id``), or a running
+        one whose lease ran out, or a paused one that is due. (SDG jobs are shared by shards:
+        ``winnow.sdg.shards``.)"""
         now = _now()
         claimable = SdgJob.kind.in_(("eval", "ft")) & or_(
             SdgJob.status == "queued",
@@ -317,7 +318,7 @@ class JobStore:
             (SdgJob.status == "paused") & (SdgJob.resume_at <= now),
         )
         with self.db.session() as session:
-            candidate = oldest_job(claimable)
+            candidate = oldest_job(claimable) if job_id is None else job_id
             claimed = session.execute(
                 update(SdgJob)
                 .where(SdgJob.id == candidate, claimable)
