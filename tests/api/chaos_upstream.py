@@ -2,7 +2,8 @@
 whenever it likes: ``python -m tests.api.chaos_upstream MODE`` prints its base URL, then serves.
 
 - ``echo``: ``FakeUpstream`` of tests/api/test_passthrough.py (an echo of each request).
-- ``hang``: each POST prints ``got <path>`` and then waits for ever (for the test to kill it).
+- ``hang``: each POST is answered 200 with a stream's headers, prints ``got <path>`` and then waits
+  for ever, before the stream's first byte (for the test to kill it).
 - ``first-chunk``: a stream's headers and first chunk (chunked, HTTP/1.1), then the process exits.
 """
 
@@ -37,13 +38,14 @@ class _Doomed(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        print(f"got {self.path}", flush=True)
-        if self.mode == "hang":
-            threading.Event().wait()
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        self.wfile.flush()
+        print(f"got {self.path}", flush=True)
+        if self.mode == "hang":  # a 200 and its headers, but never a byte of the stream
+            threading.Event().wait()
         chunk = {
             "id": "chatcmpl-doomed",
             "object": "chat.completion.chunk",

@@ -31,6 +31,7 @@ from winnow.api.openapi import API_PREFIX
 from winnow.auth import Principal
 from winnow.errors import InvalidRequest, WinnowError
 from winnow.models.base import ChatMessage
+from winnow.models.cache import CACHE_HEADER, cache_key
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.router import ATTEMPTS_HEADER, PIN_HEADER, Routed
 from winnow.runtime import Runtime
@@ -98,32 +99,62 @@ async def forward(
         )
         events = _forward_stream(runtime, key_id, prompt, opened, started, wanted)
         return StreamingResponse(events, media_type="text/event-stream", headers=_routing_headers(opened))
+    cache, key = provider.cache, None
+    if cache is not None and pin is None and (key := cache_key(body.model, path, sent)) is not None:
+        hit = await cache.get(key)
+        if hit is not None:
+            return _from_cache(runtime, key_id, prompt, hit, started)
     routed = await provider.router.call(lambda d: d.http.forward(path, sent), pin=pin, fallbacks=fallbacks)
-    response = routed.value
-    _record(runtime, key_id, prompt, response, started, routed)
-    return Response(orjson.dumps(response), media_type="application/json", headers=_routing_headers(routed))
+    response, deployment = routed.value, routed.deployment
+    tokens = _record(runtime, key_id, prompt, response, started, deployment.model_id, deployment.id, routed.attempts)
+    deployment.count_tokens(sum(tokens))
+    headers = _routing_headers(routed)
+    if cache is not None and key is not None:
+        kept = {"model": deployment.model_id, "deployment": deployment.id, "response": response}
+        await cache.put(key, orjson.dumps(kept))
+        headers[CACHE_HEADER] = "miss"
+    return Response(orjson.dumps(response), media_type="application/json", headers=headers)
+
+
+def _from_cache(runtime: Runtime, key_id: int, prompt: Any, hit: bytes, started: float) -> Response:
+    """A cached answer: billed as cached (no upstream cost), marked in the headers."""
+    kept = orjson.loads(hit)
+    response = kept["response"]
+    _record(runtime, key_id, prompt, response, started, kept["model"], kept["deployment"], 0, cached=True)
+    headers = {CACHE_HEADER: "hit", PIN_HEADER: kept["deployment"], ATTEMPTS_HEADER: "0"}
+    return Response(orjson.dumps(response), media_type="application/json", headers=headers)
 
 
 def _record(
-    runtime: Runtime, key_id: int, prompt: Any, response: dict[str, Any], started: float, routed: Routed[Any]
-) -> None:
+    runtime: Runtime,
+    key_id: int,
+    prompt: Any,
+    response: dict[str, Any],
+    started: float,
+    model_id: str,
+    deployment: str,
+    attempts: int,
+    cached: bool = False,
+) -> tuple[int, int]:
+    """One usage row for a forwarded answer, under the model that answered (a fallback bills at its
+    own prices); returns its tokens in and out."""
     used = response.get("usage") or {}
     texts = [str((c.get("message") or {}).get("content") or c.get("text") or "") for c in response.get("choices") or []]
-    prompt_tokens, completion_tokens = int(used.get("prompt_tokens") or 0), int(used.get("completion_tokens") or 0)
-    routed.deployment.count_tokens(prompt_tokens + completion_tokens)
+    tokens = int(used.get("prompt_tokens") or 0), int(used.get("completion_tokens") or 0)
     runtime.usage.record(
         key_id,
-        routed.deployment.model_id,  # a fallback model bills at its own prices
+        model_id,
         "v1",
-        prompt_tokens,
-        completion_tokens,
+        *tokens,
         (time.perf_counter() - started) * 1000,
         generation_id=str(response.get("id") or "") or None,
         prompt=prompt,
         responses=texts,
-        deployment=routed.deployment.id,
-        attempts=routed.attempts,
+        deployment=deployment,
+        attempts=attempts,
+        cached=cached,
     )
+    return tokens
 
 
 async def _forward_stream(
@@ -156,7 +187,11 @@ async def _forward_stream(
             out = sum(estimate_tokens(t) for t in texts.values())
             used = {"prompt_tokens": estimate_tokens(prompt), "completion_tokens": out}
         response = {"id": ident, "usage": used, "choices": [{"text": texts[i]} for i in sorted(texts)]}
-        _record(runtime, key_id, prompt, response, started, opened)
+        deployment = opened.deployment
+        tokens = _record(
+            runtime, key_id, prompt, response, started, deployment.model_id, deployment.id, opened.attempts
+        )
+        deployment.count_tokens(sum(tokens))
     yield sse("[DONE]")
 
 

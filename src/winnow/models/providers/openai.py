@@ -29,6 +29,7 @@ from winnow.models.base import (
     SamplingParams,
     StreamDelta,
 )
+from winnow.models.cache import ResponseCache
 from winnow.models.pool import ModelPool
 from winnow.models.providers.passthrough import (
     UpstreamFailure,
@@ -106,6 +107,7 @@ class OpenAIProvider(Provider):
     def __init__(self, config: ModelConfig, settings: Settings, pool: ModelPool | None = None) -> None:
         super().__init__(config, settings, pool)
         self.router = Router(config, _deployments(config, settings))
+        self.cache = ResponseCache(config.cache, settings.redis_url, config.id) if config.cache else None
         self.use_completions = config.options.get("api") == "completions"
         self._probe: tuple[float, bool] | None = None
 
@@ -204,6 +206,8 @@ class OpenAIProvider(Provider):
         for deployment in self.router.deployments:
             await deployment.sdk.close()
             await deployment.http.close()
+        if self.cache is not None:
+            await self.cache.close()
 
 
 async def _answers(deployment: Deployment) -> bool:
