@@ -10,7 +10,13 @@ from its own venv (never a Winnow dependency): --litellm PATH names its `litellm
 `python -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]'`); without
 it only Winnow vs direct is printed.
 
-    python bench/gateway.py [--seconds 5] [--repeat 1]
+    python bench/gateway.py [--seconds 5] [--repeat 1] [--baseline REV]
+
+The router's cost: the gateway also serves ``relay2``, the same upstream as two deployments of one
+model, and with ``--baseline REV`` a second gateway runs the code of git revision REV (its ``src``,
+from ``git archive``, in its own data dir) on the one-deployment model, so that one run prints
+the router's single-deployment path against the path before it (target: p50 <= +0.2 ms) and two
+deployments against one.
 """
 
 from __future__ import annotations
@@ -139,11 +145,35 @@ def start_litellm(executable: str, up_port: int, tmp: Path) -> tuple[subprocess.
     return proc, f"http://127.0.0.1:{port}"
 
 
+def start_baseline(rev: str, config: Path, tmp: Path, procs: list[subprocess.Popen[bytes]]) -> tuple[int, str]:
+    """A gateway running the code of git revision ``rev`` (its src only) on the same config: (port, key)."""
+    src = tmp / "baseline"
+    src.mkdir()
+    archive = subprocess.run(["git", "archive", rev, "src"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    old = json.loads(config.read_text())
+    old["models"] = [m for m in old["models"] if "deployments" not in m]  # what the old code knows
+    (tmp / "baseline.yaml").write_text(json.dumps(old))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(src / "src"),
+        "WINNOW_DATA_DIR": str(tmp / "baseline-data"),
+        "WINNOW_CONFIG": str(tmp / "baseline.yaml"),
+    }
+    key = subprocess.run(
+        [sys.executable, "-m", "winnow", "keys", "create", "bench"], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
+    port = free_port()
+    procs.append(subprocess.Popen([sys.executable, "-m", "winnow", "serve", "--port", str(port)], env=env))
+    return port, key
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=1, help="rounds of every measurement (each printed)")
     parser.add_argument("--litellm", default="/tmp/litellm-venv/bin/litellm", help="LiteLLM's executable")
+    parser.add_argument("--baseline", help="a git revision whose gateway to measure beside this one")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed (apt-get install wrk)")
@@ -166,7 +196,16 @@ def main() -> None:
                         "provider": "openai",
                         "base_url": f"http://127.0.0.1:{up_port}/v1",
                         "upstream_model": "m",
-                    }
+                    },
+                    {
+                        "id": "relay2",
+                        "type": "commercial",
+                        "provider": "openai",
+                        "upstream_model": "m",
+                        "deployments": [
+                            {"id": name, "base_url": f"http://127.0.0.1:{up_port}/v1"} for name in ("d1", "d2")
+                        ],
+                    },
                 ],
                 "workers": 0,
                 "log_level": "WARNING",
@@ -182,7 +221,11 @@ def main() -> None:
     targets = {  # name: (url, key, model)
         "direct upstream": (f"http://127.0.0.1:{up_port}/v1/chat/completions", key, "m"),
         "winnow gateway": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", key, "relay"),
+        "winnow 2 deploys": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", key, "relay2"),
     }
+    if args.baseline:
+        base_port, base_key = start_baseline(args.baseline, config, tmp, procs)
+        targets["winnow baseline"] = (f"http://127.0.0.1:{base_port}/v1/chat/completions", base_key, "relay")
     if Path(args.litellm).exists():
         litellm, litellm_url = start_litellm(args.litellm, up_port, tmp)
         procs.append(litellm)
@@ -192,11 +235,14 @@ def main() -> None:
     try:
         wait(f"http://127.0.0.1:{up_port}/v1/models")
         wait(f"http://127.0.0.1:{gw_port}/api/v1/health")
+        if args.baseline:
+            wait(f"http://127.0.0.1:{base_port}/api/v1/health")
         if "litellm proxy" in targets:
             wait(f"{litellm_url}/health/liveliness", tries=900)
         for url, secret, model in targets.values():  # warm up pooled clients
             wrk(url, secret, model, 8, 1)
         print(f"{'':<16} {'req/s @64':>10} {'p50 @1':>9} {'p99 @1':>9} {'errors':>7}")
+        router_p50: list[float] = []
         for round_ in range(args.repeat):
             results: dict[str, tuple[Load, Load]] = {}
             for name, (url, secret, model) in targets.items():
@@ -216,7 +262,22 @@ def main() -> None:
                     f"; winnow / litellm req/s at 64: {gateway[0].rps / litellm_load[0].rps:.1f}x (target >= 10x);"
                     f" litellm over direct p50 {litellm_load[1].p50_ms - direct[1].p50_ms:+.2f} ms"
                 )
+            two = results["winnow 2 deploys"]
+            line += f"; 2 deployments over 1: p50 {two[1].p50_ms - gateway[1].p50_ms:+.2f} ms"
+            if "winnow baseline" in results:
+                base = results["winnow baseline"]
+                router_p50.append(gateway[1].p50_ms - base[1].p50_ms)
+                line += (
+                    f"; router (1 deployment) over {args.baseline}: p50 {router_p50[-1]:+.2f} ms (target <= +0.2),"
+                    f" req/s at 64 {gateway[0].rps / base[0].rps:.2f}x"
+                )
             print(line + "\n")
+        if router_p50:
+            ordered = sorted(router_p50)
+            print(
+                f"router over {args.baseline}, p50 at 1 connection, median of {len(ordered)} rounds: "
+                f"{ordered[len(ordered) // 2]:+.2f} ms"
+            )
     finally:
         for proc in procs:
             proc.terminate()
