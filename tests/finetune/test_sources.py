@@ -16,7 +16,8 @@ TINY = {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "checkpoint_steps":
 
 
 def _train(client: TestClient, key: str, **body: Any) -> dict[str, Any]:
-    submitted = client.post(FT, json={"base_model": "demo-lm", "hyperparameters": TINY, **body}, headers=bearer(key))
+    body = {"base_model": "demo-lm", "hyperparameters": TINY, **body}
+    submitted = client.post(FT, json=body, headers=bearer(key))
     assert submitted.status_code == 202, submitted.text
     done = wait_for(client, key, f"{FT}/{submitted.json()['id']}", timeout=300)
     assert done["status"] == "completed", done
@@ -40,7 +41,17 @@ def test_an_sdg_job_s_rows_and_pairs_train_models_that_serve(
     assert dpo["method"] == "dpo" and dpo["training_rows"] == len(pairs) > 0
     assert "rewards/margins" in str(dpo["metrics"]) or dpo["metrics"]["train_loss"] > 0
 
-    for done in (sft, dpo):
+    rpo = _train(
+        ft_client,
+        admin_key,
+        sdg_job=job["job_id"],
+        method="dpo",
+        suffix="rpo",
+        hyperparameters={**TINY, "sft_weight": 1.0},
+    )
+    assert rpo["hyperparameters"]["sft_weight"] == 1.0 and rpo["metrics"]["train_loss"] != dpo["metrics"]["train_loss"]
+
+    for done in (sft, dpo, rpo):
         answer = ft_client.post(
             "/api/v1/generate",
             json={"prompt": "What is 17+25?", "model_id": done["fine_tuned_model"], "max_tokens": 6},

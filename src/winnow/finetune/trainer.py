@@ -160,13 +160,16 @@ def _lora(spec: FineTuningJobRequest) -> Any:
     )
 
 
-def _trl(method: str, common: dict[str, Any], beta: float) -> tuple[Any, Any]:
+def _trl(method: str, common: dict[str, Any], beta: float, sft_weight: float) -> tuple[Any, Any]:
     """TRL's trainer class for ``method`` and its config."""
     if method == "dpo":
         from trl.trainer.dpo_config import DPOConfig
         from trl.trainer.dpo_trainer import DPOTrainer
 
-        return DPOTrainer, DPOConfig(**common, beta=beta)
+        losses: dict[str, Any] = {}
+        if sft_weight > 0:  # RPO: DPO's loss plus the chosen answers' negative log-likelihood
+            losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, sft_weight]}
+        return DPOTrainer, DPOConfig(**common, beta=beta, **losses)
     from trl.trainer.sft_config import SFTConfig
     from trl.trainer.sft_trainer import SFTTrainer
 
@@ -232,7 +235,7 @@ def train(
     }
     reporter = _Reporter(hooks, total, resume_step)
     dataset = Dataset.from_list(train_rows)
-    trainer_cls, args = _trl(spec.method, common, hp.beta)
+    trainer_cls, args = _trl(spec.method, common, hp.beta, hp.sft_weight)
     trainer: Any = trainer_cls(
         model=model,
         args=args,

@@ -33,6 +33,13 @@ class Hyperparameters(RequestModel):
         default_factory=LoraParams, description="LoRA settings; null trains every weight (full fine-tuning)"
     )
     beta: float = Field(0.1, gt=0.0, le=10.0, description="DPO only: how far the policy may move from the base")
+    sft_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description="DPO only: add the chosen answers' likelihood loss with this weight (RPO), which keeps "
+        "DPO from lowering the chosen answers along with the rejected ones",
+    )
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     seed: Seed = Field(0, description="Shuffling and initialisation: the same seed, the same run")
