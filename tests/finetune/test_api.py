@@ -177,3 +177,47 @@ def test_a_key_sees_only_its_own_jobs_and_models(ft_client: TestClient, runtime:
     assert ft_client.post("/api/v1/generate", json=generate, headers=bearer(alice)).status_code == 200
     assert ft_client.delete(f"/api/v1/models/{model}", headers=bearer(bob)).status_code == 404
     assert ft_client.delete("/api/v1/models/demo-lm", headers=bearer(admin)).status_code == 400
+
+
+def test_a_fine_tuned_model_is_the_base_of_another_job_with_validation_loss(
+    ft_client: TestClient, admin_key: str
+) -> None:
+    path = upload(ft_client, admin_key, training_rows(40)).json()["path"]
+    first = ft_client.post(FT, json=job_body(path, suffix="first"), headers=bearer(admin_key)).json()
+    parent = wait_for(ft_client, admin_key, f"{FT}/{first['id']}", timeout=300)["fine_tuned_model"]
+    body = job_body(path, base_model=parent, suffix="second", validation_split=0.25)
+    second = ft_client.post(FT, json=body, headers=bearer(admin_key))
+    assert second.status_code == 202, second.text
+    assert second.json()["training_rows"] == 30 and second.json()["validation_rows"] == 10
+    done = wait_for(ft_client, admin_key, f"{FT}/{second.json()['id']}", timeout=300)
+    assert done["status"] == "completed", done
+    assert done["metrics"]["validation_loss"] > 0 and done["progress"]["validation_loss"] is not None
+    child = done["fine_tuned_model"]
+    assert child.startswith(f"{parent}:ft-second-")
+    answer = ft_client.post(
+        "/api/v1/generate",
+        json={"prompt": "What is 17+25?", "model_id": child, "max_tokens": 6, "temperature": 0.0},
+        headers=bearer(admin_key),
+    )
+    assert answer.status_code == 200 and answer.json()["text"].strip() == "42", answer.text
+
+
+def test_cancelling_a_running_job_stops_it_and_registers_nothing(ft_client: TestClient, admin_key: str) -> None:
+    path = upload(ft_client, admin_key, training_rows(1600)).json()["path"]
+    body = job_body(path, suffix="stopped")
+    body["hyperparameters"]["checkpoint_steps"] = 1000
+    job = ft_client.post(FT, json=body, headers=bearer(admin_key)).json()
+    running = wait_for(ft_client, admin_key, f"{FT}/{job['id']}", until=("running",), timeout=120)
+    deadline_steps = running["progress"]
+    while deadline_steps["step"] == 0:  # training has started
+        deadline_steps = ft_client.get(f"{FT}/{job['id']}", headers=bearer(admin_key)).json()["progress"]
+    scraped = ft_client.get("/metrics").text
+    assert f'winnow_fine_tuning{{field="step",job="{job["id"]}"}}' in scraped
+    cancelled = ft_client.post(f"{FT}/{job['id']}/cancel", headers=bearer(admin_key))
+    assert cancelled.status_code == 200
+    done = wait_for(ft_client, admin_key, f"{FT}/{job['id']}", until=("cancelled", "completed", "failed"))
+    assert done["status"] == "cancelled", done
+    assert done["progress"]["step"] < done["progress"]["total_steps"] == 200
+    assert done["fine_tuned_model"] is None
+    models = [m["id"] for m in ft_client.get("/api/v1/models", headers=bearer(admin_key)).json()["models"]]
+    assert not [m for m in models if ":ft-stopped-" in m]

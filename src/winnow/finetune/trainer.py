@@ -201,6 +201,11 @@ def train(
     hp = spec.hyperparameters
     device = _device()
     model, tokenizer, source = load_base(base, device)
+    if base.adapter_path and spec.hyperparameters.lora is not None:
+        # A LoRA on a fine-tune: the new adapter sits on the parent's merged weights, kept beside it.
+        merged = out / "base"
+        model.save_pretrained(str(merged))
+        tokenizer.save_pretrained(str(merged))
     train_rows = read_rows(train_path)
     validation = Dataset.from_list(read_rows(validation_path)) if validation_path is not None else None
     total = total_steps(len(train_rows), hp.batch_size, hp.epochs)
@@ -281,13 +286,7 @@ def _save(trainer: Any, tokenizer: Any, base: ModelConfig, source: Path, out: Pa
         adapter = out / "adapter"
         model.save_pretrained(str(adapter))
         result.adapter_path = adapter
-        if base.adapter_path:
-            merged = out / "base"
-            model.get_base_model().save_pretrained(str(merged))  # the merged parent, without the new adapter
-            tokenizer.save_pretrained(str(merged))
-            result.model_path = merged
-        else:
-            result.model_path = source
+        result.model_path = out / "base" if base.adapter_path else source  # saved before training
     else:
         full = out / "model"
         model.save_pretrained(str(full))
