@@ -97,6 +97,7 @@ def gateway(
         _model("cooling", a, b),
         _model("comeback", a, b, cooldown={"cooldown_s": 0.2}),
         _model("busy", a, b, routing_strategy="least_busy"),
+        _model("sdk-duo", a, b),
         _model("down", *dead, fallbacks=["solo"], cooldown={"cooldown_s": 60}),
         _model("solo", ("c", fakes["c"].url), input_price_per_mtok=4.0),
         _model("doomed", ("doomed", doomed["echo"].url), b),
@@ -328,3 +329,29 @@ def test_models_list_shows_deployments_only_for_routed_models(server: LiveServer
     }
     assert re.fullmatch(r"(healthy|cooldown|probing)", by_id["duo"]["deployments"][0]["state"])
     assert [d["id"] for d in by_id["solo"]["deployments"]] == ["c"]  # a model's one deployment shows too
+
+
+def test_generate_routes_through_the_sdk_the_same_way(
+    server: LiveServer, admin: str, fakes: dict[str, FakeUpstream]
+) -> None:
+    """/api/v1/generate (and jobs) call upstreams through the openai SDK: the same router."""
+
+    def generate(model: str) -> dict[str, Any]:
+        response = httpx.post(
+            f"{server.url}/api/v1/generate",
+            json={"model_id": model, "prompt": "What is 2+2?", "max_tokens": 3},
+            headers=bearer(admin),
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        metadata: dict[str, Any] = response.json()["metadata"]
+        return metadata
+
+    fakes["a"].answers.append(Answer(503, {"error": {"message": "overloaded"}}))
+    failed_over = generate("sdk-duo")
+    assert (failed_over["model"], failed_over["deployment"], failed_over["attempts"]) == ("sdk-duo", "b", 2)
+    assert len(fakes["a"].received) == len(fakes["b"].received) == 1
+    answered = generate("down")
+    assert (answered["model"], answered["deployment"]) == ("solo", "c")
+    assert fakes["c"].received[-1]["body"]["model"] == "up-model-1"
+    assert _usage_rows(server, admin, 1)[0][:3] == ("solo", "c", answered["attempts"])
