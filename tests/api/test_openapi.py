@@ -72,3 +72,12 @@ def test_operations_document_errors_and_security(client: TestClient) -> None:
             else:
                 assert op["security"] == [{"ApiKeyAuth": []}]
                 assert {"401", "429"} <= set(op["responses"]), (method, path)
+
+
+def test_no_docs_page_loads_from_a_cdn(client: TestClient) -> None:
+    """Winnow runs offline: FastAPI's ReDoc page (a CDN script) is not served; the console's API docs
+    page (vendored Swagger UI) is, with no script or style from another origin."""
+    assert client.get("/api/v1/redoc").status_code == 404
+    page = client.get("/api/v1/docs")
+    assert page.status_code == 200
+    assert "cdn." not in page.text and 'src="http' not in page.text and 'href="http' not in page.text
