@@ -27,6 +27,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from winnow.api.deps import authenticate
+from winnow.api.errors import openai_error_payload
 from winnow.api.openapi import API_PREFIX
 from winnow.auth import Principal
 from winnow.errors import InvalidRequest, WinnowError
@@ -180,7 +181,7 @@ async def _forward_stream(
                 chunk = {k: v for k, v in chunk.items() if k != "usage"}
             yield sse(chunk)
     except WinnowError as exc:  # after the first chunk: the client's stream ends with the error
-        yield sse({"error": {"message": exc.message, "type": "api_error", "code": exc.code}})
+        yield sse(openai_error_payload(exc.message, exc.status_code, exc.code, exc.param))
     finally:  # billed even when the client goes away mid-stream
         opened.release()
         if used is None:  # an upstream that sends no usage, or a stream cut short: estimate
