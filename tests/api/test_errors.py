@@ -30,7 +30,7 @@ def test_wrong_method_is_405(client: TestClient) -> None:
         ("POST", "/api/v1/health", "GET"),
         ("PATCH", "/api/v1/keys", "GET, POST"),  # two routes on one path
         ("GET", "/api/v1/keys/someone/budget", "DELETE, PUT"),
-        ("PUT", "/api/v1/models/demo-lm", "GET"),
+        ("PUT", "/api/v1/models/demo-lm", "DELETE, GET"),  # DELETE: fine-tuned models
         ("POST", "/api/v1/synthetic_data_generation/jobs/abc/output", "GET"),
         ("POST", "/api/v1/docs", "GET, HEAD"),  # a Starlette route on the app itself
         ("GET", "/v1/chat/completions", "POST"),
