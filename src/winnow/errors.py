@@ -39,12 +39,14 @@ class WinnowError(Exception):
         *,
         headers: dict[str, str] | None = None,
         param: str | None = None,
+        upstream: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
         self.headers = headers or {}
         self.param = param  # the request field at fault (OpenAI's ``param``), when one is
+        self.upstream = upstream  # an upstream's own OpenAI error object, passed on by /v1 as it said it
 
 
 class InvalidRequest(WinnowError):

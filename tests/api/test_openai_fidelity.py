@@ -424,6 +424,41 @@ def test_each_error_is_the_official_clients_exception_with_openais_type_code_and
     assert isinstance(down, openai.APIStatusError)
 
 
+def test_an_upstreams_400_and_429_keep_its_type_code_and_param(
+    server: LiveServer, key: str, client: openai.OpenAI, fake: FakeUpstream
+) -> None:
+    """A forwarded request that the upstream refuses gets the upstream's own error fields, as a
+    client talking to the upstream directly would (a context-length 400 names ``messages``)."""
+    too_long = {
+        "message": "This model's maximum context length is 8192 tokens.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+    fake.answers.append(Answer(400, {"error": too_long}))
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="fake", messages=USER)
+    assert (refused.value.type, refused.value.param, refused.value.code) == (
+        "invalid_request_error",
+        "messages",
+        "context_length_exceeded",
+    )
+    assert too_long["message"] in refused.value.message
+    assert_openai("ErrorResponse", refused.value.response.json())
+    tokens = {
+        "message": "Rate limit reached on tokens per min (TPM)",
+        "type": "tokens",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+    fake.answers.append(Answer(429, {"error": tokens}, {"Retry-After": "3"}))
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.completions.create(model="fake", prompt="2+2=")
+    assert (limited.value.type, limited.value.code, limited.value.param) == ("tokens", "rate_limit_exceeded", None)
+    assert limited.value.response.headers["retry-after"] == "3"
+    assert_openai("ErrorResponse", limited.value.response.json())
+
+
 def _budget_rejections(server: LiveServer) -> float:
     metrics = httpx.get(f"{server.url}/metrics").text
     found = re.search(r'^winnow_budget_rejections_total\{model="demo-lm"\} (\S+)$', metrics, re.MULTILINE)

@@ -350,7 +350,7 @@ def test_upstream_429_is_a_429_with_its_retry_after(
     response = _post(server, key, {"model": "fake", "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 429, response.text
     assert response.headers["Retry-After"] == "7"  # the upstream's own wait
-    assert response.json()["error"]["type"] == "requests"  # OpenAI's type for rate_limit_exceeded
+    assert response.json()["error"]["type"] == "rate_limit_error"  # the upstream's own type, passed on
     assert "Rate limit reached for up-model-1" in response.json()["error"]["message"]
     # Without a Retry-After from the upstream, a sensible one.
     fake.answers.append(Answer(429, busy))

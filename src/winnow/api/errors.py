@@ -65,10 +65,25 @@ def openai_error(status: int, code: str | None) -> OpenAIError:
     return OpenAIError(status, "server_error" if status >= 500 else "invalid_request_error", code)
 
 
-def openai_error_payload(message: str, status: int, code: str | None, param: str | None = None) -> dict[str, object]:
-    """OpenAI's error object ``{"error": {message, type, param, code}}``, as a body or a stream's event."""
+def openai_error_payload(
+    message: str,
+    status: int,
+    code: str | None,
+    param: str | None = None,
+    upstream: Mapping[str, object] | None = None,
+) -> dict[str, object]:
+    """OpenAI's error object ``{"error": {message, type, param, code}}``, as a body or a stream's event.
+    An ``upstream``'s own error object (a forwarded request's 400 or 429) gives its type, code and param."""
     error = openai_error(status, code)
-    return {"error": {"message": message, "type": error.type, "param": param, "code": error.code}}
+    kind, code = error.type, error.code
+    if upstream:
+        kind = _text(upstream.get("type")) or kind
+        code, param = _text(upstream.get("code")), _text(upstream.get("param"))
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _text(value: object) -> str | None:
+    return None if value is None or isinstance(value, dict | list) else str(value)
 
 
 def error_body(
@@ -79,12 +94,13 @@ def error_body(
     path: str = "",
     status: int = 500,
     param: str | None = None,
+    upstream: Mapping[str, object] | None = None,
 ) -> bytes:
     """The JSON bytes of an error: the spec's ErrorResponse (``details`` left out when empty, as the
     spec types it), or OpenAI's ``{"error": {...}}`` on the OpenAI-compatible ``/v1`` surface."""
     if path.startswith(OPENAI_PREFIX):
         text = f"{message}: {details}" if details else message
-        return json.dumps(openai_error_payload(text, status, code, param)).encode()
+        return json.dumps(openai_error_payload(text, status, code, param, upstream)).encode()
     return ErrorResponse(error=code, message=message, details=details).model_dump_json(exclude_none=True).encode()
 
 
@@ -96,9 +112,10 @@ def error_response(
     details: str | None = None,
     headers: dict[str, str] | None = None,
     param: str | None = None,
+    upstream: Mapping[str, object] | None = None,
 ) -> Response:
     path = request.url.path
-    body = error_body(code, message, details, path=path, status=status, param=param)
+    body = error_body(code, message, details, path=path, status=status, param=param, upstream=upstream)
     headers = dict(headers or {})
     if path.startswith(OPENAI_PREFIX):
         openai = openai_error(status, code)
@@ -132,7 +149,9 @@ async def _winnow_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WinnowError)
     if exc.status_code >= 500:
         log.warning("%s: %s (%s)", exc.code, exc.message, exc.details)
-    return error_response(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers, exc.param)
+    return error_response(
+        request, exc.status_code, exc.code, exc.message, exc.details, exc.headers, exc.param, exc.upstream
+    )
 
 
 # The pydantic error types of a request body and the codes OpenAI gives the same mistakes.

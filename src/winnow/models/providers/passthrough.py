@@ -20,15 +20,21 @@ from winnow.errors import InvalidRequest, RateLimitExceeded, UpstreamError, Upst
 _RETRY_STATUSES = frozenset({408, 409, 429})
 
 
-def status_error(model_id: str, status: int, message: str, retry_after: str | None = None) -> WinnowError:
-    """An upstream's error status as Winnow's error: 400/422 pass as 400, 429 as 429 with the
-    upstream's wait, anything else is a 502 ``upstream_error``."""
+def status_error(
+    model_id: str, status: int, message: str, retry_after: str | None = None, error: dict[str, object] | None = None
+) -> WinnowError:
+    """An upstream's error status as Winnow's error: 400/422 pass as 400 and 429 as 429 with the
+    upstream's wait (both carry its OpenAI ``error`` object, whose type, code and param /v1 passes
+    on), anything else is a 502 ``upstream_error``."""
     detail = f"upstream status {status}: {message}"
     if status in (400, 422):
-        return InvalidRequest("The upstream model rejected the request", detail)
+        return InvalidRequest("The upstream model rejected the request", detail, upstream=error)
     if status == 429:
         return RateLimitExceeded(
-            f"Upstream for {model_id!r} is rate limiting", detail, headers={"Retry-After": retry_after or "1"}
+            f"Upstream for {model_id!r} is rate limiting",
+            detail,
+            headers={"Retry-After": retry_after or "1"},
+            upstream=error,
         )
     return UpstreamError(f"Upstream for {model_id!r} failed", detail)
 
@@ -72,7 +78,7 @@ def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
 def status_failure(model_id: str, status: int, payload: bytes, headers: Mapping[str, str]) -> UpstreamFailure:
     """An error status as the router's ``UpstreamFailure`` (the SDK's retry rule, ``x-should-retry`` first)."""
     message, code = _message(payload)
-    error = status_error(model_id, status, message, headers.get("retry-after"))
+    error = status_error(model_id, status, message, headers.get("retry-after"), _error_object(payload))
     return UpstreamFailure(
         error, status, retry_after_s(headers), retryable=retryable_status(status, headers), code=code
     )
@@ -84,17 +90,28 @@ def retryable_status(status: int, headers: Mapping[str, str]) -> bool:
     return should == "true" or (should != "false" and (status in _RETRY_STATUSES or status >= 500))
 
 
+def _error_field(payload: bytes) -> object:
+    """The ``error`` field of an upstream's JSON body (OpenAI's error object), if it has one."""
+    try:
+        return orjson.loads(payload).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+
+
 def _message(payload: bytes) -> tuple[str, str | None]:
     """The upstream's own error message and code (OpenAI's ``{"error": {"message", "code"}}``), else its body."""
-    try:
-        error = orjson.loads(payload).get("error")
-        message = error.get("message") if isinstance(error, dict) else error
-        code = error.get("code") if isinstance(error, dict) else None
-        if isinstance(message, str) and message:
-            return message, code if isinstance(code, str) else None
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
+    error = _error_field(payload)
+    message = error.get("message") if isinstance(error, dict) else error
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(message, str) and message:
+        return message, code if isinstance(code, str) else None
     return payload.decode("utf-8", "replace")[:1000] or "(no body)", None
+
+
+def _error_object(payload: bytes) -> dict[str, object] | None:
+    """The upstream's OpenAI ``error`` object, when its body is one."""
+    error = _error_field(payload)
+    return error if isinstance(error, dict) else None
 
 
 class UpstreamHTTP:
