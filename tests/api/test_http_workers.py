@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.api.test_passthrough import ECHO_USAGE, FakeUpstream
-from tests.conftest import REDIS_URL, LiveServer, bearer, closed_port, reachable, until
+from tests.conftest import REDIS_URL, TEST_KEY_LIMITS, LiveServer, bearer, closed_port, reachable, until
 
 pytestmark = pytest.mark.slow  # `winnow serve --http-workers 2` processes
 
@@ -97,7 +97,17 @@ def test_two_http_workers_share_one_rate_limit_and_one_budget(tmp_path: Path, fa
 
         # A budget of 20 tokens: the first answer spends 18; after a flush beat both processes know
         # it, and each refuses every request whose input (9 tokens estimated) would pass the cap.
-        budget = server.cli("keys", "create", "budgeted", "--budget-tokens", "20", "--budget-period", "total")
+        budget = server.cli(
+            "keys",
+            "create",
+            "budgeted",
+            "--budget-tokens",
+            "20",
+            "--budget-period",
+            "total",
+            "--rate-limits",
+            TEST_KEY_LIMITS,
+        )  # its budget is polled below: limits of its own, so that the polling is never a 429
         key = budget.stdout.split()[-1]
         assert call(0) == 200  # a process that has not read the budget yet serves it too
 

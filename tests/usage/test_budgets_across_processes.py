@@ -10,6 +10,7 @@ forward looks like to every process."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,7 +76,11 @@ def test_two_servers_enforce_one_budget_and_a_new_period_resets_it(
     one, two, admin = two_servers
     created = httpx.post(
         f"{one.url}/api/v1/keys",
-        json={"name": "shared", "budget": {"tokens": BUDGET_TOKENS, "period": "day"}},
+        json={
+            "name": "shared",
+            "budget": {"tokens": BUDGET_TOKENS, "period": "day"},
+            "rate_limits": json.loads(TEST_KEY_LIMITS),
+        },
         headers=bearer(admin),
     )
     assert created.status_code == 201, created.text

@@ -12,7 +12,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import DEMO_LM, DEMO_PROMPTS, bearer, closed_port, running_worker, until, wait_for_job
+from tests.conftest import (
+    DEMO_LM,
+    DEMO_PROMPTS,
+    TEST_KEY_LIMITS,
+    bearer,
+    closed_port,
+    running_worker,
+    until,
+    wait_for_job,
+)
 from tests.spec import assert_error
 from winnow.api.app import create_app
 from winnow.config import ModelConfig, ModelPrice, Settings
@@ -154,9 +163,8 @@ def test_budget_is_enforced_across_two_servers_sharing_one_database(tmp_path: Pa
     ):
         rt = _runtime(one)
         admin = rt.keys.create("admin", admin=True).key
-        key = one.post("/api/v1/keys", json={"name": "shared", "budget": {"usd": 0.001}}, headers=bearer(admin)).json()[
-            "key"
-        ]
+        body = {"name": "shared", "budget": {"usd": 0.001}, "rate_limits": json.loads(TEST_KEY_LIMITS)}  # it polls
+        key = one.post("/api/v1/keys", json=body, headers=bearer(admin)).json()["key"]
 
         def standing(server: TestClient) -> dict[str, Any]:  # what that server's ledger holds for the key
             return dict(server.get("/api/v1/usage/budget", headers=bearer(key)).json())
