@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
+from tests.db.test_migrations import HEAD
 from winnow.auth import KeyService
 from winnow.db import Database, JobShard, SdgJob
 
@@ -30,7 +31,7 @@ def test_migrations_are_idempotent_and_keep_data(tmp_path: Path) -> None:
     again.migrate()
     assert KeyService(again).authenticate(key).name == "keep"
     with again.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD
 
 
 @pytest.fixture
