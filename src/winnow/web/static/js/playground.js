@@ -122,6 +122,7 @@ $('#clear').addEventListener('click', () => {
   $('#stats').textContent = '';
 });
 
+// ?model=<id> preselects a model (the fine-tuning page's "Try it" link).
 api('/api/v1/models')
-  .then((body) => fillSelect($('#p-model'), body.models.map((m) => m.id)))
+  .then((body) => fillSelect($('#p-model'), body.models.map((m) => m.id), new URLSearchParams(location.search).get('model')))
   .catch((err) => flash(err.message));

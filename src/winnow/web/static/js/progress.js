@@ -14,3 +14,17 @@ export function progressOf(job) {
     + (ACTIVE.has(job.status) && job.eta_seconds != null ? ` · ETA ${duration(job.eta_seconds)}` : '');
   return el('div', { class: 'progress-cell' }, bar, el('div', { class: 'small muted' }, text));
 }
+
+// A fine-tuning job's progress bar: step of total steps, with the latest losses, as the API reports them.
+export function trainingProgressOf(job) {
+  const p = job.progress || {};
+  const total = p.total_steps || 0;
+  const bar = el('progress', { max: Math.max(total, 1), value: job.status === 'completed' ? Math.max(total, 1) : p.step || 0,
+    'aria-label': `${job.id} progress` });
+  const parts = [total ? `${number(p.step)} / ${number(total)} steps` : `step ${number(p.step)}`];
+  if (p.epoch) parts.push(`epoch ${number(p.epoch, 2)}`);
+  if (p.train_loss != null) parts.push(`loss ${number(p.train_loss, 4)}`);
+  if (p.validation_loss != null) parts.push(`validation loss ${number(p.validation_loss, 4)}`);
+  if (ACTIVE.has(job.status) && p.eta_seconds != null) parts.push(`ETA ${duration(p.eta_seconds)}`);
+  return el('div', { class: 'progress-cell' }, bar, el('div', { class: 'small muted' }, parts.join(' · ')));
+}
