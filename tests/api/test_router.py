@@ -311,6 +311,7 @@ def test_after_the_first_byte_a_dying_deployment_ends_the_stream_with_an_error_e
     assert not fakes["b"].received  # no second answer spliced into the first
     model, deployment, attempts, _, _ = _usage_rows(server, admin, 1)[0]
     assert (model, deployment, attempts) == ("stream-cut", "cuts", 1)
+    assert _deployments(server, admin, "stream-cut")["cuts"]["failures"] == 1  # towards its cooldown
 
 
 def test_models_list_shows_deployments_only_for_routed_models(server: LiveServer, admin: str) -> None:

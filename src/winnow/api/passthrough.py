@@ -181,6 +181,7 @@ async def _forward_stream(
                 chunk = {k: v for k, v in chunk.items() if k != "usage"}
             yield sse(chunk)
     except WinnowError as exc:  # after the first chunk: the client's stream ends with the error
+        opened.failed(exc)
         yield sse(openai_error_payload(exc.message, exc.status_code, exc.code, exc.param))
     finally:  # billed even when the client goes away mid-stream
         opened.release()

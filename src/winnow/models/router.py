@@ -123,10 +123,16 @@ class Routed(Generic[T]):
     value: T
     deployment: Deployment
     attempts: int
+    router: Router
 
     def release(self) -> None:
         """The end of a held call (a stream): it no longer counts as in flight."""
         self.deployment.in_flight -= 1
+
+    def failed(self, error: WinnowError) -> None:
+        """The held answer broke after it began (a stream cut off): it counts against the
+        deployment (towards its cooldown) though the call can no longer move."""
+        self.router._failed(self.deployment, UpstreamFailure(error, retryable=True))
 
 
 class _Exhausted(Exception):
@@ -299,7 +305,7 @@ class Router:
             if not hold:
                 deployment.in_flight -= 1
             self._succeeded(deployment, time.perf_counter() - started)
-            return Routed(value, deployment, attempts)
+            return Routed(value, deployment, attempts, self)
 
     def _none_usable(self) -> UpstreamFailure:
         """Why no deployment could be tried: all cooling down (503), or at their caps (429)."""
