@@ -83,3 +83,23 @@ def test_an_empty_feedback_export_is_refused_with_its_reason(client: TestClient,
     response = client.post(FT, json={"base_model": "demo-lm", "feedback": True}, headers=bearer(admin_key))
     assert response.status_code == 400
     assert "feedback export has no training rows" in response.text and "no feedback" in response.text
+
+
+def test_the_feedback_export_trains_a_model(ft_client: TestClient, admin_key: str) -> None:
+    corrected = {"What is 57+68?": "125", "What is 19+23?": "42", "What is 80+14?": "94"}
+    for prompt, answer in corrected.items():
+        generated = ft_client.post(
+            "/api/v1/generate",
+            json={"prompt": prompt, "model_id": "demo-lm", "max_tokens": 6, "temperature": 1.0},
+            headers=bearer(admin_key),
+        ).json()
+        rated = ft_client.post(
+            "/api/v1/feedback",
+            json={"generation_id": generated["metadata"]["generation_id"], "corrected_response": answer},
+            headers=bearer(admin_key),
+        )
+        assert rated.status_code in (200, 201), rated.text
+    done = _train(ft_client, admin_key, feedback=True, method="sft", suffix="people")
+    assert done["training_rows"] == len(corrected)  # each corrected answer once
+    rows = ft_client.get(f"{FT}/{done['id']}/events", headers=bearer(admin_key)).json()["data"][0]["message"]
+    assert rows == "validated 3 training row(s) from feedback; queued"
