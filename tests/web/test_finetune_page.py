@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, bearer
+from tests.conftest import LiveServer, bearer, wait_for_job
 from tests.finetune.test_api import training_rows
+from tests.sdg.jobs import job_body, submit
 from tests.web.browser import PHONE, Console, admin, browser, console, expect, open_console
 
 pytestmark = pytest.mark.slow  # Chromium against a real `winnow serve` that trains a model
@@ -148,6 +149,32 @@ def test_start_a_job_from_the_form_watch_it_train_and_delete_its_model(
     expect(page.get_by_role("button", name="Delete model")).to_be_hidden()
     expect(page.get_by_role("link", name="Try it in the playground")).to_be_hidden()
     assert model not in _models(server, admin)
+
+
+def test_a_job_trains_on_a_completed_sdg_job_and_cancels_from_its_page(
+    console: Console, server: LiveServer, admin: str
+) -> None:
+    prompts = _jsonl(
+        server.data_dir / "sdg-prompts.jsonl", [{"id": f"p{i}", "prompt": f"What is {i}+{i}?"} for i in range(6)]
+    )
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        sdg = submit(client, admin, job_body(prompts))["job_id"]
+        assert wait_for_job(client, admin, sdg)["status"] == "completed"
+    console.sign_in(admin, then="/ui/fine-tuning")
+    page = console.page
+    expect(page.get_by_label("A completed synthetic-data job")).to_be_checked()
+    choice = page.locator(f'#ft-sdg option[value="{sdg}"]')
+    expect(choice).to_contain_text("demo-lm · 6 rows kept")
+    page.locator("#ft-sdg").select_option(sdg)
+    page.get_by_label("Epochs").fill("100")  # long enough to be cancelled before it ends
+    page.get_by_role("button", name="Start fine-tuning").click()
+    expect(page.locator("#ft-started")).to_contain_text("on 6 training rows")
+    page.locator("#ft-started a").click()
+    page.wait_for_url(re.compile(r"/ui/fine-tuning/ftjob-[0-9a-f]{24}$"))
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.locator("#ft-summary")).to_contain_text("cancelled")
+    expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
+    expect(page.get_by_role("button", name="Delete model")).to_be_hidden()
 
 
 def test_hostile_file_names_rows_and_api_errors_show_as_text(
