@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, bearer
+from tests.conftest import LiveServer, bearer, until
 from tests.web.browser import DESKTOP, PHONE, Console, admin, browser, console, expect, open_console
 
 pytestmark = pytest.mark.slow  # Chromium against a real `winnow serve`
@@ -26,7 +26,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 def test_console_pages_send_strict_csp_and_deny_framing(server: LiveServer) -> None:
-    pages = ("/ui/", "/ui/signin", "/ui/jobs", "/ui/feedback", "/ui/evals", "/ui/playground", "/ui/keys")
+    pages = (
+        "/ui/",
+        "/ui/signin",
+        "/ui/jobs",
+        "/ui/feedback",
+        "/ui/evals",
+        "/ui/fine-tuning",
+        "/ui/playground",
+        "/ui/keys",
+    )
     for path in (*pages, "/api/v1/docs"):
         response = httpx.get(server.url + path)
         assert response.status_code == 200
@@ -47,6 +56,12 @@ def test_sign_in_with_a_key_shows_the_overview(console: Console, server: LiveSer
         json={"model_id": "demo-lm", "prompt": "What is 2+2?", "max_tokens": 4},
         timeout=60,
     ).raise_for_status()
+
+    def usage_has_the_generation() -> bool:  # usage rows are written in the background
+        report = httpx.get(server.url + "/api/v1/usage", params={"group_by": "model"}, headers=bearer(admin))
+        return any(row["group"] == "demo-lm" for row in report.json()["rows"])
+
+    until("the generation's usage row", usage_has_the_generation)
     console.sign_in(admin)
     page = console.page
     expect(page.locator("#who")).to_have_text("console-admin (admin)")
@@ -83,7 +98,7 @@ def test_every_page_fits_without_horizontal_scroll(
     context, console = open_console(browser, server, viewport)
     try:
         console.sign_in(admin)
-        for path in ("/ui/", "/ui/jobs", "/ui/feedback", "/ui/evals", "/ui/playground", "/ui/keys"):
+        for path in ("/ui/", "/ui/jobs", "/ui/feedback", "/ui/evals", "/ui/fine-tuning", "/ui/playground", "/ui/keys"):
             page = console.goto(path)
             expect(page.locator("main h1")).to_be_visible()
             page.wait_for_load_state("networkidle")
