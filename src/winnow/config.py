@@ -211,6 +211,13 @@ class Settings(BaseSettings):
     local_memory_budget_mb: int = Field(0, description="Budget for resident local models; 0 = no limit")
     local_max_batch_rows: int = Field(64, ge=1, description="Most rows (prompts x n) in one local generate call")
     local_batch_wait_ms: float = Field(10.0, ge=0, description="Most a batch waits while requests keep arriving")
+    switch_interval_ms: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description="The server process's GIL switch interval (Python's default is 5 ms): how long a "
+        "background thread (a local model's loop, the usage writer) may keep the event loop waiting",
+    )
     local_torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads for local models; 0 = one less than the CPU count (min 1)"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.open(settings, metrics=metrics)
         app.state.runtime = runtime
+        sys.setswitchinterval(settings.switch_interval_ms / 1000)
         runtime.usage.start()
         prime_cpu_counter()
         workers = WorkerProcesses(settings)

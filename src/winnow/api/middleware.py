@@ -10,7 +10,6 @@ import gc
 import logging
 import re
 import time
-import uuid
 from typing import Any
 
 from fastapi import HTTPException
@@ -19,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from winnow.api.errors import error_body
 from winnow.api.passthrough import LeanRoutes
 from winnow.errors import PayloadTooLarge
+from winnow.ids import hex_id
 from winnow.metrics import Metrics
 
 log = logging.getLogger("winnow.access")
@@ -81,7 +81,7 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if incoming and _SAFE_ID.match(incoming) else hex_id()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500

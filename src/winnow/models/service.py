@@ -7,8 +7,8 @@ later concerns (usage, cost, budgets, metrics) hook in at one place.
 from __future__ import annotations
 
 import time
-import uuid
 
+from winnow.ids import hex_id
 from winnow.metrics import Metrics
 from winnow.models.base import GenerationResult, Prompt, SamplingParams
 from winnow.models.registry import ModelRegistry
@@ -26,7 +26,7 @@ from winnow.usage import UsageService
 
 
 def generation_id() -> str:
-    return f"gen-{uuid.uuid4().hex}"
+    return f"gen-{hex_id()}"
 
 
 class GenerationService:

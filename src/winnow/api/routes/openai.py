@@ -10,7 +10,6 @@ use OpenAI's error shape, types and codes (``winnow.api.errors``).
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +22,7 @@ from winnow.api.passthrough import forward, prompt_of, sse
 from winnow.api.routing import Router
 from winnow.config import ModelConfig
 from winnow.errors import InvalidRequest, ModelNotFound, WinnowError
+from winnow.ids import hex_id
 from winnow.models.base import Prompt, SamplingParams, StreamDelta
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.router import PIN_HEADER
@@ -76,7 +76,7 @@ async def _stream_response(
     started = time.perf_counter()
     first = await deltas.__anext__()  # errors before the first token still become HTTP errors
     runtime.metrics.first_token.labels(model).observe(time.perf_counter() - started)
-    ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{hex_id()}"
     created = int(time.time())
     kind = "chat.completion.chunk" if chat else "text_completion"
 
@@ -175,7 +175,7 @@ async def chat_completions(
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream and body.n == 1:
         return await _stream_response(runtime, key.id, body.model, prompt, params, include_usage, chat=True)
-    ident = f"chatcmpl-{uuid.uuid4().hex}"
+    ident = f"chatcmpl-{hex_id()}"
     (result,), _ = await runtime.generation.run(body.model, [prompt], params, key.id, "v1", ident)
     if result.error is not None:
         raise result.error
@@ -234,7 +234,7 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream and body.n == 1 and len(prompts) == 1:
         return await _stream_response(runtime, key.id, body.model, prompts[0], params, include_usage, chat=False)
-    ident = f"cmpl-{uuid.uuid4().hex}"
+    ident = f"cmpl-{hex_id()}"
     results, _ = await runtime.generation.run(body.model, list(prompts), params, key.id, "v1", ident)
     choices: list[dict[str, Any]] = []
     prompt_tokens = completion_tokens = 0
@@ -278,7 +278,7 @@ async def score(body: ScoreRequest, runtime: RuntimeDep, _key: GenerationKey) ->
     scores = await reward.score(candidates)
     return JSONResponse(
         {
-            "id": f"score-{uuid.uuid4().hex}",
+            "id": f"score-{hex_id()}",
             "object": "list",
             "created": int(time.time()),
             "model": body.model,
