@@ -93,13 +93,20 @@ class _Stage:
     model's batching engine lives on it)."""
 
     def __init__(self, settings: dict[str, Any], spec: dict[str, Any]) -> None:
+        import sqlalchemy
+
         from winnow.db import Database
         from winnow.models.registry import ModelRegistry
 
         self.settings = Settings(**settings)
         self.spec = SubmitJobRequest.model_validate(spec)
-        # The database too: a job may sample a fine-tuned model (the fine_tuned_models table).
-        self.models = ModelRegistry(self.settings, Database(self.settings.effective_database_url))
+        # The database too, when it has one: a job may sample a fine-tuned model (the
+        # fine_tuned_models table); an in-process run (`winnow sdg run`) may have no database.
+        db = Database(self.settings.effective_database_url)
+        migrated = sqlalchemy.inspect(db.engine).has_table("fine_tuned_models")
+        if not migrated:
+            db.dispose()
+        self.models = ModelRegistry(self.settings, db if migrated else None)
         self.loop = asyncio.new_event_loop()
 
 

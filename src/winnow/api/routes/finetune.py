@@ -120,7 +120,7 @@ async def job_loss_curve(job_id: FtIdPath, runtime: RuntimeDep, key: OtherKey) -
 
 
 @models_router.delete(
-    "/{model_id:path}",
+    "/{model_id}",
     summary="Delete a fine-tuned model: every process stops serving it and its files go",
     response_model=DeletedModel,
     responses={
