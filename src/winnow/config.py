@@ -231,6 +231,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="A running job's lease; a worker that stops renewing it loses the job"
     )
     executor: Literal["local", "ray"] = Field("local", description="Runs SDG jobs that name none")
+    fine_tuning_processes: int = Field(
+        0,
+        ge=0,
+        description="Processes one fine-tuning job trains with (PyTorch DDP: NCCL on GPUs, gloo on CPU); "
+        "0 = one per GPU the worker sees, one on a CPU-only machine",
+    )
     ray: RaySettings = RaySettings()
     job_shard_rows: int = Field(
         1024, ge=1, description="Prompts per shard of an SDG job (whole chunks): the unit workers share a job by"

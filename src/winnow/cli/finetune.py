@@ -86,6 +86,14 @@ def run(
     validation_split: Split = 0.0,
     suffix: Suffix = None,
     seed: Seed = 0,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            min=1,
+            help="Training processes (PyTorch DDP): one per GPU by default, 1 on CPU [setting fine_tuning_processes]",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Fine-tune in this process with a progress bar; the new model is registered in this data dir's
@@ -96,6 +104,8 @@ def run(
     from winnow.sdg.worker import worker_id
 
     settings = load_settings(config)
+    if processes is not None:
+        settings = settings.model_copy(update={"fine_tuning_processes": processes})
     runtime = Runtime.open(settings)
     operator = Principal(id=0, name="cli", is_admin=True)  # the machine's operator: admin keys see its models
     training_file = None

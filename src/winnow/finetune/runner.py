@@ -12,6 +12,7 @@ from typing import Any
 
 from winnow.config import ModelConfig, Settings
 from winnow.db import SdgJob
+from winnow.finetune.distributed import train_distributed, training_processes
 from winnow.finetune.service import FineTuningService, append_event, job_paths, model_dir, model_id_for
 from winnow.finetune.trainer import loss_curve, train
 from winnow.schemas.finetune import FineTuningJobRequest
@@ -94,7 +95,22 @@ def run_fine_tuning(
     out = model_dir(settings, model_id)
     hooks = _JobHooks(store, job, worker, state, paths["events"], watch)
     validation = paths["validation"] if paths["validation"].exists() else None
-    result = train(spec, base, paths["train"], validation, paths["work"], out, hooks, resume_step)
+    world = training_processes(settings.fine_tuning_processes)
+    if world > 1:
+        result = train_distributed(
+            world,
+            spec,
+            base,
+            paths["train"],
+            validation,
+            paths["work"],
+            out,
+            hooks,
+            resume_step,
+            settings.local_torch_threads,
+        )
+    else:
+        result = train(spec, base, paths["train"], validation, paths["work"], out, hooks, resume_step)
     if result.cancelled:
         append_event(paths["events"], "cancelled", level="warn")
         raise JobCancelled(job.id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +42,20 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def total_steps(rows: int, batch_size: int, epochs: int) -> int:
-    return math.ceil(rows / batch_size) * epochs
+def total_steps(rows: int, batch_size: int, epochs: int, world: int = 1) -> int:
+    """Optimizer steps of a run; with ``world`` processes each takes ``per_process_batch`` rows of
+    its share (PyTorch's DistributedSampler pads the shares to the same length)."""
+    return math.ceil(math.ceil(rows / world) / per_process_batch(batch_size, world)) * epochs
+
+
+def per_process_batch(batch_size: int, world: int) -> int:
+    """Each process's part of the job's batch (rounded up), so the effective batch stays the job's."""
+    return math.ceil(batch_size / world)
+
+
+def world_size() -> int:
+    """Processes this run trains with (WORLD_SIZE, set by winnow.finetune.distributed or torchrun)."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def checkpoint_dir(work: Path, step: int) -> Path:
@@ -73,11 +86,13 @@ def load_base(base: ModelConfig, device: str) -> tuple[Any, Any, Path]:
 class _Reporter:
     """A TrainerCallback (built lazily: transformers is imported only when a run starts)."""
 
-    def __init__(self, hooks: Hooks, total: int, resumed_from: int | None, every_s: float = 1.0) -> None:
+    def __init__(self, hooks: Hooks, total: int, resumed_from: int | None, world: int = 1, device: str = "cpu") -> None:
         self.hooks = hooks
+        self.world = world
+        self.device = device  # where the stop flag is broadcast from (NCCL wants a CUDA tensor)
         self.total = total
         self.resumed_from = resumed_from
-        self.every_s = every_s
+        self.every_s = 1.0
         self.cancelled = False
         self.progress: dict[str, Any] = {"step": resumed_from or 0, "total_steps": total, "epoch": 0.0}
         if resumed_from:
@@ -119,6 +134,21 @@ class _Reporter:
         if now - self._last_report >= self.every_s or step >= self.total:
             self._last_report = now
             self._report(control, None)
+        if self.world > 1:
+            self._agree(control)
+
+    def _agree(self, control: Any) -> None:
+        """Every rank stops at the same step: rank 0 (which hears of a cancel) broadcasts its answer.
+        A rank that stopped alone would leave the others waiting in the next gradient all-reduce."""
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(self.cancelled)], dtype=torch.int32, device=self.device)
+        dist.broadcast(flag, src=0)
+        if flag.item():
+            self.cancelled = True
+            control.should_training_stop = True
+            control.should_save = False
 
     def log(self, state: Any, control: Any, logs: dict[str, Any]) -> None:
         data = {k: v for k, v in logs.items() if isinstance(v, int | float)}
@@ -141,8 +171,9 @@ class _Reporter:
     def _report(self, control: Any, event: dict[str, Any] | None) -> None:
         if self.hooks.progress(dict(self.progress), event):
             self.cancelled = True
-            control.should_training_stop = True
-            control.should_save = False
+            if self.world == 1:  # several ranks stop together, at the next step's broadcast
+                control.should_training_stop = True
+                control.should_save = False
 
 
 def _lora(spec: FineTuningJobRequest) -> Any:
@@ -200,15 +231,17 @@ def train(
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     hp = spec.hyperparameters
     device = _device()
+    world = world_size()
+    rank = int(os.environ.get("RANK", "0"))
     model, tokenizer, source = load_base(base, device)
-    if base.adapter_path and spec.hyperparameters.lora is not None:
+    if base.adapter_path and spec.hyperparameters.lora is not None and rank == 0:
         # A LoRA on a fine-tune: the new adapter sits on the parent's merged weights, kept beside it.
         merged = out / "base"
         model.save_pretrained(str(merged))
         tokenizer.save_pretrained(str(merged))
     train_rows = read_rows(train_path)
     validation = Dataset.from_list(read_rows(validation_path)) if validation_path is not None else None
-    total = total_steps(len(train_rows), hp.batch_size, hp.epochs)
+    total = total_steps(len(train_rows), hp.batch_size, hp.epochs, world)
     save_steps = hp.checkpoint_steps or max(1, total // 10)
     resume = checkpoint_dir(work, resume_step) if resume_step else None
     if resume is not None and not resume.is_dir():
@@ -218,8 +251,8 @@ def train(
         "output_dir": str(work),
         "num_train_epochs": hp.epochs,
         "learning_rate": hp.learning_rate,
-        "per_device_train_batch_size": hp.batch_size,
-        "per_device_eval_batch_size": hp.batch_size,
+        "per_device_train_batch_size": per_process_batch(hp.batch_size, world),
+        "per_device_eval_batch_size": per_process_batch(hp.batch_size, world),
         "warmup_steps": math.ceil(hp.warmup_ratio * total),
         "weight_decay": hp.weight_decay,
         "lr_scheduler_type": "linear",
@@ -238,7 +271,12 @@ def train(
         "bf16": device == "cuda" and torch.cuda.is_bf16_supported(),
         "dataloader_num_workers": 0,
     }
-    reporter = _Reporter(hooks, total, resume_step)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1:
+        common.update(
+            ddp_backend="nccl" if device == "cuda" else "gloo", ddp_timeout=600, ddp_find_unused_parameters=False
+        )
+    reporter = _Reporter(hooks, total, resume_step, world, f"cuda:{local_rank}" if device == "cuda" else "cpu")
     dataset = Dataset.from_list(train_rows)
     trainer_cls, args = _trl(spec.method, common, hp.beta, hp.sft_weight)
     trainer: Any = trainer_cls(
@@ -252,6 +290,8 @@ def train(
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    if trainer.args.world_size != world:  # the process group did not form: each rank would train alone
+        raise RuntimeError(f"{world} training processes, but the trainer sees {trainer.args.world_size}")
     for noisy in (PrinterCallback, ProgressCallback):  # progress goes to ``hooks``, not stdout
         trainer.remove_callback(noisy)
     hooks.progress(
@@ -260,7 +300,7 @@ def train(
             "message": (
                 f"resumed from step {resume_step} of {total}" if resume_step else f"training started: {total} steps"
             ),
-            "data": {"resumed_from_step": resume_step, "total_steps": total, "device": device},
+            "data": {"resumed_from_step": resume_step, "total_steps": total, "device": device, "processes": world},
         },
     )
     output = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
@@ -272,8 +312,10 @@ def train(
         metrics["validation_loss"] = evaluated.get("eval_loss")
     metrics["steps"] = int(trainer.state.global_step)
     metrics["train_rows"] = len(train_rows)
+    metrics["processes"] = trainer.args.world_size
     result = TrainResult(cancelled=False, metrics=metrics, history=list(trainer.state.log_history))
-    _save(trainer, tokenizer, base, source, out, result)
+    if rank == 0:  # the weights are the same on every rank
+        _save(trainer, tokenizer, base, source, out, result)
     return result
 
 
