@@ -4,7 +4,9 @@ one run.
 
 The upstream is a minimal OpenAI-compatible server (uvicorn, one canned completion), so that what
 is measured is the gateway. Load comes from wrk (C, one thread, its own process) with a Lua script
-for the POST: throughput at 64 connections, p50/p99 latency at 1 connection. LiteLLM's proxy runs
+for the POST: throughput at 64 connections, p50/p99 latency at 1 connection (measured first, on a
+server idle for --settle seconds; the p99 at 1 connection right after the burst of 64 is printed
+apart for Winnow). LiteLLM's proxy runs
 from its own venv (never a Winnow dependency): --litellm PATH names its `litellm` executable
 (default /tmp/litellm-venv/bin/litellm; make it with
 `python -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]'`); without
@@ -172,6 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=1, help="rounds of every measurement (each printed)")
+    parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before each 1-connection run")
     parser.add_argument("--litellm", default="/tmp/litellm-venv/bin/litellm", help="LiteLLM's executable")
     parser.add_argument("--baseline", help="a git revision whose gateway to measure beside this one")
     args = parser.parse_args()
@@ -241,15 +244,22 @@ def main() -> None:
             wait(f"{litellm_url}/health/liveliness", tries=900)
         for url, secret, model in targets.values():  # warm up pooled clients
             wrk(url, secret, model, 8, 1)
-        print(f"{'':<16} {'req/s @64':>10} {'p50 @1':>9} {'p99 @1':>9} {'errors':>7}")
+        print(f"{'':<16} {'req/s @64':>10} {'p50 @1':>9} {'p99 @1':>9} {'errors':>7} {'p99 @1 after @64':>17}")
         router_p50: list[float] = []
         for round_ in range(args.repeat):
             results: dict[str, tuple[Load, Load]] = {}
             for name, (url, secret, model) in targets.items():
-                results[name] = (wrk(url, secret, model, 64, args.seconds), wrk(url, secret, model, 1, args.seconds))
-                many, one = results[name]
+                # Latency at 1 connection first, with the server idle since its last burst; then
+                # throughput at 64; then 1 connection again while the server still works off the
+                # burst (a gateway's usage rows are written after the responses), printed apart.
+                time.sleep(args.settle)
+                one = wrk(url, secret, model, 1, args.seconds)
+                many = wrk(url, secret, model, 64, args.seconds)
+                after = wrk(url, secret, model, 1, args.seconds) if name == "winnow gateway" else None
+                results[name] = (many, one)
                 print(
                     f"{name:<16} {many.rps:10.0f} {one.p50_ms:7.2f}ms {one.p99_ms:7.2f}ms {many.errors + one.errors:7d}"
+                    + (f" {after.p99_ms:15.2f}ms" if after else "")
                 )
             direct, gateway = results["direct upstream"], results["winnow gateway"]
             line = (

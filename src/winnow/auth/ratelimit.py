@@ -1,4 +1,5 @@
-"""Per-key, per-class rate limits with the `limits` library (moving window; memory or Redis)."""
+"""Per-key, per-class rate limits with the `limits` library (sliding window counter: constant memory
+per key, exact within a window; memory or Redis)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from functools import lru_cache
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
 from winnow.auth.keys import Principal
@@ -55,7 +56,7 @@ class RateLimiter:
         self.defaults = defaults
         self.on_reject = on_reject
         self.storage = _storage(redis_url)
-        self.strategy = MovingWindowRateLimiter(self.storage)
+        self.strategy = SlidingWindowCounterRateLimiter(self.storage)
 
     def limit_for(self, principal: Principal, klass: str) -> str:
         return principal.rate_limits.get(klass) or getattr(self.defaults, klass)

@@ -12,14 +12,16 @@ chunk is billed exactly when it is done: never twice when a crash makes it be re
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Dialect, Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from winnow.db import Database, UsageRecord
@@ -71,9 +73,37 @@ class UsageEvent:
 
 def insert_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Usage rows (``UsageEvent.row()``) into the caller's transaction."""
-    if rows:
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        # The driver's executemany on tuples made by the columns' own bind processors: the same
+        # stored values as a Core insert at a quarter of its Python per row (~3 of ~14 us), and
+        # sqlite3 lets go of the GIL while it writes. The flusher shares the server's GIL, so its
+        # Python time is time the event loop waits: this is what kept /v1's p99 up.
+        statement, columns = _sqlite_insert(connection.dialect)
+        for start in range(0, len(rows), _SLICE):
+            if start:
+                time.sleep(0)  # let the event loop have the GIL between slices
+            connection.exec_driver_sql(
+                statement,
+                [tuple(p(r[c]) if p else r[c] for c, p in columns) for r in rows[start : start + _SLICE]],
+            )
+    else:
         # A Core insert of the table: the ORM's bulk insert costs about half again per row.
         session.execute(insert(USAGE_TABLE), list(rows))
+
+
+_SLICE = 32  # rows bound and written between two chances for the event loop to run
+_Columns = list[tuple[str, Callable[[Any], Any] | None]]
+
+
+@functools.cache
+def _sqlite_insert(dialect: Dialect) -> tuple[str, _Columns]:
+    """The positional INSERT of every column but the id, and each column's bind processor."""
+    names = [c.name for c in USAGE_TABLE.columns if c.name != "id"]
+    columns: _Columns = [(n, USAGE_TABLE.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
+    return f"INSERT INTO {USAGE_TABLE.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", columns
 
 
 class UsageRecorder:
@@ -139,7 +169,7 @@ class UsageRecorder:
                 events, self._buffer = self._buffer, []
             if events:
                 try:
-                    self.insert([e.row() for e in events])
+                    self.insert(_rows(events))
                 except Exception:
                     with self._lock:
                         self._buffer[:0] = events
@@ -174,6 +204,16 @@ class UsageRecorder:
             self.flush()
         except Exception:
             log.exception("writing usage at shutdown failed; %d rows lost", len(self._buffer))
+
+
+def _rows(events: Sequence[UsageEvent]) -> list[dict[str, Any]]:
+    """The events' rows, made a slice at a time with the GIL let go in between (see insert_rows)."""
+    rows = []
+    for start in range(0, len(events), _SLICE):
+        if start:
+            time.sleep(0)
+        rows += [e.row() for e in events[start : start + _SLICE]]
+    return rows
 
 
 def _settle(events: Sequence[UsageEvent]) -> list[tuple[int, float, int]]:
