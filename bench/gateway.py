@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM = """
 import json, time
 from starlette.applications import Starlette
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 BODY = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
@@ -49,8 +49,22 @@ BODY = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 0
     "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}}).encode()
 MODELS = json.dumps({"object": "list", "data": [{"id": "m", "object": "model", "created": 0, "owned_by": "x"}]}).encode()
 
+CHUNK = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+EVENTS = [
+    {**CHUNK, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
+    {**CHUNK, "choices": [{"index": 0, "delta": {"content": "42"}, "finish_reason": None}]},
+    {**CHUNK, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    {**CHUNK, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}},
+]
+STREAM = [f"data: {json.dumps(e)}\\n\\n".encode() for e in EVENTS] + [b"data: [DONE]\\n\\n"]
+
 async def chat(request):
-    await request.body()
+    body = json.loads(await request.body())
+    if body.get("stream"):
+        async def events():
+            for event in STREAM:
+                yield event
+        return StreamingResponse(events(), media_type="text/event-stream")
     return Response(BODY, media_type="application/json")
 
 async def models(request):
@@ -126,6 +140,38 @@ def wrk(url: str, key: str, model: str, connections: int, seconds: int) -> Load:
     return Load(rps, _ms(out, "50"), _ms(out, "99"), errors)
 
 
+def ttfb(url: str, key: str, model: str, requests: int) -> tuple[float, float]:
+    """Time to the first byte of a streamed body (p50, p99 in ms) over ``requests`` sequential
+    streamed chat requests on one keep-alive connection; each stream is read to its end."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    body = json.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "What is 40+2?"}],
+            "max_tokens": 4,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    times = []
+    for _ in range(requests):
+        start = time.perf_counter()
+        connection.request("POST", parts.path, body, headers)
+        response = connection.getresponse()
+        first = response.read(1)
+        times.append((time.perf_counter() - start) * 1000)
+        rest = response.read()
+        assert response.status == 200 and (first + rest).rstrip().endswith(b"[DONE]"), (response.status, rest)
+    connection.close()
+    times.sort()
+    return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
+
+
 def start_litellm(executable: str, up_port: int, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     config = tmp / "litellm.yaml"
@@ -174,6 +220,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=1, help="rounds of every measurement (each printed)")
+    parser.add_argument("--stream-requests", type=int, default=1000, help="streams for the time to first byte")
     parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before each 1-connection run")
     parser.add_argument("--litellm", default="/tmp/litellm-venv/bin/litellm", help="LiteLLM's executable")
     parser.add_argument("--baseline", help="a git revision whose gateway to measure beside this one")
@@ -280,6 +327,15 @@ def main() -> None:
                 line += (
                     f"; router (1 deployment) over {args.baseline}: p50 {router_p50[-1]:+.2f} ms (target <= +0.2),"
                     f" req/s at 64 {gateway[0].rps / base[0].rps:.2f}x"
+                )
+            if args.stream_requests:
+                stream = {
+                    name: ttfb(*targets[name], args.stream_requests) for name in ("direct upstream", "winnow gateway")
+                }
+                (d50, d99), (w50, w99) = stream["direct upstream"], stream["winnow gateway"]
+                line += (
+                    f"; stream time to first byte over direct ({args.stream_requests} streams):"
+                    f" p50 {w50 - d50:+.2f} ms (target <= +1), p99 {w99 - d99:+.2f} ms"
                 )
             print(line + "\n")
         if router_p50:
