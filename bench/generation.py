@@ -10,6 +10,7 @@ and prints output tokens/s and the ratios the targets are stated in.
 
     python bench/generation.py                  # demo-lm, 128 prompts
     python bench/generation.py --prompts 256 --max-tokens 8 --skip-served
+    python bench/generation.py --build-model --max-tokens 64   # the ~32M-parameter model (0.8x target)
 """
 
 from __future__ import annotations
@@ -197,6 +198,42 @@ def served(prompts: list[str], clients: int, max_new: int, model_dir: Path, seco
         server.wait(10)
 
 
+def build_model(target: Path, source: Path) -> Path:
+    """A ~32M-parameter Llama (hidden 512, 10 layers) with random weights (seed 0) and ``source``'s
+    tokenizer and chat template, saved to ``target``: a model the size the 0.8x target is stated
+    for, made from a config with no download. Its outputs are noise, so every request generates
+    exactly max_new_tokens."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base = json.loads((source / "config.json").read_text())
+    config = LlamaConfig(
+        vocab_size=base["vocab_size"],
+        hidden_size=512,
+        intermediate_size=1376,
+        num_hidden_layers=10,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=512,
+        bos_token_id=base["bos_token_id"],
+        eos_token_id=base["eos_token_id"],
+        pad_token_id=base["pad_token_id"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = None  # noise never stops early: every row is max_new_tokens
+    model.save_pretrained(str(target))
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (source / name).exists():
+            shutil.copy(source / name, target / name)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"# built {target}: {params / 1e6:.1f}M parameters, random weights")
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "examples/models/demo-lm")
@@ -210,8 +247,16 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads for every contender (0 = Winnow's default)"
     )
+    parser.add_argument(
+        "--build-model",
+        action="store_true",
+        help="measure a ~32M-parameter Llama built from a config (random weights, demo-lm's tokenizer)",
+    )
     args = parser.parse_args()
     import torch
+
+    if args.build_model:
+        args.model = build_model(Path(tempfile.mkdtemp(prefix="winnow-26m-")), args.model)
 
     from winnow.models.providers.transformers import torch_threads
 
