@@ -211,6 +211,12 @@ class Settings(BaseSettings):
     local_memory_budget_mb: int = Field(0, description="Budget for resident local models; 0 = no limit")
     local_max_batch_rows: int = Field(64, ge=1, description="Most rows (prompts x n) in one local generate call")
     local_batch_wait_ms: float = Field(10.0, ge=0, description="Most a batch waits while requests keep arriving")
+    local_engine: Literal["thread", "process"] = Field(
+        "thread",
+        description="Where a transformers model runs (a model's options.engine overrides it): 'thread', on an "
+        "inference thread of the process that serves it; 'process', in an engine process of its own, so its "
+        "Python generate loop does not share the server's GIL",
+    )
     switch_interval_ms: float = Field(
         0.5,
         gt=0,

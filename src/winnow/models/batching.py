@@ -1,9 +1,11 @@
 """Dynamic batching: concurrent requests for one local model are gathered into one padded ``generate``.
 
 Requests queue up while a batch runs; the next batch takes everything compatible that is waiting
-(up to ``max_batch_rows`` rows, each prompt x n counts as n rows). Before a batch starts it waits
-while requests are still arriving, at most ``max_wait_ms``, so that a wave of concurrent clients
-lands in one batch and a lone request waits only one short poll. Requests batch together when they share the
+(up to ``max_batch_rows`` rows, each prompt x n counts as n rows). Before a batch starts it waits,
+at most ``max_wait_ms``, for as many rows as the last batch had or left waiting (the clients of a
+batch send their next requests together, a few at a time as the server reads them) or until 2 ms
+pass without an arrival, so that a wave of concurrent clients lands in one batch and a lone client waits for no
+one. Requests batch together when they share the
 sampling distribution (temperature, top_p, seed); items carry their own max_tokens, n and stop,
 and the batch runs to the longest max_tokens among them.
 """
@@ -20,6 +22,7 @@ from typing import Generic, TypeVar
 from winnow.models.base import SamplingParams
 
 _POLL_S = 0.0005
+_LULL_S = 0.002  # 2 ms without an arrival ends the wait for company
 Item = TypeVar("Item")
 Out = TypeVar("Out")
 
@@ -72,6 +75,7 @@ class BatchingEngine(Generic[Item, Out]):
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self.stats = BatchStats()
+        self._last_rows = 1  # the company the next batch waits for (see _serve)
 
     @property
     def queue_depth(self) -> int:
@@ -104,15 +108,20 @@ class BatchingEngine(Generic[Item, Out]):
         return [out for part in results for out in part]
 
     async def _gather_company(self) -> None:
-        """Wait while requests keep arriving (a wave of concurrent clients), at most max_wait;
-        a lone request waits one short poll."""
-        deadline = time.perf_counter() + self.max_wait_s
-        seen = self.queue_depth
-        while seen < self.max_batch_rows and time.perf_counter() < deadline:
+        """Wait for the company a batch should have, at most max_wait: as many rows as were in the
+        last batch or waiting when it ended (a closed loop of clients comes back together; one
+        client waits for no one), or until ``_LULL_S`` passes without an arrival."""
+        now = time.perf_counter()
+        deadline = now + self.max_wait_s
+        target = min(self._last_rows, self.max_batch_rows)
+        seen, last_arrival = self.queue_depth, now
+        while seen < target and now < deadline and now - last_arrival < _LULL_S:
+            # (uvloop's timers count whole milliseconds: a 0.5 ms sleep may return at once, so
+            # the lull is measured on the clock, not in polls)
             await asyncio.sleep(_POLL_S)
-            if self.queue_depth == seen:
-                return
-            seen = self.queue_depth
+            now = time.perf_counter()
+            if self.queue_depth != seen:
+                seen, last_arrival = self.queue_depth, now
 
     def _take_batch(self) -> list[_Pending[Item, Out]]:
         first = self._queue[0]
@@ -149,6 +158,10 @@ class BatchingEngine(Generic[Item, Out]):
                 continue
             self.stats.batches += 1
             self.stats.rows += sum(p.rows for p in batch)
+            # The company for the next batch: this batch's callers, who may come back together,
+            # and those who arrived while it ran (waiting now). Without the latter a closed loop
+            # of 32 clients settles into two cohorts of 16 that never meet.
+            self._last_rows = sum(p.rows for p in batch) + self._queued_rows
             offset = 0
             for pending in batch:
                 if not pending.future.done():

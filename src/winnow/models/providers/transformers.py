@@ -26,6 +26,8 @@ from winnow.models.base import (
     engine_seed,
 )
 from winnow.models.batching import BatchingEngine
+from winnow.models.engine_process import EngineProcess
+from winnow.models.pool import ModelPool
 from winnow.models.prompts import EncodedPrompt, PromptEncoder, PromptRequest, truncate_at_stop
 from winnow.models.providers.local import LocalProvider
 
@@ -178,6 +180,54 @@ class LoadedModel:
         finally:
             push(None)
 
+    # -- the provider interface (runs on the event loop) ----------------------------------------
+    async def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
+        """One result per prompt, through the batching engine (the provider's interface)."""
+        requests = [PromptRequest(p, params.max_tokens, params.n, params.stop) for p in prompts]
+        return await self.engine.submit(await self.prompts.pre_encode(requests), params)
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamDelta]:
+        """One completion token by token, on the model's thread beside the batches."""
+        item = await self.prompts.prepare_async(PromptRequest(prompt, params.max_tokens, 1, params.stop))
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def push(tokens: list[int] | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, tokens)
+
+        task = loop.run_in_executor(self.executor, self.stream_thread, item, params, push, cancel)
+        tokens: list[int] = []
+        sent = ""
+        finish = "length"
+        eos_seen = False
+        try:
+            while (chunk := await queue.get()) is not None:
+                for token in chunk:
+                    if token in self.eos_ids:
+                        finish, eos_seen = "stop", True
+                        cancel.set()
+                        break
+                    tokens.append(token)
+                text = self.prompts.decode(tokens)
+                if text.endswith("\ufffd"):
+                    continue  # an incomplete multi-byte character; wait for the rest
+                if item.stop:
+                    text, stopped = truncate_at_stop(text, item.stop)
+                    if stopped:
+                        finish = "stop"
+                        cancel.set()
+                if len(text) > len(sent):
+                    yield StreamDelta(text[len(sent) :])
+                    sent = text
+                if cancel.is_set():
+                    break
+            output_tokens = len(tokens) + int(eos_seen)  # counted as the batch path counts: EOS included
+            yield StreamDelta("", finish, len(item.input_ids), output_tokens)  # type: ignore[arg-type]
+        finally:
+            cancel.set()
+            await task
+
 
 def torch_threads(requested: int) -> int:
     """Intra-op threads for CPU inference. By default one core is left to the event loop (and any
@@ -217,57 +267,46 @@ def _dtype(requested: str, device: str) -> Any:
     return getattr(torch, requested)
 
 
-class TransformersProvider(LocalProvider[LoadedModel]):
-    """``provider: transformers`` — a local Hugging Face model directory (optionally + LoRA adapter)."""
+class TransformersProvider(LocalProvider[LoadedModel | EngineProcess]):
+    """``provider: transformers`` — a local Hugging Face model directory (optionally + LoRA adapter).
+
+    ``options.engine`` (default: the ``local_engine`` setting) says where the model runs: ``thread``,
+    in this process on an inference thread; ``process``, in an engine process of its own
+    (``models/engine_process.py``), so that its Python ``generate`` loop and this process's event
+    loop do not share one GIL."""
 
     name = "transformers"
 
-    def open(self) -> LoadedModel:
+    def __init__(self, config: ModelConfig, settings: Settings, pool: ModelPool | None = None) -> None:
+        super().__init__(config, settings, pool)
+        self.engine_mode = engine_mode(config, settings)  # a typo fails at start-up, not at the first call
+
+    def open(self) -> LoadedModel | EngineProcess:
+        if self.engine_mode == "process":
+            return EngineProcess(self.config, self.settings)
         return LoadedModel(self.config, self.settings)
 
-    async def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
+    async def _running(self) -> LoadedModel | EngineProcess:
         model = await self._model()
-        requests = [PromptRequest(p, params.max_tokens, params.n, params.stop) for p in prompts]
-        return await model.engine.submit(await model.prompts.pre_encode(requests), params)
+        if isinstance(model, EngineProcess) and model.exited is not None:
+            log.warning("engine process of %s had exited (%s); starting a new one", self.config.id, model.exited)
+            self.pool.evict(self.config.id)
+            model = await self._model()
+        return model
+
+    async def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
+        return await (await self._running()).generate(prompts, params)
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamDelta]:
-        model = await self._model()
-        item = await model.prompts.prepare_async(PromptRequest(prompt, params.max_tokens, 1, params.stop))
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
-        cancel = threading.Event()
+        async for delta in (await self._running()).stream(prompt, params):
+            yield delta
 
-        def push(tokens: list[int] | None) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, tokens)
 
-        task = loop.run_in_executor(model.executor, model.stream_thread, item, params, push, cancel)
-        tokens: list[int] = []
-        sent = ""
-        finish = "length"
-        eos_seen = False
-        try:
-            while (chunk := await queue.get()) is not None:
-                for token in chunk:
-                    if token in model.eos_ids:
-                        finish, eos_seen = "stop", True
-                        cancel.set()
-                        break
-                    tokens.append(token)
-                text = model.prompts.decode(tokens)
-                if text.endswith("\ufffd"):
-                    continue  # an incomplete multi-byte character; wait for the rest
-                if item.stop:
-                    text, stopped = truncate_at_stop(text, item.stop)
-                    if stopped:
-                        finish = "stop"
-                        cancel.set()
-                if len(text) > len(sent):
-                    yield StreamDelta(text[len(sent) :])
-                    sent = text
-                if cancel.is_set():
-                    break
-            output_tokens = len(tokens) + int(eos_seen)  # counted as the batch path counts: EOS included
-            yield StreamDelta("", finish, len(item.input_ids), output_tokens)  # type: ignore[arg-type]
-        finally:
-            cancel.set()
-            await task
+ENGINES = ("thread", "process")
+
+
+def engine_mode(config: ModelConfig, settings: Settings) -> str:
+    mode = str(config.options.get("engine", settings.local_engine))
+    if mode not in ENGINES:
+        raise ValueError(f"model {config.id!r}: options.engine must be one of {', '.join(ENGINES)}, not {mode!r}")
+    return mode
