@@ -1,13 +1,13 @@
 """Dynamic batching: concurrent requests for one local model are gathered into one padded ``generate``.
 
 Requests queue up while a batch runs; the next batch takes everything compatible that is waiting
-(up to ``max_batch_rows`` rows, each prompt x n counts as n rows). Before a batch starts it waits,
-at most ``max_wait_ms``, for as many rows as the last batch had or left waiting (the clients of a
-batch send their next requests together, a few at a time as the server reads them) or until 2 ms
-pass without an arrival, so that a wave of concurrent clients lands in one batch and a lone client waits for no
-one. Requests batch together when they share the
-sampling distribution (temperature, top_p, seed); items carry their own max_tokens, n and stop,
-and the batch runs to the longest max_tokens among them.
+(up to ``max_batch_rows`` rows, each prompt x n counts as n rows). Before a batch starts it waits
+for as many rows as the last batch had or left waiting (the clients of a batch send their next
+requests together, a few at a time as the server reads them): the first up to ``max_wait_ms`` (or
+5% of the last batch's run, if longer), then until 2 ms pass without an arrival. So a wave of
+concurrent clients lands in one batch and a lone client waits for no one. Requests batch together
+when they share the sampling distribution (temperature, top_p, seed); items carry their own
+max_tokens, n and stop, and the batch runs to the longest max_tokens among them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from winnow.models.base import SamplingParams
 
 _POLL_S = 0.0005
 _LULL_S = 0.002  # 2 ms without an arrival ends the wait for company
+_WAIT_SHARE = 0.05  # of the last batch's run time: the longest wait for company, if above max_wait
 Item = TypeVar("Item")
 Out = TypeVar("Out")
 
@@ -76,6 +77,7 @@ class BatchingEngine(Generic[Item, Out]):
         self._worker: asyncio.Task[None] | None = None
         self.stats = BatchStats()
         self._last_rows = 1  # the company the next batch waits for (see _serve)
+        self._last_run_s = 0.0
 
     @property
     def queue_depth(self) -> int:
@@ -108,16 +110,18 @@ class BatchingEngine(Generic[Item, Out]):
         return [out for part in results for out in part]
 
     async def _gather_company(self) -> None:
-        """Wait for the company a batch should have, at most max_wait: as many rows as were in the
-        last batch or waiting when it ended (a closed loop of clients comes back together; one
-        client waits for no one), or until ``_LULL_S`` passes without an arrival."""
+        """Wait for the company a batch should have: as many rows as were in the last batch or
+        waiting when it ended (a closed loop of clients comes back together; one client waits for
+        no one). The first of them may take up to max_wait (or 5% of the last batch's run, if
+        longer: a long batch can afford it, and a full batch instead of a half one repays it many
+        times over) to arrive; after that, ``_LULL_S`` without an arrival ends the wait."""
         now = time.perf_counter()
-        deadline = now + self.max_wait_s
+        deadline = now + max(self.max_wait_s, _WAIT_SHARE * self._last_run_s)
         target = min(self._last_rows, self.max_batch_rows)
-        seen, last_arrival = self.queue_depth, now
-        while seen < target and now < deadline and now - last_arrival < _LULL_S:
+        seen, last_arrival = self.queue_depth, None
+        while seen < target and now < deadline and (last_arrival is None or now - last_arrival < _LULL_S):
             # (uvloop's timers count whole milliseconds: a 0.5 ms sleep may return at once, so
-            # the lull is measured on the clock, not in polls)
+            # the waits are measured on the clock, not in polls)
             await asyncio.sleep(_POLL_S)
             now = time.perf_counter()
             if self.queue_depth != seen:
@@ -149,6 +153,7 @@ class BatchingEngine(Generic[Item, Out]):
             batch = self._take_batch()
             items = [item for pending in batch for item in pending.items]
             merged = _merge_params([p.params for p in batch])
+            started = time.perf_counter()
             try:
                 outputs = await loop.run_in_executor(self._executor, self._run, items, merged)
             except Exception as exc:  # the whole batch failed: every caller hears why
@@ -156,6 +161,7 @@ class BatchingEngine(Generic[Item, Out]):
                     if not pending.future.done():
                         pending.future.set_exception(exc)
                 continue
+            self._last_run_s = time.perf_counter() - started
             self.stats.batches += 1
             self.stats.rows += sum(p.rows for p in batch)
             # The company for the next batch: this batch's callers, who may come back together,
