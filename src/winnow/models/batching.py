@@ -152,7 +152,7 @@ class BatchingEngine(Generic[Item, Out]):
             await self._gather_company()
             batch = self._take_batch()
             items = [item for pending in batch for item in pending.items]
-            merged = _merge_params([p.params for p in batch])
+            merged = merge_params([p.params for p in batch])
             started = time.perf_counter()
             try:
                 outputs = await loop.run_in_executor(self._executor, self._run, items, merged)
@@ -162,12 +162,13 @@ class BatchingEngine(Generic[Item, Out]):
                         pending.future.set_exception(exc)
                 continue
             self._last_run_s = time.perf_counter() - started
+            rows = sum(p.rows for p in batch)
             self.stats.batches += 1
-            self.stats.rows += sum(p.rows for p in batch)
+            self.stats.rows += rows
             # The company for the next batch: this batch's callers, who may come back together,
             # and those who arrived while it ran (waiting now). Without the latter a closed loop
             # of 32 clients settles into two cohorts of 16 that never meet.
-            self._last_rows = sum(p.rows for p in batch) + self._queued_rows
+            self._last_rows = rows + self._queued_rows
             offset = 0
             for pending in batch:
                 if not pending.future.done():
@@ -175,7 +176,7 @@ class BatchingEngine(Generic[Item, Out]):
                 offset += len(pending.items)
 
 
-def _merge_params(params: list[SamplingParams]) -> SamplingParams:
+def merge_params(params: list[SamplingParams]) -> SamplingParams:
     """One distribution for the batch (they share batch_key); the longest max_tokens bounds it."""
     first = params[0]
     return SamplingParams(

@@ -8,7 +8,7 @@ awaits the answer, while the child batches concurrent calls with the same ``Batc
 
 Wire: a Unix socket pair, one end in each process, carrying length-prefixed pickled lists of
 messages between two processes of the same Winnow on one machine. Each side sends what one turn of
-its event loop produced as one frame (``Outbox``): the 32 requests that a finished batch's clients
+its event loop produced as one frame (``Channel.put``): the 32 requests that a finished batch's clients
 send back at once reach the engine together and land in one batch. A socket pair and the event
 loops' own transports, not ZeroMQ: measured here, ZeroMQ's I/O threads put two more thread
 wake-ups on each leg (a round trip of ~300 us against ~100 us), and a served call at one
@@ -45,7 +45,8 @@ from winnow import errors
 from winnow.config import ModelConfig, Settings
 from winnow.errors import ServiceUnavailable, WinnowError
 from winnow.models.base import GenerationResult, Prompt, SamplingParams, StreamDelta
-from winnow.models.batching import BatchStats
+from winnow.models.batching import BatchStats, batch_key, merge_params
+from winnow.models.prompts import PromptRequest
 
 log = logging.getLogger("winnow.models")
 
@@ -301,8 +302,6 @@ class _Engine:
         self.groups: dict[tuple[object, ...], list[Call]] = {}
 
     def on_message(self, message: Message) -> None:
-        from winnow.models.batching import batch_key
-
         kind, rid = message[0], message[1]
         loop = asyncio.get_running_loop()
         if kind == "generate":
@@ -324,14 +323,10 @@ class _Engine:
             asyncio.get_running_loop().create_task(self.generate(calls))
 
     async def generate(self, calls: list[Call]) -> None:
-        from winnow.models.prompts import PromptRequest
-
-        model, stats, send = self.model, self.model.engine.stats, self.channel.put
+        stats, send = self.model.engine.stats, self.channel.put
         requests = [PromptRequest(p, params.max_tokens, params.n, params.stop) for _, ps, params in calls for p in ps]
-        first = calls[0][2]
-        merged = SamplingParams(max(c[2].max_tokens for c in calls), first.temperature, first.top_p, 1, (), first.seed)
         try:
-            results = await model.engine.submit(await model.prompts.pre_encode(requests), merged)
+            results = await self.model.submit(requests, merge_params([params for _, _, params in calls]))
         except Exception as exc:
             for rid, _, _ in calls:
                 send(("result", rid, None, pack_error(exc), (stats.batches, stats.rows)))
@@ -380,7 +375,7 @@ def main() -> None:
         hello.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
         hello.flush()
         raise SystemExit(1) from exc
-    hello.write(json.dumps({"ok": True, "nbytes": model.nbytes, "pid": os.getpid()}) + "\n")
+    hello.write(json.dumps({"ok": True, "nbytes": model.nbytes}) + "\n")
     hello.close()
     try:
         import uvloop  # the server's loop too (uvicorn's standard extra): cheaper wake-ups and timers

@@ -183,7 +183,11 @@ class LoadedModel:
     # -- the provider interface (runs on the event loop) ----------------------------------------
     async def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
         """One result per prompt, through the batching engine (the provider's interface)."""
-        requests = [PromptRequest(p, params.max_tokens, params.n, params.stop) for p in prompts]
+        return await self.submit([PromptRequest(p, params.max_tokens, params.n, params.stop) for p in prompts], params)
+
+    async def submit(self, requests: list[PromptRequest], params: SamplingParams) -> list[GenerationResult]:
+        """Requests that carry their own max_tokens, n and stop, under one sampling distribution
+        (an engine process submits several callers' requests at once)."""
         return await self.engine.submit(await self.prompts.pre_encode(requests), params)
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamDelta]:
