@@ -87,3 +87,19 @@ def test_admin_manages_keys_over_http(client: TestClient, admin_key: str) -> Non
     )
     assert client.delete("/api/v1/keys/svc", headers=bearer(admin_key)).json()["revoked_at"]
     assert_error(client.delete("/api/v1/keys/svc", headers=bearer(admin_key)), 404, "not_found")
+
+
+def test_the_last_active_admin_key_cannot_be_revoked(client: TestClient, runtime: Runtime, admin_key: str) -> None:
+    """Not even by itself: a 409 that says how to go on; a second admin makes it revocable."""
+    refused = client.delete("/api/v1/keys/admin", headers=bearer(admin_key))
+    body = assert_error(refused, 409, "conflict")
+    assert body["message"] == "Refusing to revoke the last active admin key"
+    assert "create another admin key first" in body["details"]
+    assert client.get("/api/v1/keys", headers=bearer(admin_key)).status_code == 200  # still works
+    runtime.keys.create("plain")  # a non-admin key does not count
+    assert_error(client.delete("/api/v1/keys/admin", headers=bearer(admin_key)), 409)
+    second = runtime.keys.create("admin-2", admin=True).key
+    assert client.delete("/api/v1/keys/admin", headers=bearer(second)).json()["revoked_at"]
+    assert_error(client.delete("/api/v1/keys/admin-2", headers=bearer(second)), 409, "conflict")
+    with pytest.raises(Conflict):
+        runtime.keys.revoke("admin-2")

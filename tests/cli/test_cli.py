@@ -34,9 +34,22 @@ def test_keys_create_prints_key_last_then_list_and_revoke(env: dict[str, str]) -
     assert [(r["name"], r["admin"]) for r in rows] == [("ops", True)]
     assert key not in listed.stdout
     assert runner.invoke(app, ["keys", "create", "ops"], env=env).exit_code == 1
-    assert runner.invoke(app, ["keys", "revoke", "ops"], env=env).exit_code == 0
-    assert json.loads(runner.invoke(app, ["keys", "list", "--json"], env=env).stdout) == []
-    assert runner.invoke(app, ["keys", "revoke", "ops"], env=env).exit_code == 1
+    assert runner.invoke(app, ["keys", "create", "svc"], env=env).exit_code == 0
+    assert runner.invoke(app, ["keys", "revoke", "svc"], env=env).exit_code == 0
+    assert [r["name"] for r in json.loads(runner.invoke(app, ["keys", "list", "--json"], env=env).stdout)] == ["ops"]
+    assert runner.invoke(app, ["keys", "revoke", "svc"], env=env).exit_code == 1
+
+
+def test_keys_revoke_refuses_the_last_admin_key_and_says_how_to_recover(env: dict[str, str]) -> None:
+    assert runner.invoke(app, ["keys", "create", "root", "--admin"], env=env).exit_code == 0
+    refused = runner.invoke(app, ["keys", "revoke", "root"], env=env)
+    assert refused.exit_code == 1
+    assert "Refusing to revoke the last active admin key" in refused.output
+    assert "winnow keys create NAME --admin" in " ".join(refused.output.split())
+    assert [r["name"] for r in json.loads(runner.invoke(app, ["keys", "list", "--json"], env=env).stdout)] == ["root"]
+    assert runner.invoke(app, ["keys", "create", "root-2", "--admin"], env=env).exit_code == 0
+    assert runner.invoke(app, ["keys", "revoke", "root"], env=env).exit_code == 0
+    assert runner.invoke(app, ["keys", "revoke", "root-2"], env=env).exit_code == 1  # now the last one
 
 
 def test_keys_create_with_rate_limits(env: dict[str, str]) -> None:

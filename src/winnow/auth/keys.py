@@ -141,10 +141,22 @@ class KeyService:
             return _info(row)
 
     def revoke(self, name: str) -> KeyInfo:
+        """Revoke the live key called ``name``; Conflict when it is the last live admin key (nothing
+        but direct database access could create keys again)."""
         with self.db.session() as session:
             row = session.scalars(select(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None))).first()
             if row is None:
                 raise NotFound("No live key with this name", f"name={name!r}")
+            if row.is_admin:
+                # Locks the live admin rows (PostgreSQL), so two revocations cannot each leave the other.
+                live_admins = select(ApiKey.id).where(ApiKey.is_admin.is_(True), ApiKey.revoked_at.is_(None))
+                if len(session.scalars(live_admins.with_for_update()).all()) <= 1:
+                    raise Conflict(
+                        "Refusing to revoke the last active admin key",
+                        f"{name!r} is the only live admin key; create another admin key first "
+                        "(`winnow keys create NAME --admin` on the server, or POST /api/v1/keys with admin: true), "
+                        "then revoke this one",
+                    )
             row.revoked_at = datetime.now(UTC)
             info = _info(row)
             key_hash = row.key_hash

@@ -59,7 +59,10 @@ def list_keys(runtime: RuntimeDep, _admin: AdminKey, include_revoked: bool = Que
     "/{name}",
     summary="Revoke an API key",
     response_model=KeyInfo,
-    responses={404: {"model": ErrorResponse, "description": "No live key has this name"}},
+    responses={
+        404: {"model": ErrorResponse, "description": "No live key has this name"},
+        409: {"model": ErrorResponse, "description": "It is the last live admin key"},
+    },
 )
 def revoke_key(name: str, runtime: RuntimeDep, _admin: AdminKey) -> KeyInfo:
     return runtime.keys.revoke(name)

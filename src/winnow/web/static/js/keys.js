@@ -23,7 +23,7 @@ async function revoke(button, key) {
     await api(`/api/v1/keys/${encodeURIComponent(key.name)}`, { method: 'DELETE' });
     flash('');
   } catch (err) {
-    flash(`Could not revoke ${key.name}: ${err.message}`);
+    flash(`Could not revoke ${key.name}: ${err.message}${err.details ? ` (${err.details})` : ''}`);
   }
   await refresh();
 }
