@@ -18,6 +18,7 @@ export function saveSession(key, who) {
   sessionStorage.setItem(WHO, JSON.stringify(who));
 }
 
+// reason: a code the sign-in page turns into its message (signin.js REASONS), or nothing.
 export function signOut(reason) {
   sessionStorage.removeItem(KEY);
   sessionStorage.removeItem(WHO);
@@ -55,7 +56,7 @@ export async function api(path, { method = 'GET', json, body, key, raw = false, 
   const response = await fetch(path, { method, headers, body, signal });
   if (!response.ok) {
     const error = await errorOf(response);
-    if (response.status === 401 && key === undefined) signOut(`Your key was refused: ${error.message}`);
+    if (response.status === 401 && key === undefined) signOut('key-refused');
     throw error;
   }
   return raw ? response : response.json();
@@ -152,7 +153,7 @@ export async function requireSession() {
   $('#who').textContent = `${current.name}${current.admin ? ' (admin)' : ''}`;
   const out = $('#signout');
   out.hidden = false;
-  out.addEventListener('click', () => signOut('Signed out.'));
+  out.addEventListener('click', () => signOut('signed-out'));
   for (const link of document.querySelectorAll('[data-admin-only]')) link.hidden = !current.admin;
   for (const link of document.querySelectorAll('header nav a')) {
     const path = new URL(link.href).pathname;

@@ -8,7 +8,13 @@ function show(message) {
   error.hidden = !message;
 }
 
-show(params.get('reason') || '');
+// Why the console sent you here: a code from a fixed set, never text from the URL (a link could
+// otherwise put any sentence on this page).
+const REASONS = {
+  'key-refused': 'Your key was refused (Unknown or revoked API key). Sign in with a valid key.',
+  'signed-out': 'Signed out.',
+};
+show(Object.hasOwn(REASONS, params.get('reason') || '') ? REASONS[params.get('reason')] : '');
 
 // Only a path inside the console: never an open redirect to another site.
 function next() {
