@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     log_json: bool = False
     max_body_bytes: int = 10 * 1024 * 1024
     max_upload_bytes: int = Field(1024**3, description="Body cap for POST /api/v1/files (prompt uploads)")
+    storage_quota_bytes: int = Field(
+        1024**3, ge=0, description="Bytes of uploads each key may keep (an admin may set a key's own)"
+    )
 
     rate_limits: RateLimits = RateLimits()
     key_cache_ttl_s: float = 5.0

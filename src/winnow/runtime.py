@@ -9,6 +9,7 @@ from winnow.auth import KeyService, RateLimiter
 from winnow.config import Settings
 from winnow.db import Database
 from winnow.feedback import FeedbackService
+from winnow.files import FileService
 from winnow.finetune.service import FineTuningService
 from winnow.metrics import Metrics
 from winnow.models.registry import ModelRegistry
@@ -32,6 +33,7 @@ class Runtime:
     usage: UsageService
     feedback: FeedbackService
     fine_tuning: FineTuningService
+    files: FileService
     started_at: float = field(default_factory=time.time)
 
     metrics: Metrics = field(default_factory=Metrics)
@@ -62,6 +64,7 @@ class Runtime:
             usage=usage,
             feedback=FeedbackService(db, usage, jobs),
             fine_tuning=FineTuningService(db, settings, jobs, models),
+            files=FileService(db, settings),
             metrics=metrics,
         )
         metrics.add_callback(

@@ -52,6 +52,18 @@ def test_keys_revoke_refuses_the_last_admin_key_and_says_how_to_recover(env: dic
     assert runner.invoke(app, ["keys", "revoke", "root-2"], env=env).exit_code == 1  # now the last one
 
 
+def test_keys_quota_shows_sets_and_clears_a_keys_storage_quota(env: dict[str, str]) -> None:
+    assert runner.invoke(app, ["keys", "create", "up", "--storage-quota", "2048"], env=env).exit_code == 0
+    shown = json.loads(runner.invoke(app, ["keys", "quota", "up"], env=env).stdout)
+    assert shown == {"key": "up", "used_bytes": 0, "quota_bytes": 2048, "own_quota": True}
+    set_ = json.loads(runner.invoke(app, ["keys", "quota", "up", "--bytes", "10"], env=env).stdout)
+    assert set_["quota_bytes"] == 10
+    cleared = json.loads(runner.invoke(app, ["keys", "quota", "up", "--clear"], env=env).stdout)
+    assert (cleared["quota_bytes"], cleared["own_quota"]) == (1024**3, False)
+    assert runner.invoke(app, ["keys", "quota", "nobody"], env=env).exit_code == 1
+    assert runner.invoke(app, ["keys", "quota", "up", "--bytes", "-1"], env=env).exit_code != 0
+
+
 def test_keys_create_with_rate_limits(env: dict[str, str]) -> None:
     ok = runner.invoke(app, ["keys", "create", "svc", "--rate-limits", '{"generation": "5/second"}'], env=env)
     assert ok.exit_code == 0, ok.output

@@ -103,6 +103,30 @@ def test_files_upload_answers_the_servers_file_info(served: Served) -> None:
     assert Path(served.prompts.path).is_relative_to(served.live.data_dir)
 
 
+def test_files_list_retrieve_delete_and_a_keys_storage_quota(served: Served, tmp_path: Path) -> None:
+    created = served.admin.keys.create("filer", storage_quota_bytes=10_000)
+    assert created.storage_quota_bytes == 10_000
+    with Winnow(served.live.url, created.key) as filer:
+        first = filer.files.upload(write_prompts(tmp_path / "a.jsonl", 3))
+        second = filer.files.upload(write_prompts(tmp_path / "b.jsonl", 2))
+        page = filer.files.list(limit=1)
+        assert [f.id for f in page.data] == [second.id] and page.has_more and page.quota_bytes == 10_000
+        assert [f.id for f in filer.files.list(after=page.last_id).data] == [first.id]
+        assert filer.files.retrieve(first.id) == first
+        assert filer.files.delete(first.id).deleted is True
+        assert not Path(first.path).exists()
+        with pytest.raises(NotFound):
+            filer.files.retrieve(first.id)
+        with pytest.raises(NotFound):  # another key's file
+            filer.files.delete(served.prompts.id)
+        assert served.admin.keys.set_storage_quota("filer", second.bytes).storage_quota_bytes == second.bytes
+        with pytest.raises(PayloadTooLarge) as full:
+            filer.files.upload(write_prompts(tmp_path / "c.jsonl", 1))
+        assert "Storage quota exceeded" in str(full.value)
+        assert served.admin.keys.clear_storage_quota("filer").storage_quota_bytes is None
+        assert filer.files.upload(write_prompts(tmp_path / "c.jsonl", 1)).rows == 1
+
+
 def test_sdg_wait_returns_the_job_a_worker_completed(served: Served) -> None:
     job = served.job
     assert isinstance(job, JobDetails)
@@ -340,6 +364,22 @@ def test_cli_files_upload_then_submit_dry_run_and_wait(served: Served, tmp_path:
     assert missing.exit_code == 1 and missing.output.strip() == f"error: Job not found ({MISSING_JOB})"
 
 
+def test_cli_files_list_and_delete(served: Served, tmp_path: Path) -> None:
+    env = {"WINNOW_URL": served.live.url, "WINNOW_API_KEY": served.user_key}
+    runner = CliRunner()
+    uploaded = runner.invoke(app, ["files", "upload", str(write_prompts(tmp_path / "gone.jsonl", 2))], env=env)
+    info = FileInfo.model_validate_json(uploaded.stdout)
+    listed = runner.invoke(app, ["files", "list", "--limit", "1"], env=env)
+    assert listed.exit_code == 0, listed.output
+    page = json.loads(listed.stdout)
+    assert [f["id"] for f in page["data"]] == [info.id] and page["has_more"] is True
+    deleted = runner.invoke(app, ["files", "delete", info.id], env=env)
+    assert deleted.exit_code == 0 and json.loads(deleted.stdout) == {"id": info.id, "object": "file", "deleted": True}
+    assert info.id not in runner.invoke(app, ["files", "list"], env=env).stdout
+    again = runner.invoke(app, ["files", "delete", info.id], env=env)
+    assert again.exit_code == 1 and again.output.startswith("error: No file with this id"), again.output
+
+
 def test_the_quickstart_example_runs_end_to_end(served: Served, tmp_path: Path) -> None:
     env = {**os.environ, "WINNOW_URL": served.live.url, "WINNOW_API_KEY": served.user_key}
     done = subprocess.run(
@@ -402,6 +442,8 @@ async def test_async_resources(served: Served) -> None:
         assert created.budget is not None and created.budget.usd == 1.0
         assert (await admin.keys.set_budget("async-key", usd=2.0)).budget.usd == 2.0  # type: ignore[union-attr]
         assert (await admin.keys.clear_budget("async-key")).budget is None
+        assert (await admin.keys.set_storage_quota("async-key", 5)).storage_quota_bytes == 5
+        assert (await admin.keys.clear_storage_quota("async-key")).storage_quota_bytes is None
         assert "async-key" in [key.name for key in (await admin.keys.list()).keys]
         assert (await admin.keys.revoke("async-key")).revoked_at is not None
 

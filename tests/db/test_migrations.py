@@ -150,11 +150,26 @@ ROWS: dict[str, dict[str, list[dict[str, Any]]]] = {
             }
         ]
     },
+    "0007": {  # an upload, recorded; a key's own storage quota
+        "files": [
+            {
+                "id": "file-" + "0" * 24,
+                "key_id": 1,
+                "filename": "prompts.jsonl",
+                "purpose": "prompts",
+                "bytes": 1234,
+                "rows": 10,
+                "path": "/data/files/1/file-" + "0" * 24 + ".jsonl",
+                "created_at": T0,
+            }
+        ]
+    },
 }
 # Columns an older revision's rows get from a newer revision (server defaults, added nullable columns).
 ADDED = {
     "0003": {"sdg_jobs": {"kind": "sdg", "resume_at": None}},
     "0005": {"usage_records": {"deployment": None, "attempts": None, "cached": False}},
+    "0007": {"api_keys": {"storage_quota_bytes": None}},
 }
 ROUTING = ("deployment", "attempts", "cached")
 
@@ -227,7 +242,9 @@ def db(database_url: str) -> Iterator[Database]:
 
 def _upgrade_step_by_step(db: Database) -> dict[str, list[dict[str, Any]]]:
     """base → each revision in turn, writing that revision's rows and checking every earlier row."""
-    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005", "0006"], "a new migration: give it rows in ROWS"
+    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"], (
+        "a new migration: give it rows in ROWS"
+    )
     expected: dict[str, list[dict[str, Any]]] = {}
     for revision in REVISIONS:
         db.migrate(revision)
@@ -287,6 +304,9 @@ def _assert_served(database_url: str, data_dir: Path) -> None:
         assert [(f["generation_id"], f["rating"], f["labels"], f["comment"]) for f in feedback] == [
             ("gen-1", "up", ["correct"], "kept")
         ]
+        files = client.get("/api/v1/files", headers=admin).json()
+        assert [(f["id"], f["bytes"], f["rows"]) for f in files["data"]] == [("file-" + "0" * 24, 1234, 10)]
+        assert files["used_bytes"] == 1234
         jobs = client.get("/api/v1/synthetic_data_generation/jobs", headers=admin)
         assert jobs.status_code == 200, jobs.text
         assert sorted((j["job_id"], j["status"]) for j in jobs.json()["jobs"]) == [
@@ -308,6 +328,11 @@ def test_every_migration_keeps_the_rows_written_before_it(db: Database, database
 def test_migrations_downgrade_to_base_and_upgrade_again(db: Database, database_url: str, tmp_path: Path) -> None:
     expected = _upgrade_step_by_step(db)
     # Each downgrade drops what its upgrade added and keeps the rest.
+    _downgrade(db, "0006")
+    assert "files" not in _tables(db)
+    del expected["files"]
+    expected["api_keys"] = _without(expected["api_keys"], "storage_quota_bytes")
+    _assert_kept(db, expected)
     _downgrade(db, "0005")
     assert "fine_tuned_models" not in _tables(db)
     del expected["fine_tuned_models"]

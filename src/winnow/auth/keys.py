@@ -58,6 +58,7 @@ def _info(row: ApiKey) -> KeyInfo:
         admin=row.is_admin,
         rate_limits=row.rate_limits,
         budget=budget_of(row),
+        storage_quota_bytes=row.storage_quota_bytes,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
     )
@@ -100,6 +101,7 @@ class KeyService:
         admin: bool = False,
         rate_limits: dict[str, str] | None = None,
         budget: KeyBudget | None = None,
+        storage_quota_bytes: int | None = None,
     ) -> KeyCreated:
         secret = KEY_PREFIX + secrets.token_urlsafe(_SECRET_BYTES)
         row = ApiKey(
@@ -111,6 +113,7 @@ class KeyService:
             budget_usd=budget.usd if budget else None,
             budget_tokens=budget.tokens if budget else None,
             budget_period=budget.period if budget else None,
+            storage_quota_bytes=storage_quota_bytes,
             created_at=datetime.now(UTC),
         )
         try:
@@ -138,6 +141,15 @@ class KeyService:
             row.budget_usd = budget.usd if budget else None
             row.budget_tokens = budget.tokens if budget else None
             row.budget_period = budget.period if budget else None
+            return _info(row)
+
+    def set_storage_quota(self, name: str, quota_bytes: int | None) -> KeyInfo:
+        """Set (or with None, clear: the server's default applies) a live key's upload quota."""
+        with self.db.session() as session:
+            row = session.scalars(select(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None))).first()
+            if row is None:
+                raise NotFound("No live key with this name", f"name={name!r}")
+            row.storage_quota_bytes = quota_bytes
             return _info(row)
 
     def revoke(self, name: str) -> KeyInfo:

@@ -12,7 +12,7 @@ from rich.table import Table
 from winnow.cli.common import ConfigOption, err, fail, open_runtime
 from winnow.cli.styling import typer_app
 from winnow.errors import WinnowError
-from winnow.schemas.keys import KeyBudget
+from winnow.schemas.keys import KeyBudget, KeyInfo
 
 Period = Annotated[
     Literal["day", "month", "total"], typer.Option("--budget-period", help="The period the caps apply to")
@@ -37,6 +37,9 @@ def create(
     budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="Spend cap in USD per period")] = None,
     budget_tokens: Annotated[int | None, typer.Option("--budget-tokens", help="Token cap per period")] = None,
     budget_period: Period = "month",
+    storage_quota: Annotated[
+        int | None, typer.Option("--storage-quota", help="Bytes of uploads it may keep (default: the server's)", min=0)
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a key. The secret is printed once, as the last line of stdout."""
@@ -44,7 +47,9 @@ def create(
     try:
         overrides = json.loads(rate_limits) if rate_limits else None
         budget = _budget(budget_usd, budget_tokens, budget_period)
-        created = runtime.keys.create(name, admin=admin, rate_limits=overrides, budget=budget)
+        created = runtime.keys.create(
+            name, admin=admin, rate_limits=overrides, budget=budget, storage_quota_bytes=storage_quota
+        )
     except json.JSONDecodeError as exc:
         raise fail(f"--rate-limits is not JSON: {exc}") from exc
     except WinnowError as exc:
@@ -94,6 +99,31 @@ def budget(
     finally:
         runtime.close()
     typer.echo(json.dumps({"key": name, **standing}, indent=2, default=str))
+
+
+@keys_app.command("quota")
+def quota(
+    name: KeyName,
+    bytes_: Annotated[int | None, typer.Option("--bytes", help="Bytes of uploads the key may keep", min=0)] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Back to the server's storage_quota_bytes")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show, set or clear the storage quota of the key called NAME (its uploads past it get 413)."""
+    runtime = open_runtime(config)
+    try:
+        if clear or bytes_ is not None:
+            found: KeyInfo | None = runtime.keys.set_storage_quota(name, None if clear else bytes_)
+        else:
+            found = next((k for k in runtime.keys.list() if k.name == name), None)
+        if found is None:
+            raise fail(f"no live key called {name!r}")
+        used, limit = runtime.files.usage(found.id)
+    except WinnowError as exc:
+        raise _fail(exc) from exc
+    finally:
+        runtime.close()
+    own = found.storage_quota_bytes is not None
+    typer.echo(json.dumps({"key": name, "used_bytes": used, "quota_bytes": limit, "own_quota": own}, indent=2))
 
 
 @keys_app.command("list")

@@ -76,6 +76,7 @@ class KeyOptions(TypedDict, total=False):
     admin: bool
     rate_limits: KeyRateLimits | dict[str, str] | None
     budget: KeyBudget | dict[str, Any] | None
+    storage_quota_bytes: int | None
 
 
 class BudgetParams(TypedDict, total=False):

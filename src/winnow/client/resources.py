@@ -14,7 +14,7 @@ from winnow.client._http import AsyncAPIClient, Call, SyncAPIClient
 from winnow.client.params import BudgetParams, EvaluationParams, FeedbackFilters, FeedbackParams, KeyOptions
 from winnow.schemas.evals import EvaluationDetails, EvaluationList
 from winnow.schemas.feedback import FeedbackItem, FeedbackList
-from winnow.schemas.files import FileInfo
+from winnow.schemas.files import FileDeleted, FileInfo, FileList, FilePurpose
 from winnow.schemas.keys import KeyCreated, KeyInfo, KeyList
 from winnow.schemas.platform import ModelInfoResponse, ModelsListResponse
 
@@ -29,11 +29,18 @@ class FeedbackExport(BaseModel):
     empty_reason: str | None = None
 
 
-FilePurpose = Literal["prompts", "fine-tune"]
-
-
 def _upload(path: str | Path, purpose: FilePurpose) -> Call[FileInfo]:
     return Call("POST", "/files", FileInfo, upload=Path(path), form={"purpose": purpose})
+
+
+def _file_list(limit: int | None, after: str | None) -> Call[FileList]:
+    return Call("GET", "/files", FileList, params={"limit": limit, "after": after})
+
+
+def _key_quota(name: str, quota_bytes: int | None) -> Call[KeyInfo]:
+    if quota_bytes is None:
+        return Call("DELETE", f"/keys/{name}/storage_quota", KeyInfo)
+    return Call("PUT", f"/keys/{name}/storage_quota", KeyInfo, body={"bytes": quota_bytes})
 
 
 def _model(model_id: str) -> Call[ModelInfoResponse]:
@@ -74,12 +81,34 @@ class Files(SyncResource):
         (``purpose="fine-tune"``: a training file, for a fine-tuning job's training_file)."""
         return self._client.fetch(_upload(path, purpose))
 
+    def list(self, *, limit: int | None = None, after: str | None = None) -> FileList:
+        """The key's files, newest first, a page at a time (``after``: the last id of the page before)."""
+        return self._client.fetch(_file_list(limit, after))
+
+    def retrieve(self, file_id: str) -> FileInfo:
+        return self._client.fetch(Call("GET", f"/files/{file_id}", FileInfo))
+
+    def delete(self, file_id: str) -> FileDeleted:
+        """Delete one of the key's files, on the server's disk too (its bytes leave the key's quota)."""
+        return self._client.fetch(Call("DELETE", f"/files/{file_id}", FileDeleted))
+
 
 class AsyncFiles(AsyncResource):
     async def upload(self, path: str | Path, purpose: FilePurpose = "prompts") -> FileInfo:
         """Upload a JSONL prompts file (validated by the server); use its ``path`` as a job's prompts_path
         (``purpose="fine-tune"``: a training file, for a fine-tuning job's training_file)."""
         return await self._client.fetch(_upload(path, purpose))
+
+    async def list(self, *, limit: int | None = None, after: str | None = None) -> FileList:
+        """The key's files, newest first, a page at a time (``after``: the last id of the page before)."""
+        return await self._client.fetch(_file_list(limit, after))
+
+    async def retrieve(self, file_id: str) -> FileInfo:
+        return await self._client.fetch(Call("GET", f"/files/{file_id}", FileInfo))
+
+    async def delete(self, file_id: str) -> FileDeleted:
+        """Delete one of the key's files, on the server's disk too (its bytes leave the key's quota)."""
+        return await self._client.fetch(Call("DELETE", f"/files/{file_id}", FileDeleted))
 
 
 class Models(SyncResource):
@@ -194,6 +223,13 @@ class Keys(SyncResource):
     def clear_budget(self, name: str) -> KeyInfo:
         return self._client.fetch(_key_budget(name, None))
 
+    def set_storage_quota(self, name: str, quota_bytes: int) -> KeyInfo:
+        """Let the key keep ``quota_bytes`` of uploaded files (instead of the server's default)."""
+        return self._client.fetch(_key_quota(name, quota_bytes))
+
+    def clear_storage_quota(self, name: str) -> KeyInfo:
+        return self._client.fetch(_key_quota(name, None))
+
 
 class AsyncKeys(AsyncResource):
     """Key management: admin keys only (others get ``PermissionDenied``)."""
@@ -214,3 +250,10 @@ class AsyncKeys(AsyncResource):
 
     async def clear_budget(self, name: str) -> KeyInfo:
         return await self._client.fetch(_key_budget(name, None))
+
+    async def set_storage_quota(self, name: str, quota_bytes: int) -> KeyInfo:
+        """Let the key keep ``quota_bytes`` of uploaded files (instead of the server's default)."""
+        return await self._client.fetch(_key_quota(name, quota_bytes))
+
+    async def clear_storage_quota(self, name: str) -> KeyInfo:
+        return await self._client.fetch(_key_quota(name, None))

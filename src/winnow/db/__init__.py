@@ -1,6 +1,16 @@
 """Storage: SQLAlchemy models, engine/session management and Alembic migrations."""
 
 from winnow.db.session import Database
-from winnow.db.tables import ApiKey, Base, Feedback, FineTunedModel, JobShard, SdgJob, UsageRecord
+from winnow.db.tables import ApiKey, Base, Feedback, FineTunedModel, JobShard, SdgJob, StoredFile, UsageRecord
 
-__all__ = ["ApiKey", "Base", "Database", "Feedback", "FineTunedModel", "JobShard", "SdgJob", "UsageRecord"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Database",
+    "Feedback",
+    "FineTunedModel",
+    "JobShard",
+    "SdgJob",
+    "StoredFile",
+    "UsageRecord",
+]

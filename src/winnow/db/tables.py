@@ -34,6 +34,8 @@ class ApiKey(Base):
     budget_usd: Mapped[float | None] = mapped_column(Float, default=None)
     budget_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
     budget_period: Mapped[str | None] = mapped_column(String(8), default=None)
+    # Bytes of uploads the key may keep; None: the server's storage_quota_bytes.
+    storage_quota_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
     __table_args__ = (
         # A name is unique among live keys; a revoked key's name may be reused.
@@ -161,3 +163,20 @@ class FineTunedModel(Base):
     owner_key_id: Mapped[int] = mapped_column(Integer, index=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)  # a ModelConfig: path, adapter_path, device, ...
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StoredFile(Base):
+    """A file a key uploaded (``POST /api/v1/files``), kept in the data dir until its owner deletes it."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(16))  # prompts|fine-tune|unknown (adopted from disk)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_files_key_created", "key_id", "created_at"),)

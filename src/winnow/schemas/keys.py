@@ -33,11 +33,21 @@ class KeyBudget(RequestModel):
     period: Literal["day", "month", "total"] = "month"
 
 
+QuotaBytes = Annotated[int, Field(ge=0, le=2**62), integral]
+
+
+class KeyStorageQuota(RequestModel):
+    """Bytes of uploads (``/api/v1/files``) a key may keep, instead of the server's storage_quota_bytes."""
+
+    bytes: QuotaBytes = Field(examples=[10 * 1024**3])
+
+
 class KeyCreateRequest(RequestModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
     admin: StrictBool = False
     rate_limits: KeyRateLimits | None = None
     budget: KeyBudget | None = None
+    storage_quota_bytes: QuotaBytes | None = Field(default=None, description="Unset: the server's default")
 
 
 class KeyInfo(WireModel):
@@ -47,6 +57,9 @@ class KeyInfo(WireModel):
     admin: bool
     rate_limits: dict[str, str] | None = None
     budget: KeyBudget | None = None
+    storage_quota_bytes: int | None = Field(
+        default=None, description="The key's own upload quota; null: the server's storage_quota_bytes"
+    )
     created_at: Timestamp
     revoked_at: Timestamp | None = None
 

@@ -1,45 +1,48 @@
-"""POST /files: upload a prompts file, or a fine-tuning training file, into the data dir (a remote
-client cannot write server paths)."""
+"""``/files``: upload a prompts file or a fine-tuning training file into the data dir (a remote
+client cannot write server paths), list, read and delete the key's own files."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
-from fastapi import Form, UploadFile
+from fastapi import Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from winnow.api.deps import OtherKey, RuntimeDep
 from winnow.api.routing import Router
-from winnow.finetune.data import check_training_file
-from winnow.schemas.common import ErrorResponse, now_utc
-from winnow.schemas.files import FileInfo
-from winnow.sdg.inputs import validate_file
+from winnow.files import receive_upload
+from winnow.files.service import quota_exceeded
+from winnow.schemas.common import ErrorResponse
+from winnow.schemas.files import FileDeleted, FileInfo, FileList
 
 router = Router(prefix="/files", tags=["Files"])
 
-
-def _store(upload: UploadFile, target: Path, purpose: str) -> tuple[int, int]:
-    """Stream the upload to disk, validate it (a prompts file, or training rows for ``fine-tune``),
-    then give it its final name."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    size = 0
-    with tmp.open("wb") as out:
-        while block := upload.file.read(1 << 20):
-            out.write(block)
-            size += len(block)
-        out.flush()
-        os.fsync(out.fileno())
-    try:
-        rows = check_training_file(tmp) if purpose == "fine-tune" else validate_file(tmp).rows
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(target)
-    return size, rows
+# The form the upload reads as it streams (FastAPI would read a Form/UploadFile body in full first).
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "A JSONL file"},
+                        "purpose": {
+                            "type": "string",
+                            "enum": ["prompts", "fine-tune"],
+                            "default": "prompts",
+                            "description": "What the file is for",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+_NO_FILE: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No file of this key has this id"}
+}
 
 
 @router.post(
@@ -47,26 +50,48 @@ def _store(upload: UploadFile, target: Path, purpose: str) -> tuple[int, int]:
     summary="Upload a JSONL prompts file (validated); use the returned path as prompts_path",
     description=(
         "With `purpose=fine-tune`, a training file in TRL's formats instead (messages, prompt+completion, "
-        "text, or prompt+chosen+rejected; each line checked): use its path as a fine-tuning job's training_file."
+        "text, or prompt+chosen+rejected; each line checked): use its path as a fine-tuning job's training_file. "
+        "Files count against the key's storage quota until deleted."
     ),
     response_model=FileInfo,
     status_code=201,
-    responses={400: {"model": ErrorResponse, "description": "Not a valid prompts file"}},
+    responses={
+        400: {"model": ErrorResponse, "description": "Not a valid prompts file"},
+        413: {"model": ErrorResponse, "description": "Past the key's storage quota or the upload size cap"},
+    },
+    openapi_extra=_UPLOAD_BODY,
 )
-async def upload_file(
-    file: UploadFile,
+async def upload_file(request: Request, runtime: RuntimeDep, key: OtherKey) -> FileInfo:
+    files = runtime.files
+    used, quota = await run_in_threadpool(files.usage, key.id)
+    file_id, target = files.new_file(key.id)
+    part = target.with_name(target.name + ".part")
+    received = await receive_upload(request, part, quota - used, lambda _: quota_exceeded(used, quota))
+    purpose = received.fields.get("purpose", "prompts")
+    filename = received.filename or f"{file_id}.jsonl"
+    return await run_in_threadpool(files.add, key.id, file_id, part, filename, purpose)
+
+
+@router.get("", summary="The key's files, newest first, a page at a time", response_model=FileList)
+def list_files(
     runtime: RuntimeDep,
     key: OtherKey,
-    purpose: Annotated[Literal["prompts", "fine-tune"], Form(description="What the file is for")] = "prompts",
-) -> FileInfo:
-    file_id = f"file-{uuid.uuid4().hex[:24]}"
-    target = runtime.settings.data_dir / "files" / str(key.id) / f"{file_id}.jsonl"
-    size, rows = await run_in_threadpool(_store, file, target, purpose)
-    return FileInfo(
-        id=file_id,
-        filename=file.filename or f"{file_id}.jsonl",
-        bytes=size,
-        rows=rows,
-        path=str(target),
-        created_at=now_utc(),
-    )
+    limit: Annotated[int, Query(ge=1, le=1000, description="Files a page")] = 100,
+    after: Annotated[str | None, Query(max_length=64, description="The last id of the previous page")] = None,
+) -> FileList:
+    return runtime.files.list(key.id, limit=limit, after=after)
+
+
+@router.get("/{file_id}", summary="One of the key's files", response_model=FileInfo, responses=_NO_FILE)
+def get_file(file_id: str, runtime: RuntimeDep, key: OtherKey) -> FileInfo:
+    return runtime.files.get(key.id, file_id)
+
+
+@router.delete(
+    "/{file_id}",
+    summary="Delete one of the key's files (from disk too); a job that has yet to read it fails",
+    response_model=FileDeleted,
+    responses=_NO_FILE,
+)
+def delete_file(file_id: str, runtime: RuntimeDep, key: OtherKey) -> FileDeleted:
+    return runtime.files.delete(key.id, file_id)

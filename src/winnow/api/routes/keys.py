@@ -9,7 +9,7 @@ from fastapi import Query
 from winnow.api.deps import AdminKey, RuntimeDep
 from winnow.api.routing import Router
 from winnow.schemas.common import ErrorResponse, now_utc
-from winnow.schemas.keys import KeyBudget, KeyCreated, KeyCreateRequest, KeyInfo, KeyList
+from winnow.schemas.keys import KeyBudget, KeyCreated, KeyCreateRequest, KeyInfo, KeyList, KeyStorageQuota
 
 router = Router(
     prefix="/keys",
@@ -27,7 +27,13 @@ router = Router(
 )
 def create_key(body: KeyCreateRequest, runtime: RuntimeDep, _admin: AdminKey) -> KeyCreated:
     limits = body.rate_limits.model_dump(exclude_none=True) if body.rate_limits else None
-    created = runtime.keys.create(body.name, admin=body.admin, rate_limits=limits, budget=body.budget)
+    created = runtime.keys.create(
+        body.name,
+        admin=body.admin,
+        rate_limits=limits,
+        budget=body.budget,
+        storage_quota_bytes=body.storage_quota_bytes,
+    )
     runtime.apply_budget(created)
     return created
 
@@ -47,6 +53,26 @@ def clear_budget(name: str, runtime: RuntimeDep, _admin: AdminKey) -> KeyInfo:
     info = runtime.keys.set_budget(name, None)
     runtime.apply_budget(info)
     return info
+
+
+@router.put(
+    "/{name}/storage_quota",
+    summary="Set a key's upload quota (bytes of /files it may keep)",
+    response_model=KeyInfo,
+    responses=_NO_KEY,
+)
+def set_storage_quota(name: str, body: KeyStorageQuota, runtime: RuntimeDep, _admin: AdminKey) -> KeyInfo:
+    return runtime.keys.set_storage_quota(name, body.bytes)
+
+
+@router.delete(
+    "/{name}/storage_quota",
+    summary="Give a key the server's default upload quota again",
+    response_model=KeyInfo,
+    responses=_NO_KEY,
+)
+def clear_storage_quota(name: str, runtime: RuntimeDep, _admin: AdminKey) -> KeyInfo:
+    return runtime.keys.set_storage_quota(name, None)
 
 
 @router.get("", summary="List API keys", response_model=KeyList)
