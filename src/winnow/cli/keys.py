@@ -38,7 +38,8 @@ def create(
     budget_tokens: Annotated[int | None, typer.Option("--budget-tokens", help="Token cap per period")] = None,
     budget_period: Period = "month",
     storage_quota: Annotated[
-        int | None, typer.Option("--storage-quota", help="Bytes of uploads it may keep (default: the server's)", min=0)
+        int | None,
+        typer.Option("--storage-quota", help="Bytes of uploads it may keep (default: the server's)", min=0, max=10**15),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -104,7 +105,9 @@ def budget(
 @keys_app.command("quota")
 def quota(
     name: KeyName,
-    bytes_: Annotated[int | None, typer.Option("--bytes", help="Bytes of uploads the key may keep", min=0)] = None,
+    bytes_: Annotated[
+        int | None, typer.Option("--bytes", help="Bytes of uploads the key may keep", min=0, max=10**15)
+    ] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Back to the server's storage_quota_bytes")] = False,
     config: ConfigOption = None,
 ) -> None:

@@ -33,7 +33,8 @@ class KeyBudget(RequestModel):
     period: Literal["day", "month", "total"] = "month"
 
 
-QuotaBytes = Annotated[int, Field(ge=0, le=2**62), integral]
+# At most 10**15 (a petabyte): below 2**53, so a JSON Schema checker reading it as a float agrees.
+QuotaBytes = Annotated[int, Field(ge=0, le=10**15), integral]
 
 
 class KeyStorageQuota(RequestModel):
