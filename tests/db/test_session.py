@@ -12,6 +12,7 @@ from sqlalchemy import select, text
 from tests.db.test_migrations import HEAD
 from winnow.auth import KeyService
 from winnow.db import Database, JobShard, SdgJob
+from winnow.errors import Conflict
 
 
 def test_sqlite_uses_wal_and_a_busy_timeout(tmp_path: Path) -> None:
@@ -47,9 +48,12 @@ def test_postgresql_migrates_and_serves_keys(postgres_db: Database) -> None:
     keys = KeyService(postgres_db)
     secret = keys.create("pg", admin=True).key
     assert keys.authenticate(secret).is_admin
+    with pytest.raises(Conflict):  # the last live admin key (its check locks rows FOR UPDATE here)
+        keys.revoke("pg")
+    keys.create("pg-2", admin=True)
     keys.revoke("pg")
     keys.create("pg")
-    assert len(keys.list(include_revoked=True)) == 2
+    assert len(keys.list(include_revoked=True)) == 3
     assert postgres_db.ping()
 
 
