@@ -413,8 +413,9 @@ class Router:
 
 
 def deployment_id(base_url: str | None, taken: set[str]) -> str:
-    """A deployment's default id: its host:port, numbered when another deployment has it."""
-    host = urlsplit(base_url or "https://api.openai.com/v1").netloc or "upstream"
+    """A deployment's default id: its host:port (never a URL's userinfo), numbered when another
+    deployment has it."""
+    host = urlsplit(base_url or "https://api.openai.com/v1").netloc.rpartition("@")[2] or "upstream"
     name, n = host, 1
     while name in taken:
         n += 1
