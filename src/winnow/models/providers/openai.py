@@ -136,7 +136,8 @@ def _deployments(config: ModelConfig, settings: Settings) -> list[Deployment]:
     deployments: list[Deployment] = []
     max_bytes = settings.max_upstream_response_bytes
     for spec in config.deployments or [DeploymentConfig()]:
-        base_url, basic = split_userinfo(spec.base_url or config.base_url or "https://api.openai.com/v1")
+        configured = spec.base_url or config.base_url
+        base_url, basic = split_userinfo(configured) if configured else (None, None)
         api_key = _api_key(spec.api_key_env or config.api_key_env, settings)
         remember(api_key)
         remember(basic and basic[1])
