@@ -20,7 +20,10 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from winnow.redact import mask_userinfo
+
 CONFIG_ENV_VAR = "WINNOW_CONFIG"
+DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES = 8 * 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -251,6 +254,12 @@ class Settings(BaseSettings):
         1024, ge=1, description="Prompts per shard of an SDG job (whole chunks): the unit workers share a job by"
     )
     openai_api_key: SecretStr | None = None
+    max_upstream_response_bytes: int = Field(
+        DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES,
+        ge=1024,
+        description="Most bytes of one upstream answer (a stream's, all its events): past it the call "
+        "fails over, or is a 502",
+    )
 
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict, description="USD per million tokens by model name; over Winnow's default table"
@@ -306,6 +315,10 @@ class Settings(BaseSettings):
         for key in ("database_url", "redis_url"):
             data[key] = _mask_url(data[key])
         data["effective_database_url"] = _mask_url(self.effective_database_url)
+        for entry in [*data["models"], *data["reward_models"]]:
+            entry["base_url"] = mask_userinfo(entry.get("base_url"))
+            for deployment in entry.get("deployments") or ():
+                deployment["base_url"] = mask_userinfo(deployment.get("base_url"))
         return data
 
 

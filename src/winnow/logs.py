@@ -1,4 +1,5 @@
-"""Logging set-up: plain lines by default, one JSON object a line with ``WINNOW_LOG_JSON=1``."""
+"""Logging set-up: plain lines by default, one JSON object a line with ``WINNOW_LOG_JSON=1``; secrets
+(Winnow's upstream keys, bearer tokens, URL userinfo) masked in either (``winnow.redact``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
+
+from winnow.redact import redact
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -21,14 +24,15 @@ class JsonFormatter(logging.Formatter):
         payload.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             payload["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        return redact(json.dumps(payload, default=str))
 
 
 class PlainFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         base = super().format(record)
         extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
-        return base + ("" if not extra else " " + " ".join(f"{k}={v}" for k, v in extra.items()))
+        line = base + ("" if not extra else " " + " ".join(f"{k}={v}" for k, v in extra.items()))
+        return redact(line)  # an upstream's echoed key or token never reaches a log
 
 
 def configure_logging(level: str = "INFO", as_json: bool = False) -> None:

@@ -36,6 +36,7 @@ class Answer:
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False
+    gate: threading.Event | None = None  # answered (as told) only once it is set
 
 
 class FakeUpstream:
@@ -62,6 +63,8 @@ class FakeUpstream:
                 if answer.hang:
                     fake.release.wait(60)
                     return
+                if answer.gate is not None:
+                    answer.gate.wait(60)
                 if answer.status != 200:
                     self._json(answer.status, answer.body or {}, answer.headers)
                 elif body.get("stream"):

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 
 import orjson
 import pytest
 
 from winnow.config import ModelConfig
-from winnow.errors import InvalidRequest
+from winnow.errors import InvalidRequest, RateLimitExceeded, ServiceUnavailable, UpstreamError
 from winnow.models.providers.passthrough import UpstreamFailure, UpstreamHTTP, status_failure
 from winnow.models.router import Deployment, Router
 
@@ -96,3 +97,77 @@ def test_any_other_refusal_goes_back_to_the_client_at_once() -> None:
         asyncio.run(big.call(call))
     assert asked == ["b1"] and refused.value.headers["x-winnow-attempts"] == "1"
     assert big.deployments[0].state(0.0) == "healthy"  # it answered: not its fault
+
+
+def _probing(router: Router) -> None:
+    """Every deployment back from a cooldown: each is proven (or cooled again) by one call."""
+    for deployment in router.deployments:
+        deployment.probing = True
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    """Let the event loop run the other calls until ``check`` holds (no clock involved)."""
+    for _ in range(10_000):
+        if check():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the calls never got there")
+
+
+def test_calls_wait_for_probes_in_flight_and_never_get_a_429_without_caps() -> None:
+    router = _router("m", "a", "b")
+    _probing(router)
+
+    async def run() -> list[str | BaseException]:
+        answer = asyncio.Event()
+
+        async def call(deployment: Deployment) -> str:
+            await answer.wait()  # the upstream takes its time
+            return deployment.id
+
+        calls = [asyncio.ensure_future(router.call(call)) for _ in range(8)]
+        await _until(lambda: sum(d.waiting for d in router.deployments) == 6 or any(c.done() for c in calls))
+        answer.set()
+        done = await asyncio.gather(*calls, return_exceptions=True)
+        return [r if isinstance(r, BaseException) else r.value for r in done]
+
+    served = asyncio.run(run())
+    assert all(isinstance(s, str) for s in served), served
+    assert [d.state(0.0) for d in router.deployments] == ["healthy", "healthy"]
+
+
+def test_when_the_probes_fail_the_waiting_calls_get_a_503_not_a_429() -> None:
+    router = _router("m", "a", "b")
+    _probing(router)
+
+    async def run() -> list[BaseException | object]:
+        answer = asyncio.Event()
+
+        async def call(deployment: Deployment) -> str:
+            await answer.wait()
+            raise UpstreamFailure(UpstreamError("down"), 503, retryable=True)
+
+        calls = [asyncio.ensure_future(router.call(call)) for _ in range(4)]
+        await _until(lambda: sum(d.waiting for d in router.deployments) == 2 or any(c.done() for c in calls))
+        answer.set()
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    failed = asyncio.run(run())
+    assert all(isinstance(f, UpstreamError) for f in failed[:2]), failed  # the probes
+    assert all(isinstance(f, ServiceUnavailable) for f in failed[2:]), failed  # cooling again: not a cap
+
+
+def test_real_rpm_caps_are_a_429() -> None:
+    router = _router("m", "a", "b")
+    for deployment in router.deployments:
+        deployment.rpm = 1
+
+    async def call(deployment: Deployment) -> str:
+        return deployment.id
+
+    async def run() -> None:
+        assert {(await router.call(call)).value for _ in range(2)} == {"a", "b"}
+        with pytest.raises(RateLimitExceeded, match="rpm/tpm cap"):
+            await router.call(call)
+
+    asyncio.run(run())

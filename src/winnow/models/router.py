@@ -9,8 +9,10 @@ yet tried, at once; once each has been tried, ``max_retries`` more tries go afte
 exponential backoff with jitter, or the upstream's Retry-After. A deployment that fails
 ``cooldown.allowed_fails`` times in a row (a 429 or a refused connection at once) is cooled down:
 skipped for ``cooldown_s`` or the upstream's longer Retry-After, then probed by one call, which
-either brings it back or cools it again. A model's only deployment is never cooled down (as in
-LiteLLM's Router, which this follows): that would refuse calls it might still answer.
+either brings it back or cools it again; calls that find no other deployment wait for the probe
+(at most its ``timeout_s``) rather than fail. A model's only deployment is never cooled down (as
+in LiteLLM's Router, which this follows): that would refuse calls it might still answer. Only
+real rpm/tpm caps make a 429.
 
 When every deployment has failed, the model's ``fallbacks`` are tried in order, each with its own
 deployments (not its own fallbacks); a context-window or content-policy refusal goes to
@@ -64,8 +66,11 @@ class Deployment:
     latency_s: float | None = None  # moving average of successful calls (to the first chunk for streams)
     fails: int = 0  # in a row
     cooled_until: float = 0.0  # time.monotonic()
+    timeout_s: float = 60.0  # the bound of one call (and so of a probe)
     probing: bool = False  # back from a cooldown, not yet proven by a success
     probe_out: bool = False  # the one probing call is in flight
+    probe_ended: asyncio.Event | None = field(default=None, repr=False)  # set when that call ends
+    waiting: int = 0  # calls waiting for its probe to end
     requests: int = 0
     failures: int = 0
     cooldowns: int = 0
@@ -113,7 +118,24 @@ class Deployment:
             "requests": self.requests,
             "failures": self.failures,
             "cooldowns": self.cooldowns,
+            "waiting": self.waiting,
         }
+
+    def probe_in_flight(self, now: float) -> bool:
+        """Its probe is out, and nothing else (a cooldown, a cap) keeps calls from it."""
+        return self.probe_out and now >= self.cooled_until and not self.capped(now)
+
+    def start_probe(self) -> None:
+        if self.probe_ended is None:  # a pinned call may go to it with a probe already out
+            self.probe_ended = asyncio.Event()
+        self.probe_out = True
+
+    def end_probe(self) -> None:
+        """The probing call ended (either way): calls waiting for it may pick again."""
+        self.probe_out = False
+        if self.probe_ended is not None:
+            self.probe_ended.set()
+            self.probe_ended = None
 
 
 @dataclass
@@ -205,7 +227,8 @@ class Router:
             chosen = self._choose([d for d in self.deployments if d.id not in tried and d.usable(now)])
         if chosen is not None:
             chosen.requests += 1
-            chosen.probe_out = chosen.probing
+            if chosen.probing:
+                chosen.start_probe()
             if chosen.rpm is not None:
                 chosen._minute_requests += 1
         return chosen
@@ -270,10 +293,13 @@ class Router:
 
     async def _route(self, attempt: Callable[[Deployment], Awaitable[T]], pin: str | None, hold: bool) -> Routed[T]:
         tried: set[str] = set()
+        waited: set[str] = set()  # deployments whose probe this call waited for
         attempts = retries = 0
         last: UpstreamFailure | None = None
         while True:
             deployment = self.pick(tried, pin)
+            if deployment is None and pin is None and await self._wait_for_probe(tried | waited, waited):
+                continue
             if deployment is None:
                 if last is not None and last.retryable and retries < self.max_retries:
                     deployment = self.pick(set(), pin)
@@ -300,22 +326,42 @@ class Router:
                 continue
             except BaseException:  # cancelled (the client went away), or a bug: not the deployment's
                 deployment.in_flight -= 1
-                deployment.probe_out = False
+                deployment.end_probe()
                 raise
             if not hold:
                 deployment.in_flight -= 1
             self._succeeded(deployment, time.perf_counter() - started)
             return Routed(value, deployment, attempts, self)
 
+    async def _wait_for_probe(self, skip: set[str], waited: set[str]) -> bool:
+        """Wait for the probe of a deployment not in ``skip`` to end (at most its ``timeout_s``, which
+        bounds the probing call too); False when no such probe is in flight."""
+        now = time.monotonic()
+        probing = next((d for d in self.deployments if d.id not in skip and d.probe_in_flight(now)), None)
+        if probing is None or probing.probe_ended is None:
+            return False
+        waited.add(probing.id)
+        ended = probing.probe_ended
+        probing.waiting += 1
+        try:
+            async with asyncio.timeout(probing.timeout_s):
+                await ended.wait()
+        except TimeoutError:
+            pass
+        finally:
+            probing.waiting -= 1
+        return True
+
     def _none_usable(self) -> UpstreamFailure:
-        """Why no deployment could be tried: all cooling down (503), or at their caps (429)."""
+        """Why no deployment could be tried: all cooling down (503), a probe still out (503), or
+        every one at its rpm/tpm cap (429)."""
         now = time.monotonic()
         cooling = [d.cooled_until - now for d in self.deployments if d.cooled_until > now]
-        if cooling:
-            wait = min(cooling)
+        if cooling or any(d.probe_in_flight(now) for d in self.deployments):
+            wait = min(cooling, default=1.0)
             error: WinnowError = ServiceUnavailable(
-                f"Every deployment of {self.model_id!r} is cooling down after failures",
-                f"the first is probed again in {wait:.1f} s",
+                f"Every deployment of {self.model_id!r} is cooling down or being probed after failures",
+                f"the first is probed again in {wait:.1f} s" if cooling else "a probe is in flight",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
         else:
@@ -336,13 +382,14 @@ class Router:
     @staticmethod
     def _alive(deployment: Deployment) -> None:
         deployment.fails = 0
-        deployment.probing = deployment.probe_out = False
+        deployment.probing = False
+        deployment.end_probe()
 
     def _failed(self, deployment: Deployment, failure: UpstreamFailure) -> None:
         deployment.failures += 1
         deployment.fails += 1
-        deployment.probe_out = False
         if self._only is not None:
+            deployment.end_probe()
             return
         at_once = failure.connect or failure.status in (401, 403, 404, 429)
         if at_once or deployment.probing or deployment.fails >= self.cooldown.allowed_fails:
@@ -357,6 +404,7 @@ class Router:
                 wait,
                 failure.error.details or failure.error.message,
             )
+        deployment.end_probe()  # after the cooldown is set: a call waiting for it must not pick it
 
     # -- reporting -------------------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
@@ -365,8 +413,9 @@ class Router:
 
 
 def deployment_id(base_url: str | None, taken: set[str]) -> str:
-    """A deployment's default id: its host:port, numbered when another deployment has it."""
-    host = urlsplit(base_url or "https://api.openai.com/v1").netloc or "upstream"
+    """A deployment's default id: its host:port (never a URL's userinfo), numbered when another
+    deployment has it."""
+    host = urlsplit(base_url or "https://api.openai.com/v1").netloc.rpartition("@")[2] or "upstream"
     name, n = host, 1
     while name in taken:
         n += 1

@@ -81,6 +81,7 @@ class DeploymentStatus(WireModel):
     requests: int
     failures: int
     cooldowns: int
+    waiting: int = Field(0, description="Calls waiting for its probe to end (none other could take them)")
 
 
 class Model(WireModel):
