@@ -7,18 +7,26 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 
 from tests.conftest import bearer, running_worker, wait_for_job
 from tests.sdg.jobs import SDG, job_body, job_status, submit, wait_running, write_prompts
 from tests.spec import assert_error
+from winnow.auth import Principal
 from winnow.config import Settings
+from winnow.db import SdgJob
 from winnow.runtime import Runtime
+from winnow.sdg.inputs import PromptFile
 
 ENDED = ("completed", "failed", "cancelled")
 
 
 def _cancel(client: TestClient, key: str, job_id: str) -> Any:  # the TestClient's response
     return client.post(f"{SDG}/jobs/{job_id}/cancel", headers=bearer(key))
+
+
+class _Spec(BaseModel):
+    note: str = "a job's params"
 
 
 def _small(settings: Settings) -> Path:
@@ -92,3 +100,47 @@ def test_a_running_job_stops_after_its_current_chunk_and_publishes_nothing(
     assert not list((settings.data_dir / "jobs" / job_id).glob("output*"))
     for artifact in ("output", "summary", "histogram"):
         assert_error(client.get(f"{SDG}/jobs/{job_id}/{artifact}", headers=bearer(user_key)), 409, "conflict")
+
+
+def test_a_cancelled_job_whose_worker_died_is_never_claimed_again(settings: Settings, runtime: Runtime) -> None:
+    """A running evaluation or fine-tuning job is cancelled, then its worker dies before it notices
+    (a restart frees its lease): no worker claims it again, not even by id; it ends cancelled."""
+    owner = Principal(id=runtime.keys.create("owner").id, name="owner", is_admin=False)
+    store = runtime.jobs
+    prompts = PromptFile(path=_small(settings), rows=20, size=1, sha256="x")
+    spec = _Spec()
+    for kind in ("eval", "ft"):
+        job = store.create(spec, prompts, owner, kind)
+        claimed = store.claim("host:1:a", job.id)
+        assert claimed is not None and claimed.attempts == 1
+        render = store.get(job.id, owner, kind, lambda row: row)
+        store.cancel(job.id, owner, kind, lambda row: row)
+        assert render.status == "running"
+        assert store.expire_leases_of("host:", lambda worker: False) == 1  # the worker is gone
+        assert store.claim("host:2:b") is None
+        assert store.claim("host:2:b", job.id) is None
+        with runtime.db.session() as session:
+            row = session.get(SdgJob, job.id)
+            assert row is not None
+            assert (row.status, row.stage, row.attempts, row.cancel_requested) == ("cancelled", "cancelled", 1, True)
+            assert row.finished_at is not None
+
+
+def test_a_small_job_of_another_key_is_not_queued_behind_every_shard_of_a_big_one(
+    client: TestClient, tmp_path: Path, runtime: Runtime, user_key: str
+) -> None:
+    """One worker; key A's big job (many shards) first, key B's one-shard job a moment later: B's job
+    ends before A's (before, shards were taken oldest job first, so B waited for all of A's)."""
+    settings = runtime.settings.model_copy(update={"job_shard_rows": 4})
+    other = runtime.keys.create("other").key
+    big = submit(client, user_key, job_body(write_prompts(settings.data_dir / "big.jsonl", 120)))["job_id"]
+    with running_worker(settings):
+        wait_running(client, user_key, big, read=4)
+        small = submit(client, other, job_body(write_prompts(settings.data_dir / "small2.jsonl", 4)))["job_id"]
+        small_done = wait_for_job(client, other, small, ENDED)
+        assert small_done["status"] == "completed", small_done
+        big_then = job_status(client, user_key, big)
+        big_done = wait_for_job(client, user_key, big, ENDED)
+    assert big_done["status"] == "completed", big_done
+    assert big_then["status"] == "running" and big_then["counts"]["prompts_read"] < 120, big_then
+    assert small_done["finished"] < big_done["finished"]

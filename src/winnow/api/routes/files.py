@@ -21,7 +21,7 @@ from winnow.sdg.inputs import validate_file
 router = Router(prefix="/files", tags=["Files"])
 
 
-def _store(upload: UploadFile, target: Path, purpose: str) -> tuple[int, int]:
+def _store(upload: UploadFile, target: Path, purpose: str, max_line_bytes: int) -> tuple[int, int]:
     """Stream the upload to disk, validate it (a prompts file, or training rows for ``fine-tune``),
     then give it its final name."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -34,7 +34,7 @@ def _store(upload: UploadFile, target: Path, purpose: str) -> tuple[int, int]:
         out.flush()
         os.fsync(out.fileno())
     try:
-        rows = check_training_file(tmp) if purpose == "fine-tune" else validate_file(tmp).rows
+        rows = check_training_file(tmp, max_line_bytes) if purpose == "fine-tune" else validate_file(tmp).rows
     except Exception:
         tmp.unlink(missing_ok=True)
         raise
@@ -61,7 +61,8 @@ async def upload_file(
 ) -> FileInfo:
     file_id = f"file-{uuid.uuid4().hex[:24]}"
     target = runtime.settings.data_dir / "files" / str(key.id) / f"{file_id}.jsonl"
-    size, rows = await run_in_threadpool(_store, file, target, purpose)
+    limit = runtime.settings.fine_tuning_max_line_bytes
+    size, rows = await run_in_threadpool(_store, file, target, purpose, limit)
     return FileInfo(
         id=file_id,
         filename=file.filename or f"{file_id}.jsonl",
