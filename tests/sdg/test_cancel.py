@@ -9,7 +9,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from tests.conftest import bearer, running_worker, wait_for_job
+from tests.conftest import bearer, running_worker, wait_for, wait_for_job
 from tests.sdg.jobs import SDG, job_body, job_status, submit, wait_running, write_prompts
 from tests.spec import assert_error
 from winnow.auth import Principal
@@ -144,3 +144,33 @@ def test_a_small_job_of_another_key_is_not_queued_behind_every_shard_of_a_big_on
     assert big_done["status"] == "completed", big_done
     assert big_then["status"] == "running" and big_then["counts"]["prompts_read"] < 120, big_then
     assert small_done["finished"] < big_done["finished"]
+
+
+def test_an_evaluation_of_another_key_is_not_queued_behind_every_shard_of_a_big_job(
+    client: TestClient, runtime: Runtime, user_key: str
+) -> None:
+    """One worker takes shards and whole jobs by turns: an evaluation submitted while a big SDG job
+    runs starts after the shard under way (before, whole jobs waited until no shard was free)."""
+    settings = runtime.settings.model_copy(update={"job_shard_rows": 4})
+    other = runtime.keys.create("other").key
+    big = submit(client, user_key, job_body(write_prompts(settings.data_dir / "big.jsonl", 120)))["job_id"]
+    evaluation = {
+        "name": "small",
+        "dataset_path": str(write_prompts(settings.data_dir / "eval.jsonl", 4)),
+        "templates": [{"name": "plain", "template": "{prompt}"}],
+        "models": ["demo-lm"],
+        "scoring_function": "exact_match",
+        "max_tokens": 4,
+        "temperature": 0,
+        "batch_size": 4,
+    }
+    with running_worker(settings):
+        wait_running(client, user_key, big, read=4)
+        queued = client.post("/api/v1/evaluations", json=evaluation, headers=bearer(other))
+        assert queued.status_code in (200, 202), queued.text
+        done = wait_for(client, other, f"/api/v1/evaluations/{queued.json()['id']}", until=ENDED)
+        assert done["status"] == "completed", done
+        big_then = job_status(client, user_key, big)
+        big_done = wait_for_job(client, user_key, big, ENDED)
+    assert big_done["status"] == "completed", big_done
+    assert big_then["status"] == "running" and big_then["counts"]["prompts_read"] < 120, big_then
