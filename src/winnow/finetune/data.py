@@ -29,7 +29,6 @@ from winnow.errors import InvalidRequest
 
 MAX_REPORTED_ERRORS = 10
 DEFAULT_MAX_LINE_BYTES = 8 << 20  # the setting fine_tuning_max_line_bytes
-TICK_LINES = 4096  # how often a long pass reports (and may be stopped)
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
 
 
@@ -210,14 +209,14 @@ def normalize(
     """Check every line of ``source`` and write the normalized rows to ``out`` (and, with ``split``,
     that fraction of them, picked by ``seed``, to ``split_out``), streaming: one line in memory at a
     time. InvalidRequest naming the first bad lines and their count (nothing is written then), or
-    when no row is left. ``tick`` is called with the line number every few thousand lines (it may
-    raise to stop the work: a cancelled job)."""
+    when no row is left. ``tick`` is called with each line's number (it may raise to stop the work:
+    a cancelled job; keep it cheap)."""
     normalizer = Normalizer(method, chat)
     errors = LineErrors()
     checked = _Writer(out.with_name(out.name + ".checked"))
     try:
         for number, data in _lines(source, max_line_bytes):
-            if tick is not None and number % TICK_LINES == 0:
+            if tick is not None:
                 tick(number)
             try:
                 if isinstance(data, ValueError):
@@ -255,7 +254,7 @@ def _split(
     try:
         with whole.path.open("rb") as rows:
             for index, line in enumerate(rows):
-                if tick is not None and index % TICK_LINES == 0:
+                if tick is not None:
                     tick(index)
                 if rng.random() * (whole.rows - index) < held - validation.rows:
                     validation.write(line)
