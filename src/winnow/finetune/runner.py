@@ -85,6 +85,10 @@ def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+class TrainingDataRejected(InvalidRequest):
+    """The job's rows are bad: the job has failed, with the first bad lines as its error."""
+
+
 class _Preparing:
     """The ``tick`` of a preparing pass: renews the lease as the heartbeat would (``winnow ft run`` has
     none) and stops the pass with JobCancelled once a cancel is heard, from here or the heartbeat."""
@@ -107,7 +111,7 @@ def _prepare(
     settings: Settings, store: JobStore, job: SdgJob, worker: str, state: dict[str, Any], cancelled: threading.Event
 ) -> None:
     """Check and normalize the job's rows into its folder (streaming, in constant memory) and record
-    them in its row. Bad rows fail the job, naming the lines (InvalidRequest)."""
+    them in its row. Bad rows fail the job, naming the lines (then TrainingDataRejected)."""
     spec = FineTuningJobRequest.model_validate(job.params)
     plan = state.pop("prepare")
     paths = job_paths(store.job_dir(job.id))
@@ -148,7 +152,8 @@ def _prepare(
         if isinstance(exc, InvalidRequest):
             append_event(paths["events"], f"failed: {exc.message}: {exc.details}", level="error")
             store.finish(job.id, worker, "failed", error=f"{exc.message}: {exc.details}")
-        elif isinstance(exc, JobCancelled):
+            raise TrainingDataRejected(exc.message, exc.details) from exc
+        if isinstance(exc, JobCancelled):
             append_event(paths["events"], "cancelled while preparing the data", level="warn")
         raise
     state.update(prepared=True, validation_rows=validation.rows if validation is not None else 0)
@@ -169,7 +174,7 @@ def run_fine_tuning(
     """Prepare ``job``'s data if no attempt has yet, train it to completion (blocking; run it in a
     thread) and return the new model's id. Raises JobCancelled when the job is cancelled (``cancelled``
     set, by the worker's heartbeat, or a renewal that hears of it), JobLost when another worker holds
-    it, InvalidRequest when its rows are bad (the job has failed then); a crash leaves the last
+    it, TrainingDataRejected when its rows are bad (the job has failed then); a crash leaves the last
     checkpoint to resume. ``watch`` sees every progress update (the CLI's progress bar)."""
     cancelled = cancelled or threading.Event()
     spec = FineTuningJobRequest.model_validate(job.params)

@@ -185,6 +185,8 @@ class FineTuningService:
             )
             if not validation.is_file():
                 raise InvalidRequest("validation_file does not exist", spec.validation_file)
+        if isinstance(source, Path) and not source.is_file():
+            raise InvalidRequest(f"{field} has no rows file", "it is gone from the data dir")
         if isinstance(source, Path) and source.stat().st_size == 0:
             raise InvalidRequest(f"{field} has no training rows", "the file is empty")
         job_id = self.jobs.new_id("ft")

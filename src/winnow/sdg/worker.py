@@ -23,10 +23,10 @@ from sqlalchemy.exc import OperationalError
 
 from winnow.config import Settings
 from winnow.db import Database, SdgJob
-from winnow.errors import BudgetExceeded, InvalidRequest
+from winnow.errors import BudgetExceeded
 from winnow.evals.plan import build_eval_plan
 from winnow.evals.runner import EvalRunner
-from winnow.finetune.runner import run_fine_tuning
+from winnow.finetune.runner import TrainingDataRejected, run_fine_tuning
 from winnow.finetune.service import FineTuningService, append_event, job_paths
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.evals import EvaluationRequest
@@ -78,8 +78,9 @@ class Worker:
             log.info("freed %d job(s) or shard(s) of dead workers on this host", freed)
 
     def _next(self) -> tuple[Callable[[], Coroutine[Any, Any, None]], Callable[[], None]] | None:
-        """The next piece of work (blocking: database), as (run it, hand it back): a shard of an SDG
-        job, the merge of a job whose shards are done, or an evaluation."""
+        """The next piece of work (blocking: database), as (run it, hand it back): the merge of a job
+        whose shards are done, else a shard of an SDG job or a whole job (an evaluation, a fine-tuning
+        job), by turns."""
         self.shards.housekeeping()
         if (job := self.shards.claim_merge(self.id)) is not None:
             return (lambda: self.merge(job)), (lambda: self.store.release(job.id, self.id))
@@ -283,7 +284,7 @@ class Worker:
             log.info("cancelled %s", job.id)
         except JobLost:
             log.warning("lost the lease on %s; another worker has it", job.id)
-        except InvalidRequest as exc:  # its rows: the job has failed, naming them
+        except TrainingDataRejected as exc:  # the job has failed, naming the bad lines
             log.info("fine-tuning %s failed: %s", job.id, exc.message)
         except OperationalError:
             log.exception("database error in %s; handing it back", job.id)
