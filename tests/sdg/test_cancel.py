@@ -3,9 +3,11 @@ after its current chunk and publishes no output, an ended job is a 409, another 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
@@ -14,9 +16,10 @@ from tests.sdg.jobs import SDG, job_body, job_status, submit, wait_running, writ
 from tests.spec import assert_error
 from winnow.auth import Principal
 from winnow.config import Settings
-from winnow.db import SdgJob
+from winnow.db import Database, SdgJob
 from winnow.runtime import Runtime
 from winnow.sdg.inputs import PromptFile
+from winnow.sdg.service import JobStore
 
 ENDED = ("completed", "failed", "cancelled")
 
@@ -102,28 +105,59 @@ def test_a_running_job_stops_after_its_current_chunk_and_publishes_nothing(
         assert_error(client.get(f"{SDG}/jobs/{job_id}/{artifact}", headers=bearer(user_key)), 409, "conflict")
 
 
-def test_a_cancelled_job_whose_worker_died_is_never_claimed_again(settings: Settings, runtime: Runtime) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    """A job store on SQLite, and on a real PostgreSQL (where claims lock with SKIP LOCKED)."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    settings = Settings(data_dir=tmp_path / "data", workers=0, database_url=url)
+    db = Database(settings.effective_database_url)
+    db.migrate()
+    yield JobStore(db, settings)
+    db.dispose()
+
+
+def _queue(store: JobStore, owner: int, kind: str = "ft") -> str:
+    prompts = PromptFile(path=write_prompts(store.settings.data_dir / "p.jsonl", 4), rows=4, size=1, sha256="x")
+    return store.create(_Spec(), prompts, Principal(id=owner, name=str(owner), is_admin=False), kind).id
+
+
+def _row(store: JobStore, job_id: str) -> SdgJob:
+    with store.db.session() as session:
+        row = session.get(SdgJob, job_id)
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
+def test_a_cancelled_job_whose_worker_died_is_never_claimed_again(store: JobStore) -> None:
     """A running evaluation or fine-tuning job is cancelled, then its worker dies before it notices
     (a restart frees its lease): no worker claims it again, not even by id; it ends cancelled."""
-    owner = Principal(id=runtime.keys.create("owner").id, name="owner", is_admin=False)
-    store = runtime.jobs
-    prompts = PromptFile(path=_small(settings), rows=20, size=1, sha256="x")
-    spec = _Spec()
+    owner = Principal(id=1, name="1", is_admin=False)
     for kind in ("eval", "ft"):
-        job = store.create(spec, prompts, owner, kind)
-        claimed = store.claim("host:1:a", job.id)
+        job_id = _queue(store, owner.id, kind)
+        claimed = store.claim("host:1:a", job_id)
         assert claimed is not None and claimed.attempts == 1
-        render = store.get(job.id, owner, kind, lambda row: row)
-        store.cancel(job.id, owner, kind, lambda row: row)
-        assert render.status == "running"
+        running = store.cancel(job_id, owner, kind, lambda row: row.status)
+        assert running == "running"
         assert store.expire_leases_of("host:", lambda worker: False) == 1  # the worker is gone
         assert store.claim("host:2:b") is None
-        assert store.claim("host:2:b", job.id) is None
-        with runtime.db.session() as session:
-            row = session.get(SdgJob, job.id)
-            assert row is not None
-            assert (row.status, row.stage, row.attempts, row.cancel_requested) == ("cancelled", "cancelled", 1, True)
-            assert row.finished_at is not None
+        assert store.claim("host:2:b", job_id) is None
+        row = _row(store, job_id)
+        assert (row.status, row.stage, row.attempts, row.cancel_requested) == ("cancelled", "cancelled", 1, True)
+        assert row.finished_at is not None
+
+
+def test_a_free_worker_takes_the_job_of_the_key_with_the_least_work_running(store: JobStore) -> None:
+    """Key 1 has a job running and another queued; key 2 queues one later: the next worker takes
+    key 2's (before: the oldest queued job, key 1's, and key 2 waited behind all of key 1's)."""
+    running = _queue(store, 1)
+    assert store.claim("host:1:a", running) is not None
+    older = _queue(store, 1)
+    newer = _queue(store, 2)
+    claimed = store.claim("host:1:b")
+    assert claimed is not None and claimed.id == newer
+    claimed = store.claim("host:1:c")
+    assert claimed is not None and claimed.id == older
 
 
 def test_a_small_job_of_another_key_is_not_queued_behind_every_shard_of_a_big_one(
