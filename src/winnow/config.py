@@ -249,6 +249,11 @@ class Settings(BaseSettings):
         description="Processes one fine-tuning job trains with (PyTorch DDP: NCCL on GPUs, gloo on CPU); "
         "0 = one per GPU the worker sees, one on a CPU-only machine",
     )
+    fine_tuning_max_line_bytes: int = Field(
+        8 << 20,
+        ge=1024,
+        description="The longest line a training file may have (bytes): a longer one is refused, naming it",
+    )
     ray: RaySettings = RaySettings()
     job_shard_rows: int = Field(
         1024, ge=1, description="Prompts per shard of an SDG job (whole chunks): the unit workers share a job by"

@@ -58,9 +58,10 @@ def test_a_job_trains_registers_and_serves_its_model(ft_client: TestClient, admi
     submitted = ft_client.post(FT, json=job_body(uploaded.json()["path"]), headers=bearer(admin_key))
     assert submitted.status_code == 202, submitted.text
     job = submitted.json()
-    assert job["object"] == "fine_tuning.job" and job["status"] == "queued" and job["training_rows"] == 40
+    assert job["object"] == "fine_tuning.job" and job["status"] == "queued"
     done = wait_for(ft_client, admin_key, f"{FT}/{job['id']}", timeout=300)
     assert done["status"] == "completed", done
+    assert done["training_rows"] == 40
     model = done["fine_tuned_model"]
     assert model == f"demo-lm:ft-arith-{job['id'][6:14]}"
     assert done["progress"]["step"] == done["progress"]["total_steps"] == 5
@@ -115,23 +116,29 @@ def test_bad_input_is_a_400_and_queues_nothing(
     assert client.get(FT, headers=bearer(admin_key)).json()["data"] == []
 
 
-def test_bad_training_rows_are_named_by_line(client: TestClient, admin_key: str, runtime: Any) -> None:
-    refused = upload(client, admin_key, '{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\nnot json\n')
+def test_bad_training_rows_are_named_by_line(ft_client: TestClient, admin_key: str, runtime: Any) -> None:
+    refused = upload(ft_client, admin_key, '{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\nnot json\n')
     assert refused.status_code == 400
     assert "line 2" in refused.text and "line 3" in refused.text
-    assert upload(client, admin_key, "").status_code == 400
-    # A preference file without rejected, submitted as dpo from a data-dir path.
+    assert upload(ft_client, admin_key, "").status_code == 400
     folder = runtime.settings.data_dir / "shared"
     folder.mkdir(parents=True)
-    (folder / "pairs.jsonl").write_text('{"prompt": "What is 1+1?", "chosen": "2"}\n')
-    response = client.post(FT, json=job_body(str(folder / "pairs.jsonl"), method="dpo"), headers=bearer(admin_key))
-    assert response.status_code == 400 and "line 1" in response.text and "rejected" in response.text
     empty = folder / "empty.jsonl"
     empty.write_text("")
-    response = client.post(FT, json=job_body(str(empty)), headers=bearer(admin_key))
+    response = ft_client.post(FT, json=job_body(str(empty)), headers=bearer(admin_key))
     assert response.status_code == 400 and "no training rows" in response.text
-    assert client.get(FT, headers=bearer(admin_key)).json()["data"] == []
+    assert ft_client.get(FT, headers=bearer(admin_key)).json()["data"] == []
     assert not any(p.name.startswith("ftjob-") for p in (runtime.settings.data_dir / "jobs").glob("*"))
+    # A preference file without rejected, submitted as dpo from a data-dir path: the worker that
+    # prepares it fails the job, naming the line.
+    (folder / "pairs.jsonl").write_text('{"prompt": "What is 1+1?", "chosen": "2"}\n')
+    response = ft_client.post(FT, json=job_body(str(folder / "pairs.jsonl"), method="dpo"), headers=bearer(admin_key))
+    assert response.status_code == 202, response.text
+    failed = wait_for(ft_client, admin_key, f"{FT}/{response.json()['id']}", until=("failed", "completed"))
+    assert failed["status"] == "failed" and failed["training_rows"] == 0, failed
+    assert "line 1" in failed["error"] and "rejected" in failed["error"], failed
+    events = ft_client.get(f"{FT}/{failed['id']}/events", headers=bearer(admin_key)).json()["data"]
+    assert [e["level"] for e in events] == ["error"] and "line 1" in events[0]["message"]
 
 
 def test_an_upstream_base_model_is_refused(tmp_path: Path) -> None:
@@ -188,9 +195,9 @@ def test_a_fine_tuned_model_is_the_base_of_another_job_with_validation_loss(
     body = job_body(path, base_model=parent, suffix="second", validation_split=0.25)
     second = ft_client.post(FT, json=body, headers=bearer(admin_key))
     assert second.status_code == 202, second.text
-    assert second.json()["training_rows"] == 30 and second.json()["validation_rows"] == 10
     done = wait_for(ft_client, admin_key, f"{FT}/{second.json()['id']}", timeout=300)
     assert done["status"] == "completed", done
+    assert done["training_rows"] == 30 and done["validation_rows"] == 10
     assert done["metrics"]["validation_loss"] > 0 and done["progress"]["validation_loss"] is not None
     child = done["fine_tuned_model"]
     assert child.startswith(f"{parent}:ft-second-")

@@ -3,9 +3,10 @@
 Client paths resolve (symlinks included) inside the data dir or the operator's ``data_roots``
 (``winnow.sdg.inputs.resolve_inside``). Inside the data dir, what Winnow itself writes is owned:
 ``files/<key id>/`` holds a key's uploads and ``jobs/<job id>/`` a job's outputs and work folders,
-so a key may name only its own; the database and Winnow's own state files may not be named at all.
-Other files an operator puts in the data dir, and the ``data_roots``, are shared by every key.
-Admin keys may name anything inside the roots but Winnow's own state.
+so a key may name only its own; ``models/`` (fine-tuned weights and adapters, whoever made them) and
+any other folder of Winnow's are not input, and the database and Winnow's own state files may not be
+named at all. Other files an operator puts in the data dir, and the ``data_roots``, are shared by
+every key. Admin keys may name anything inside the roots but Winnow's own state.
 
 A refused path gets one answer whether or not it exists, so the answer tells nothing about it.
 """
@@ -22,6 +23,8 @@ from winnow.sdg.inputs import resolve_inside
 
 # Winnow's own state in the data dir (the SQLite database and its journals, worker settings).
 _STATE_PREFIXES = ("winnow.db", "worker-config")
+# Folders Winnow writes that hold no key's input: a fine-tuned model's files are not training data.
+_PRIVATE_FOLDERS = ("models",)
 
 
 def authorize_client_path(
@@ -46,6 +49,8 @@ def check_owned_path(
         raise _refused(field, path)
     if owner.is_admin:
         return
+    if parts[0] in _PRIVATE_FOLDERS:
+        raise _refused(field, path)
     if parts[0] == "files" and (len(parts) < 3 or parts[1] != str(owner.id)):
         raise _refused(field, path)
     if parts[0] == "jobs" and (len(parts) < 3 or job_owner(parts[1]) != owner.id):

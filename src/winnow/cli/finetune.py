@@ -142,7 +142,7 @@ def run(
         row = runtime.jobs.claim(me, job_id=job.id)
         if row is None:
             raise fail("a worker took the job first", f"follow it with `winnow ft status {job.id}`")
-        err.print(f"{job.id}: {job.training_rows} training row(s), {method} on {base}")
+        err.print(f"{job.id}: {method} on {base}")
         with progress_bar(TextColumn("loss {task.fields[loss]}")) as bar:
             task = bar.add_task("training", total=None, loss="-")
 

@@ -77,7 +77,11 @@ class FileService:
             if purpose not in PURPOSES:
                 raise InvalidRequest("Invalid purpose", f"purpose: {purpose!r}; expected one of {PURPOSES}")
             size = part.stat().st_size
-            rows = check_training_file(part) if purpose == "fine-tune" else validate_file(part).rows
+            rows = (
+                check_training_file(part, self.settings.fine_tuning_max_line_bytes)
+                if purpose == "fine-tune"
+                else validate_file(part).rows
+            )
             part.replace(target)
             with self.db.session() as session:
                 # The key's row is locked (PostgreSQL), so two uploads cannot both take the last bytes.

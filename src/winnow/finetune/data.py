@@ -1,4 +1,5 @@
-"""Training data for fine-tuning: TRL's formats, read and checked line by line before anything queues.
+"""Training data for fine-tuning: TRL's formats, read, checked and written line by line (one line in
+memory at a time, each at most ``fine_tuning_max_line_bytes``).
 
 Accepted lines (one format a file):
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import orjson
 from winnow.errors import InvalidRequest
 
 MAX_REPORTED_ERRORS = 10
+DEFAULT_MAX_LINE_BYTES = 8 << 20  # the setting fine_tuning_max_line_bytes
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
 
 
@@ -128,18 +130,68 @@ class Normalizer:
         return {"prompt": self._prompt(data["prompt"]), "completion": self._answer(answer, "completion")}
 
 
-def _lines(source: Path | Iterable[dict[str, Any]]) -> Iterator[tuple[int, Any]]:
+class LineErrors:
+    """The bad lines of a file: how many, and the first few named (a file of bad lines costs no memory)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.shown: list[str] = []
+
+    def add(self, number: int, exc: ValueError) -> None:
+        self.count += 1
+        if len(self.shown) < MAX_REPORTED_ERRORS:
+            self.shown.append(f"line {number}: {exc}")
+
+    def details(self) -> str:
+        more = self.count - len(self.shown)
+        return "; ".join(self.shown) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _file_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[int, Any]]:
+    """A file's lines as parsed JSON (or the ValueError saying what is wrong), never holding more
+    than ``max_line_bytes`` of one line: a longer line is skipped unread and named."""
+    with path.open("rb") as handle:
+        number = 0
+        while line := handle.readline(max_line_bytes + 1):
+            number += 1
+            if len(line) > max_line_bytes and not line.endswith(b"\n"):
+                while (rest := handle.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    pass
+                yield number, ValueError(f"longer than {max_line_bytes} bytes (setting fine_tuning_max_line_bytes)")
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield number, orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                yield number, ValueError(f"invalid JSON ({exc.msg})")
+
+
+def _lines(source: Path | Iterable[dict[str, Any]], max_line_bytes: int) -> Iterator[tuple[int, Any]]:
     if isinstance(source, Path):
-        with source.open("rb") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield number, orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    yield number, ValueError(f"invalid JSON ({exc.msg})")
+        yield from _file_lines(source, max_line_bytes)
     else:
         yield from enumerate(source, 1)
+
+
+class _Writer:
+    """Normalized rows appended to a file as they come, hashed and counted on the way."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.handle = path.open("wb")
+        self.digest = hashlib.sha256()
+        self.rows = 0
+
+    def write(self, line: bytes) -> None:
+        self.handle.write(line)
+        self.digest.update(line)
+        self.rows += 1
+
+    def close(self, kind: str) -> TrainingSet:
+        self.handle.close()
+        return TrainingSet(self.path, self.rows, self.digest.hexdigest(), kind)
 
 
 def normalize(
@@ -151,71 +203,93 @@ def normalize(
     split: float = 0.0,
     seed: int = 0,
     split_out: Path | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    tick: Callable[[int], None] | None = None,
 ) -> tuple[TrainingSet, TrainingSet | None]:
     """Check every line of ``source`` and write the normalized rows to ``out`` (and, with ``split``,
-    that fraction of them, picked by ``seed``, to ``split_out``). InvalidRequest naming the first bad
-    lines (nothing is written then), or when no row is left."""
+    that fraction of them, picked by ``seed``, to ``split_out``), streaming: one line in memory at a
+    time. InvalidRequest naming the first bad lines and their count (nothing is written then), or
+    when no row is left. ``tick`` is called with each line's number (it may raise to stop the work:
+    a cancelled job; keep it cheap)."""
     normalizer = Normalizer(method, chat)
-    rows: list[bytes] = []
-    errors: list[str] = []
-    bad = 0
-    for number, data in _lines(source):
-        try:
-            if isinstance(data, ValueError):
-                raise data
-            rows.append(orjson.dumps(normalizer.row(data)))
-        except ValueError as exc:
-            bad += 1
-            if len(errors) < MAX_REPORTED_ERRORS:
-                errors.append(f"line {number}: {exc}")
-    if bad:
-        raise InvalidRequest(f"{field} has {bad} invalid line(s)", "; ".join(errors))
-    if not rows:
-        raise InvalidRequest(f"{field} has no training rows", "the file is empty")
-    held: list[bytes] = []
-    if split:
-        order = list(range(len(rows)))
-        random.Random(seed).shuffle(order)
-        take = set(order[: max(1, round(len(rows) * split))])
-        if len(take) >= len(rows):
-            raise InvalidRequest("validation_split leaves no training rows", f"{len(rows)} row(s)")
-        held = [r for i, r in enumerate(rows) if i in take]
-        rows = [r for i, r in enumerate(rows) if i not in take]
-    kind = normalizer.kind or "prompt-completion"
-    train = _write(rows, out, kind)
-    validation = _write(held, split_out, kind) if held and split_out is not None else None
-    return train, validation
+    errors = LineErrors()
+    checked = _Writer(out.with_name(out.name + ".checked"))
+    try:
+        for number, data in _lines(source, max_line_bytes):
+            if tick is not None:
+                tick(number)
+            try:
+                if isinstance(data, ValueError):
+                    raise data
+                row = orjson.dumps(normalizer.row(data)) + b"\n"
+            except ValueError as exc:
+                errors.add(number, exc)
+                continue
+            if not errors.count:
+                checked.write(row)
+        whole = checked.close(normalizer.kind or "prompt-completion")
+        if errors.count:
+            raise InvalidRequest(f"{field} has {errors.count} invalid line(s)", errors.details())
+        if not whole.rows:
+            raise InvalidRequest(f"{field} has no training rows", "the file is empty")
+        if not split or split_out is None:
+            whole.path.replace(out)
+            return TrainingSet(out, whole.rows, whole.sha256, whole.kind), None
+        return _split(whole, out, split_out, split, seed, tick)
+    finally:
+        checked.handle.close()
+        checked.path.unlink(missing_ok=True)
 
 
-def _write(rows: list[bytes], path: Path, kind: str) -> TrainingSet:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = b"".join(r + b"\n" for r in rows)
-    path.write_bytes(body)
-    return TrainingSet(path, len(rows), hashlib.sha256(body).hexdigest(), kind)
+def _split(
+    whole: TrainingSet, out: Path, split_out: Path, split: float, seed: int, tick: Callable[[int], None] | None
+) -> tuple[TrainingSet, TrainingSet]:
+    """Hold out ``split`` of the rows, chosen by ``seed``, in one more streaming pass: selection
+    sampling (Knuth's algorithm S) picks exactly that many without a list of the rows."""
+    held = max(1, round(whole.rows * split))
+    if held >= whole.rows:
+        raise InvalidRequest("validation_split leaves no training rows", f"{whole.rows} row(s)")
+    rng = random.Random(seed)
+    train, validation = _Writer(out), _Writer(split_out)
+    try:
+        with whole.path.open("rb") as rows:
+            for index, line in enumerate(rows):
+                if tick is not None:
+                    tick(index)
+                if rng.random() * (whole.rows - index) < held - validation.rows:
+                    validation.write(line)
+                else:
+                    train.write(line)
+    finally:
+        train.handle.close()
+        validation.handle.close()
+    return train.close(whole.kind), validation.close(whole.kind)
 
 
-def check_training_file(path: Path) -> int:
+def check_training_file(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> int:
     """How many rows an uploaded training file holds, or InvalidRequest naming its first bad lines:
-    one format a file, sft's or dpo's (which one is said when a job uses it)."""
-    found: dict[str, list[str]] = {}
+    one format a file, sft's or dpo's (which one is said when a job uses it). Streams: one line in
+    memory at a time."""
+    found: list[LineErrors] = []
     rows = 0
     for method in ("sft", "dpo"):
         normalizer = Normalizer(method, chat=False)
-        errors = found.setdefault(method, [])
+        errors = LineErrors()
         rows = 0
-        for number, data in _lines(path):
+        for number, data in _file_lines(path, max_line_bytes):
             try:
                 if isinstance(data, ValueError):
                     raise data
                 normalizer.row(data)
                 rows += 1
             except ValueError as exc:
-                errors.append(f"line {number}: {exc}")
-        if not errors:
+                errors.add(number, exc)
+        if not errors.count:
             break
+        found.append(errors)
     else:
-        best = min(found.values(), key=len)
-        raise InvalidRequest(f"Not a training file: {len(best)} invalid line(s)", "; ".join(best[:MAX_REPORTED_ERRORS]))
+        best = min(found, key=lambda e: e.count)
+        raise InvalidRequest(f"Not a training file: {best.count} invalid line(s)", best.details())
     if not rows:
         raise InvalidRequest("The training file has no rows", "the file is empty")
     return rows

@@ -1,8 +1,9 @@
 """Fine-tuning jobs in the shared job store (kind ``ft``): the same queue, leases, cancellation and
-workers as SDG jobs and evaluations. Submitting checks everything a run needs (the base model, the
-data, line by line) and writes the normalized training set into the job's folder, so nothing invalid
-queues; a worker trains (``winnow.finetune.trainer``) and registers the new model in the database,
-where every process's registry finds it."""
+workers as SDG jobs and evaluations. Submitting checks what is cheap (the base model, that the data
+exists and is the key's) and answers at once; the worker that takes the job checks the data line by
+line and writes the normalized training set into the job's folder (``winnow.finetune.runner``), then
+trains (``winnow.finetune.trainer``) and registers the new model in the database, where every
+process's registry finds it."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from winnow.auth.paths import authorize_client_path
 from winnow.config import ModelConfig, Settings
 from winnow.db import Database, FineTunedModel, SdgJob
 from winnow.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
-from winnow.finetune.data import TrainingSet, normalize
+from winnow.finetune.data import TrainingSet
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.finetune import FineTuningEvent, FineTuningJob, FineTuningJobRequest, Progress
 from winnow.sdg.inputs import PromptFile
@@ -32,6 +33,7 @@ from winnow.sdg.service import JobStore
 TRAIN_FILE = "train.jsonl"
 VALIDATION_FILE = "validation.jsonl"
 EVENTS_FILE = "events.jsonl"
+FEEDBACK_FILE = "feedback.jsonl"  # a feedback export's rows, as submitted, until the worker prepares them
 LOSS_CURVE = "loss.png"
 MAX_EVENTS = 1000  # per page of /events
 
@@ -170,44 +172,34 @@ class FineTuningService:
         owner: Principal,
         feedback: Callable[[Principal, str], list[dict[str, Any]]],
     ) -> FineTuningJob:
+        """Check what is cheap to check (the base model, the sources exist and are the key's to read)
+        and queue the job; the worker that takes it checks and normalizes the rows (stage
+        ``preparing``), streaming, and fails the job naming the bad lines if any are."""
         base = self.base_config(spec.base_model)
         chat = self._chat(base)
         source, field = self._source(spec, owner, feedback)
-        job_id = self.jobs.new_id("ft")
-        folder = self.jobs.job_dir(job_id)
-        paths = job_paths(folder)
-        try:
-            train, validation = normalize(
-                source,
-                spec.method,
-                chat,
-                paths["train"],
-                field,
-                split=spec.validation_split,
-                seed=spec.hyperparameters.seed,
-                split_out=paths["validation"],
+        validation = None
+        if spec.validation_file:
+            validation = authorize_client_path(
+                spec.validation_file, self.settings, owner, self.jobs.owner_of, "validation_file"
             )
-            if spec.validation_file:
-                path = authorize_client_path(
-                    spec.validation_file, self.settings, owner, self.jobs.owner_of, "validation_file"
-                )
-                if not path.is_file():
-                    raise InvalidRequest("validation_file does not exist", spec.validation_file)
-                validation, _ = normalize(path, spec.method, chat, paths["validation"], "validation_file")
-            if validation is not None and validation.kind != train.kind:
-                raise InvalidRequest("validation rows are not in the training rows' format", validation.kind)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        append_event(paths["events"], f"validated {train.rows} training row(s) from {field}; queued")
-        job = self.jobs.create(spec, _prompt_file(train), owner, "ft", job_id=job_id)
-        if validation is not None:
-            with self.db.session() as session:
-                row = session.get(SdgJob, job.id)
-                assert row is not None
-                row.checkpoint = {"validation_rows": validation.rows}
-                job.checkpoint = dict(row.checkpoint)
-        return render(job)
+            if not validation.is_file():
+                raise InvalidRequest("validation_file does not exist", spec.validation_file)
+        if isinstance(source, Path) and not source.is_file():
+            raise InvalidRequest(f"{field} has no rows file", "it is gone from the data dir")
+        if isinstance(source, Path) and source.stat().st_size == 0:
+            raise InvalidRequest(f"{field} has no training rows", "the file is empty")
+        job_id = self.jobs.new_id("ft")
+        if not isinstance(source, Path):  # the feedback export: kept beside the job for its worker
+            source = _write_rows(source, self.jobs.job_dir(job_id) / FEEDBACK_FILE)
+        prepare = {
+            "source": str(source),
+            "field": field,
+            "validation": str(validation) if validation else None,
+            "chat": chat,
+        }
+        queued = PromptFile(path=source, rows=0, size=source.stat().st_size, sha256="")
+        return render(self.jobs.create(spec, queued, owner, "ft", job_id=job_id, checkpoint={"prepare": prepare}))
 
     # -- the API's reads ------------------------------------------------------------------------
     def get(self, job_id: str, owner: Principal) -> FineTuningJob:
@@ -286,5 +278,13 @@ def model_dir(settings: Settings, model_id: str) -> Path:
     return settings.data_dir / "models" / re.sub(r"[^A-Za-z0-9._-]", "__", model_id)
 
 
-def _prompt_file(train: TrainingSet) -> PromptFile:
+def prompt_file(train: TrainingSet) -> PromptFile:
     return PromptFile(path=train.path, rows=train.rows, size=train.path.stat().st_size, sha256=train.sha256)
+
+
+def _write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        for row in rows:
+            out.write(orjson.dumps(row) + b"\n")
+    return path

@@ -294,7 +294,7 @@ def train(
         raise RuntimeError(f"{world} training processes, but the trainer sees {trainer.args.world_size}")
     for noisy in (PrinterCallback, ProgressCallback):  # progress goes to ``hooks``, not stdout
         trainer.remove_callback(noisy)
-    hooks.progress(
+    stop = hooks.progress(
         dict(reporter.progress),
         {
             "message": (
@@ -303,6 +303,10 @@ def train(
             "data": {"resumed_from_step": resume_step, "total_steps": total, "device": device, "processes": world},
         },
     )
+    if stop:  # cancelled while the model loaded: several ranks stop together at the first step
+        reporter.cancelled = True
+        if world == 1:
+            return TrainResult(cancelled=True)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     if reporter.cancelled:
         return TrainResult(cancelled=True)

@@ -105,13 +105,13 @@ class FineTuningJob(WireModel):
     base_model: str
     method: Method
     status: str = Field(description="queued, running, paused, completed, failed or cancelled")
-    stage: str
+    stage: str = Field(description="queued, preparing (a worker checks the rows), training, or the status once ended")
     created: Timestamp
     started: Timestamp | None = None
     finished: Timestamp | None = None
     error: str | None = None
     fine_tuned_model: str | None = Field(None, description="The new model's id, once the job completed")
-    training_rows: int
+    training_rows: int = Field(description="0 until a worker has checked the rows (stage preparing)")
     validation_rows: int = 0
     hyperparameters: dict[str, Any]
     progress: Progress

@@ -27,7 +27,7 @@ from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.rows import Candidate
 from winnow.sdg.runner import Checkpoint, JobCancelled, JobPlan, LocalRunner, Progress, add_counts
 from winnow.sdg.scoring import resolve_scoring
-from winnow.sdg.shards import oldest_job, shard_states
+from winnow.sdg.shards import fair_job, shard_states
 from winnow.usage.recorder import UsageEvent, UsageRecorder, insert_rows
 from winnow.usage.service import UsageService
 from winnow.usage.tokens import prompt_tokens
@@ -214,6 +214,7 @@ class JobStore:
         owner: Principal,
         kind: str = "sdg",
         job_id: str | None = None,
+        checkpoint: dict[str, Any] | None = None,
     ) -> SdgJob:
         """Queue a job (``kind`` sdg, eval or ft) and return its row, detached."""
         job_id = job_id or self.new_id(kind)
@@ -228,7 +229,7 @@ class JobStore:
             prompts_total=prompts.rows,
             prompts_sha256=prompts.sha256,
             output_path=str(self.job_dir(job_id) / KINDS[kind][3]),
-            checkpoint={},
+            checkpoint=checkpoint or {},
             cancel_requested=False,
             attempts=0,
             output_bytes=0,
@@ -312,13 +313,26 @@ class JobStore:
         one whose lease ran out, or a paused one that is due. (SDG jobs are shared by shards:
         ``winnow.sdg.shards``.)"""
         now = _now()
-        claimable = SdgJob.kind.in_(("eval", "ft")) & or_(
-            SdgJob.status == "queued",
-            (SdgJob.status == "running") & (SdgJob.lease_until < now),
-            (SdgJob.status == "paused") & (SdgJob.resume_at <= now),
+        whole = SdgJob.kind.in_(("eval", "ft"))
+        claimable = (
+            whole
+            & ~SdgJob.cancel_requested
+            & or_(
+                SdgJob.status == "queued",
+                (SdgJob.status == "running") & (SdgJob.lease_until < now),
+                (SdgJob.status == "paused") & (SdgJob.resume_at <= now),
+            )
         )
         with self.db.session() as session:
-            candidate = oldest_job(claimable) if job_id is None else job_id
+            # A cancelled job whose worker died (or stopped renewing) is never run again: it ends here.
+            session.execute(
+                update(SdgJob)
+                .where(whole, SdgJob.cancel_requested, SdgJob.status.in_(("queued", "running", "paused")))
+                .where(or_(SdgJob.status != "running", SdgJob.lease_until.is_(None), SdgJob.lease_until < now))
+                .values(status="cancelled", stage="cancelled", finished_at=now, updated_at=now, lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+            candidate = fair_job(claimable) if job_id is None else job_id
             claimed = session.execute(
                 update(SdgJob)
                 .where(SdgJob.id == candidate, claimable)
@@ -387,6 +401,24 @@ class JobStore:
         if cancel is None:
             raise JobLost(job_id)
         return bool(cancel)
+
+    def record_input(self, job_id: str, worker: str, prompts: PromptFile, checkpoint: dict[str, Any]) -> None:
+        """The input a worker prepared for a job it holds (a fine-tuning job's normalized rows)."""
+        with self.db.session() as session:
+            done = session.execute(
+                update(SdgJob)
+                .where(SdgJob.id == job_id, SdgJob.worker == worker, SdgJob.status == "running")
+                .values(
+                    prompts_path=str(prompts.path),
+                    prompts_total=prompts.rows,
+                    prompts_sha256=prompts.sha256,
+                    checkpoint=checkpoint,
+                    updated_at=_now(),
+                )
+                .returning(SdgJob.id)
+            ).scalar_one_or_none()
+        if done is None:
+            raise JobLost(job_id)
 
     def release(self, job_id: str, worker: str) -> None:
         """Give a running job back (its lease ends now) so the next worker resumes it at once."""

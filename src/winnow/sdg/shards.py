@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import ScalarSelect
 
@@ -39,6 +39,60 @@ def oldest_job(*conditions: ColumnElement[bool]) -> ScalarSelect[Any]:
         .order_by(SdgJob.created_at)
         .limit(1)
         .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+
+
+def _owner_running(now: datetime) -> ColumnElement[Any]:
+    """How much work the key owning the job (``SdgJob``, correlated) has running now: its evaluations
+    and fine-tuning jobs under a live lease, and its SDG jobs' shards under one."""
+    other = aliased(SdgJob)
+    jobs = (
+        select(func.count())
+        .select_from(other)
+        .where(
+            other.owner_key_id == SdgJob.owner_key_id,
+            other.kind.in_(("eval", "ft")),
+            other.status == "running",
+            other.lease_until >= now,
+        )
+        .correlate(SdgJob)
+        .scalar_subquery()
+    )
+    shards = (
+        select(func.count())
+        .select_from(JobShard)
+        .join(other, other.id == JobShard.job_id)
+        .where(other.owner_key_id == SdgJob.owner_key_id, JobShard.status == "running", JobShard.lease_until >= now)
+        .correlate(SdgJob)
+        .scalar_subquery()
+    )
+    return jobs + shards
+
+
+def fair_job(*conditions: ColumnElement[bool]) -> ScalarSelect[Any]:
+    """Like ``oldest_job``, but the job of the key with the least work running goes first (then the
+    oldest): several workers spread over the keys instead of all serving the oldest key's jobs."""
+    return (
+        select(SdgJob.id)
+        .where(*conditions)
+        .order_by(_owner_running(_now()), SdgJob.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+
+
+def _owner_started() -> ScalarSelect[Any]:
+    """How many shards the key owning the job (``SdgJob``, correlated) has had started (running or
+    done) over its SDG jobs that still run: the key with the fewest goes next."""
+    other = aliased(SdgJob)
+    return (
+        select(func.count())
+        .select_from(JobShard)
+        .join(other, other.id == JobShard.job_id)
+        .where(other.owner_key_id == SdgJob.owner_key_id, other.status == "running", JobShard.status != "queued")
+        .correlate(SdgJob)
         .scalar_subquery()
     )
 
@@ -149,7 +203,9 @@ class ShardStore:
             session.execute(insert(JobShard), rows)
 
     def claim(self, worker: str) -> ShardClaim | None:
-        """The oldest job's first free shard (queued, or running with its lease run out)."""
+        """A free shard (queued, or running with its lease run out): of the key that has had the fewest
+        shards started over its running jobs (so a small job is not queued behind every shard of a big
+        one from another key), then of its oldest job, in shard order."""
         now = _now()
         free = or_(JobShard.status == "queued", and_(JobShard.status == "running", JobShard.lease_until < now))
         with self.db.session() as session:
@@ -157,7 +213,7 @@ class ShardStore:
                 select(JobShard.job_id, JobShard.shard)
                 .join(SdgJob, SdgJob.id == JobShard.job_id)
                 .where(SdgJob.status == "running", SdgJob.cancel_requested.is_(False), free)
-                .order_by(SdgJob.created_at, JobShard.shard)
+                .order_by(_owner_started(), SdgJob.created_at, JobShard.shard)
                 .limit(1)
                 .with_for_update(skip_locked=True, of=JobShard)
             )

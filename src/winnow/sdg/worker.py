@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from winnow.db import Database, SdgJob
 from winnow.errors import BudgetExceeded
 from winnow.evals.plan import build_eval_plan
 from winnow.evals.runner import EvalRunner
-from winnow.finetune.runner import run_fine_tuning
+from winnow.finetune.runner import TrainingDataRejected, run_fine_tuning
 from winnow.finetune.service import FineTuningService, append_event, job_paths
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.evals import EvaluationRequest
@@ -68,6 +69,7 @@ class Worker:
         self.shards = ShardStore(self.db, settings)
         self.fine_tuning = FineTuningService(self.db, settings, self.store, self.models)
         self._checked: dict[str, tuple[tuple[int, int], PromptFile]] = {}  # sha256 -> (size, mtime), file
+        self._served_shard = False  # what the last work was: the next claim tries the other kind first
 
     def _free_dead_local_jobs(self) -> None:
         prefix = f"{socket.gethostname()}:"
@@ -76,17 +78,31 @@ class Worker:
             log.info("freed %d job(s) or shard(s) of dead workers on this host", freed)
 
     def _next(self) -> tuple[Callable[[], Coroutine[Any, Any, None]], Callable[[], None]] | None:
-        """The next piece of work (blocking: database), as (run it, hand it back): a shard of an SDG
-        job, the merge of a job whose shards are done, or an evaluation."""
+        """The next piece of work (blocking: database), as (run it, hand it back): the merge of a job
+        whose shards are done, else a shard of an SDG job or a whole job (an evaluation, a fine-tuning
+        job), by turns."""
         self.shards.housekeeping()
-        if (shard := self.shards.claim(self.id)) is not None:
-            return (lambda: self.run_shard(shard)), (lambda: self.shards.release(shard, self.id))
         if (job := self.shards.claim_merge(self.id)) is not None:
             return (lambda: self.merge(job)), (lambda: self.store.release(job.id, self.id))
-        if (job := self.store.claim(self.id)) is not None:
-            run = self.run_fine_tuning if job.kind == "ft" else self.run_job
-            return (lambda: run(job)), (lambda: self.store.release(job.id, self.id))
+        # Shards and whole jobs by turns: neither kind waits for every piece of work of the other.
+        order = (self._whole_job, self._shard) if self._served_shard else (self._shard, self._whole_job)
+        for source in order:
+            if (work := source()) is not None:
+                return work
         return None
+
+    def _shard(self) -> tuple[Callable[[], Coroutine[Any, Any, None]], Callable[[], None]] | None:
+        if (shard := self.shards.claim(self.id)) is None:
+            return None
+        self._served_shard = True
+        return (lambda: self.run_shard(shard)), (lambda: self.shards.release(shard, self.id))
+
+    def _whole_job(self) -> tuple[Callable[[], Coroutine[Any, Any, None]], Callable[[], None]] | None:
+        if (job := self.store.claim(self.id)) is None:
+            return None
+        self._served_shard = False
+        run = self.run_fine_tuning if job.kind == "ft" else self.run_job
+        return (lambda: run(job)), (lambda: self.store.release(job.id, self.id))
 
     async def run_forever(self, stop: asyncio.Event, parent_pid: int | None = None) -> None:
         log.info("worker %s started", self.id)
@@ -257,14 +273,19 @@ class Worker:
         """A fine-tuning job, trained in a thread under the job's lease; resumed from its last
         checkpoint when an earlier attempt died."""
         log.info("fine-tuning %s (attempt %d)", job.id, job.attempts)
-        heartbeat = asyncio.create_task(self._beat(lambda: self.store.renew(job.id, self.id)))
+        cancelled = threading.Event()  # set by the heartbeat: every phase (preparing, training) stops on it
+        heartbeat = asyncio.create_task(self._beat(lambda: self.store.renew(job.id, self.id), cancelled.set))
         try:
-            await asyncio.to_thread(run_fine_tuning, self.settings, self.store, self.fine_tuning, job, self.id)
+            await asyncio.to_thread(
+                run_fine_tuning, self.settings, self.store, self.fine_tuning, job, self.id, None, cancelled
+            )
         except JobCancelled:
             self.store.finish(job.id, self.id, "cancelled")
             log.info("cancelled %s", job.id)
         except JobLost:
             log.warning("lost the lease on %s; another worker has it", job.id)
+        except TrainingDataRejected as exc:  # the job has failed, naming the bad lines
+            log.info("fine-tuning %s failed: %s", job.id, exc.message)
         except OperationalError:
             log.exception("database error in %s; handing it back", job.id)
             with contextlib.suppress(Exception):
@@ -291,12 +312,14 @@ class Worker:
             if folder.is_dir() and (folder.name == "shards" or folder.name.startswith(("work-", "merge-"))):
                 shutil.rmtree(folder, ignore_errors=True)
 
-    async def _beat(self, renew: Callable[[], object]) -> None:
-        """Renew a lease while a long chunk runs (checkpoints renew it too)."""
+    async def _beat(self, renew: Callable[[], bool], on_cancel: Callable[[], None] | None = None) -> None:
+        """Renew a lease while a long chunk runs (checkpoints renew it too); a renewal that answers
+        that the job's cancellation was requested calls ``on_cancel``."""
         while True:
             await asyncio.sleep(self.settings.job_lease_s / 3)
             try:
-                await asyncio.to_thread(renew)
+                if await asyncio.to_thread(renew) and on_cancel is not None:
+                    on_cancel()
             except (JobLost, ShardLost):
                 return  # no longer ours: the next checkpoint says so to the runner too
             except Exception:

@@ -49,8 +49,9 @@ def _feedback_rows(runtime: Runtime) -> Any:
     "",
     summary="Fine-tune a local model on an SDG job's rows, your feedback, or a JSONL file",
     description=(
-        "Checks the base model and every training row (errors name the line), writes the normalized "
-        "training set beside the job and queues it for the workers; answers at once. The job trains with "
+        "Checks the base model and that the training data exists and is yours, queues the job and answers "
+        "at once; the worker that takes it checks every row (stage `preparing`; bad lines fail the job, "
+        "named in its `error`) and writes the normalized training set beside the job. The job trains with "
         "TRL (SFT or DPO) and a PEFT LoRA adapter (or every weight), checkpoints as it goes (a killed worker's "
         "successor resumes from the last checkpoint), and on success registers the new model "
         "`<base>:ft-<suffix>-<job>`, which every endpoint serves at once."

@@ -126,7 +126,7 @@ form.addEventListener('submit', async (event) => {
     else throw new Error('No completed synthetic-data job to train on: run one, or upload a file');
     const job = await api(FT, { method: 'POST', json: body });
     $('#ft-started').replaceChildren(el('p', { class: 'notice', role: 'status' }, 'Started ', jobLink(job),
-      ` on ${number(job.training_rows)} training rows.`));
+      ': a worker checks its training rows, then trains.'));
     await refresh();
     watch();
   } catch (err) {

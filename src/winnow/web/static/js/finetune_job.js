@@ -36,7 +36,8 @@ async function status() {
   const items = [
     ['Job', job.id], ['Status', badge(job.status)], ['Stage', job.stage],
     ['Base model', job.base_model], ['Method', job.method],
-    ['Training rows', number(job.training_rows)], ['Validation rows', number(job.validation_rows)],
+    ...(['queued', 'preparing'].includes(job.stage) ? [['Training rows', 'checked when a worker takes the job']]
+      : [['Training rows', number(job.training_rows)], ['Validation rows', number(job.validation_rows)]]),
     ['New model', job.fine_tuned_model ? `${job.fine_tuned_model}${deleted ? ' (deleted)' : ''}` : '—'],
     ['Created', when(job.created)], ['Started', when(job.started)], ['Finished', when(job.finished)],
     ['Attempts', number(job.attempts)],
