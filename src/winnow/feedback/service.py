@@ -33,6 +33,7 @@ from sqlalchemy import select
 
 from winnow.auth import Principal
 from winnow.db import Database, Feedback, SdgJob, UsageRecord
+from winnow.db.paging import Cursor, Page, keyset_page
 from winnow.errors import Conflict, InvalidRequest, NotFound
 from winnow.schemas.feedback import FeedbackItem, GenerationFeedback, RowFeedback
 from winnow.sdg.service import JobStore
@@ -156,27 +157,23 @@ class FeedbackService:
     def list(
         self,
         owner: Principal,
+        cursor: Cursor = Cursor(),
         *,
         generation_id: str | None = None,
         job_id: str | None = None,
         label: str | None = None,
-        limit: int = 100,
-    ) -> list[FeedbackItem]:
-        """Feedback the caller may see (a key: its own; an admin: all), newest first."""
-        query = select(Feedback).order_by(Feedback.created_at.desc(), Feedback.id.desc())
+    ) -> Page[FeedbackItem]:
+        """A page of the feedback the caller may see (a key: its own; an admin: all), newest first."""
+        scope = [] if owner.is_admin else [Feedback.owner_key_id == owner.id]
+        filters = []
         if generation_id is not None:
-            query = query.where(Feedback.generation_id == generation_id)
+            filters.append(Feedback.generation_id == generation_id)
         if job_id is not None:
-            query = query.where(Feedback.job_id == job_id)
-        found: list[FeedbackItem] = []
+            filters.append(Feedback.job_id == job_id)
+        # labels are a JSON list; filtering them in Python works on every database
+        keep = None if label is None else (lambda row: label in (row.labels or []))
         with self.db.session() as session:
-            for row in self._visible(session, query, owner):
-                if label is not None and label not in (row.labels or []):
-                    continue  # labels are a JSON list; filtering here works on every database
-                found.append(item(row))
-                if len(found) >= limit:
-                    break
-        return found
+            return keyset_page(session, Feedback, scope=scope, filters=filters, cursor=cursor, keep=keep).map(item)
 
     def _visible(self, session: Any, query: Any, owner: Principal) -> Iterator[Feedback]:
         if not owner.is_admin:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from winnow.schemas.common import Int, RequestModel, Seed, Timestamp, WireModel
+from winnow.schemas.common import CursorPage, Int, RequestModel, Seed, Timestamp, WireModel
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
 
@@ -94,6 +94,6 @@ class EvaluationDetails(WireModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class EvaluationList(WireModel):
+class EvaluationList(CursorPage):
     evaluations: list[EvaluationDetails]
     count: int

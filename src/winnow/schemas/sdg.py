@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, RootModel, StrictBool
 
-from winnow.schemas.common import Int, RequestModel, Seed, Timestamp, WireModel
+from winnow.schemas.common import CursorPage, Int, RequestModel, Seed, Timestamp, WireModel
 
 JOB_ID_PATTERN = r"^job-[0-9a-f]{24}$"
 EVAL_ID_PATTERN = r"^eval-[0-9a-f]{24}$"
@@ -169,7 +169,7 @@ class JobDetails(SyntheticDataGeneration):
     estimate: JobEstimate | None = Field(None, description="Only on a dry run (status dry_run; nothing is queued)")
 
 
-class JobList(WireModel):
+class JobList(CursorPage):
     jobs: list[JobDetails]
     count: int
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from winnow.api.deps import OtherKey, RuntimeDep
+from winnow.api.deps import OtherKey, PageDep, RuntimeDep
 from winnow.api.routing import Router
 from winnow.feedback.service import to_jsonl
 from winnow.schemas.common import ErrorResponse
@@ -65,15 +65,15 @@ async def give_feedback(body: FeedbackRequest, runtime: RuntimeDep, key: OtherKe
 async def list_feedback(
     runtime: RuntimeDep,
     key: OtherKey,
+    cursor: PageDep,
     generation_id: str | None = Query(None, max_length=64, description="Feedback on this generation"),
     job_id: str | None = Query(None, pattern=JOB_ID_PATTERN, description="Feedback on this SDG job's rows"),
     label: str | None = Query(None, max_length=64, description="Feedback carrying this label"),
-    limit: int = Query(100, ge=1, le=1000),
 ) -> FeedbackList:
-    items = await run_in_threadpool(
-        lambda: runtime.feedback.list(key, generation_id=generation_id, job_id=job_id, label=label, limit=limit)
+    page = await run_in_threadpool(
+        lambda: runtime.feedback.list(key, cursor, generation_id=generation_id, job_id=job_id, label=label)
     )
-    return FeedbackList(items=items, count=len(items))
+    return FeedbackList(items=page.rows, count=len(page.rows), **page.cursor())
 
 
 _JSONL: dict[int | str, dict[str, Any]] = {

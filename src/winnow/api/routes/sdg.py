@@ -11,7 +11,7 @@ from fastapi import Path, Query
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from winnow.api.deps import BatchKey, JobStatusQuery, OtherKey, RuntimeDep
+from winnow.api.deps import BatchKey, JobFilterDep, OtherKey, PageDep, RuntimeDep
 from winnow.api.routing import Router
 from winnow.auth import Principal
 from winnow.auth.paths import authorize_client_path
@@ -82,14 +82,9 @@ async def list_functions(runtime: RuntimeDep, _key: OtherKey) -> SdgFunctions:
 
 
 @router.get("/jobs", summary="List my jobs, newest first", response_model=JobList, response_model_exclude_none=True)
-async def list_jobs(
-    runtime: RuntimeDep,
-    key: OtherKey,
-    limit: int = Query(100, ge=1, le=1000),
-    status: JobStatusQuery = None,
-) -> JobList:
-    jobs = await run_in_threadpool(runtime.jobs.list, key, limit, status, "sdg", details)
-    return JobList(jobs=jobs, count=len(jobs))
+async def list_jobs(runtime: RuntimeDep, key: OtherKey, cursor: PageDep, where: JobFilterDep) -> JobList:
+    page = await run_in_threadpool(runtime.jobs.list, key, cursor, where, "sdg", details)
+    return JobList(jobs=page.rows, count=len(page.rows), **page.cursor())
 
 
 @router.post(
