@@ -79,8 +79,10 @@ class FeedbackService:
         self.jobs = jobs
 
     # -- give ------------------------------------------------------------------------------------
-    def create(self, request: GenerationFeedback | RowFeedback, owner: Principal) -> FeedbackItem:
-        """Store feedback on a generation or an SDG row the caller owns (an admin: any).
+    def create(self, request: GenerationFeedback | RowFeedback, owner: Principal) -> tuple[FeedbackItem, bool]:
+        """Store feedback on a generation or an SDG row the caller owns (an admin: any), and whether it
+        is new: a key's second judgement of the same response updates its first (the fields the
+        request names replace theirs; the others stay), so a response has one feedback per key.
 
         NotFound for an unknown (or another key's) generation, job or row, or a choice index out
         of range; Conflict when the generation was recorded without its text (store_generations
@@ -98,24 +100,40 @@ class FeedbackService:
             rating, scale = (1.0 if request.rating == "up" else 0.0), "thumbs"
         elif request.rating is not None:
             rating, scale = float(request.rating), "stars"
-        row = Feedback(
-            id=feedback_id(),
-            owner_key_id=owner.id,
-            created_at=datetime.now(UTC),
-            row_index=request.index,
-            model=model,
-            prompt=prompt,
-            response=response,
-            rating=rating,
-            rating_scale=scale,
-            labels=list(dict.fromkeys(request.labels)),
-            comment=request.comment,
-            corrected_response=request.corrected_response,
-            **target,
-        )
+        given = request.model_fields_set
+        changes: dict[str, Any] = {"model": model, "prompt": prompt, "response": response}
+        if "rating" in given:
+            changes |= {"rating": rating, "rating_scale": scale}
+        if "labels" in given:
+            changes["labels"] = list(dict.fromkeys(request.labels))
+        if "comment" in given:
+            changes["comment"] = request.comment
+        if "corrected_response" in given:
+            changes["corrected_response"] = request.corrected_response
         with self.db.session() as session:
+            same = [getattr(Feedback, name) == value for name, value in target.items()]
+            found = session.scalars(
+                select(Feedback)
+                .where(Feedback.owner_key_id == owner.id, Feedback.row_index == request.index, *same)
+                .order_by(Feedback.created_at.desc(), Feedback.id.desc())
+                .limit(1)
+            ).first()
+            if found is not None:
+                for name, value in changes.items():
+                    setattr(found, name, value)
+                session.flush()
+                return item(found), False
+            row = Feedback(
+                id=feedback_id(),
+                owner_key_id=owner.id,
+                created_at=datetime.now(UTC),
+                row_index=request.index,
+                **({"labels": []} | changes),
+                **target,
+            )
             session.add(row)
-        return item(row)
+            session.flush()
+            return item(row), True
 
     def _generation(self, generation_id: str, index: int, owner: Principal) -> tuple[str, Any, str]:
         """(model, prompt, response text) of choice ``index`` of a generation. Several usage rows
