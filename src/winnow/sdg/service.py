@@ -206,8 +206,16 @@ def details(job: SdgJob) -> JobDetails:
         error=job.error,
         started=job.started_at,
         finished=job.finished_at,
+        duration_seconds=_duration(job),
         params=job.params,
     )
+
+
+def _duration(job: SdgJob) -> float | None:
+    if job.started_at is None:
+        return None
+    end = _aware(job.finished_at) if job.finished_at is not None else _now()
+    return round(max((end - _aware(job.started_at)).total_seconds(), 0.0), 3)
 
 
 class JobStore:
