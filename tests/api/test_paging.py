@@ -26,23 +26,23 @@ SDG = "/api/v1/synthetic_data_generation/jobs"
 PROMPTS = PromptFile(path=DEMO_PROMPTS, rows=3, size=1, sha256="0" * 64)
 
 
-def _queue(runtime: Runtime, key: str, kind: str, count: int, spec: BaseModel | None = None) -> list[str]:
+def _spec(kind: str, model: str = "demo-lm") -> BaseModel:
+    """A valid request of ``kind`` (sdg, eval or ft) that uses ``model``."""
+    if kind == "sdg":
+        return SubmitJobRequest.model_validate(job_body(DEMO_PROMPTS, model=model))
+    if kind == "eval":
+        template = [{"name": "t", "template": "{prompt}"}]
+        return EvaluationRequest.model_validate(
+            {"dataset_path": str(DEMO_PROMPTS), "templates": template, "models": [model]}
+        )
+    return FineTuningJobRequest.model_validate({"base_model": model, "training_file": str(DEMO_PROMPTS)})
+
+
+def _queue(runtime: Runtime, key: str, kind: str, count: int, model: str = "demo-lm") -> list[str]:
     """``count`` queued jobs of ``kind`` owned by ``key``, oldest first (straight into the store: the
     lists are what is tested, not the submit checks)."""
     owner = runtime.keys.authenticate(key)
-    if spec is None:
-        spec = {
-            "sdg": SubmitJobRequest.model_validate(job_body(DEMO_PROMPTS)),
-            "eval": EvaluationRequest.model_validate(
-                {
-                    "dataset_path": str(DEMO_PROMPTS),
-                    "templates": [{"name": "t", "template": "{prompt}"}],
-                    "models": ["demo-lm"],
-                }
-            ),
-            "ft": FineTuningJobRequest.model_validate({"base_model": "demo-lm", "training_file": str(DEMO_PROMPTS)}),
-        }[kind]
-    return [runtime.jobs.create(spec, PROMPTS, owner, kind).id for _ in range(count)]
+    return [runtime.jobs.create(_spec(kind, model), PROMPTS, owner, kind).id for _ in range(count)]
 
 
 def _page(client: TestClient, key: str, path: str, **params: Any) -> dict[str, Any]:
@@ -165,18 +165,7 @@ def test_job_lists_filter_by_status_model_and_creation_time(
         "ft": ("/api/v1/fine_tuning/jobs", "data", "id"),
     }[kind]
     old, new = _queue(runtime, user_key, kind, 2)
-    other_spec = {
-        "sdg": SubmitJobRequest.model_validate(job_body(DEMO_PROMPTS, model="other-lm")),
-        "eval": EvaluationRequest.model_validate(
-            {
-                "dataset_path": str(DEMO_PROMPTS),
-                "templates": [{"name": "t", "template": "{prompt}"}],
-                "models": ["other-lm"],
-            }
-        ),
-        "ft": FineTuningJobRequest.model_validate({"base_model": "other-lm", "training_file": str(DEMO_PROMPTS)}),
-    }[kind]
-    (other,) = _queue(runtime, user_key, kind, 1, other_spec)
+    (other,) = _queue(runtime, user_key, kind, 1, "other-lm")
     with runtime.db.session() as session:
         session.execute(update(SdgJob).where(SdgJob.id == old).values(created_at=datetime(2025, 1, 1, tzinfo=UTC)))
         session.execute(update(SdgJob).where(SdgJob.id == new).values(status="failed"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,19 @@ def _insert_jobs(server: LiveServer, key_name: str, jobs: list[tuple[str, str]])
     return ids
 
 
+@contextmanager
+def _at(browser: Any, server: LiveServer, console: Console, viewport: dict[str, int] | None) -> Iterator[Console]:
+    """The test's own console (``viewport`` None: 1280x800) or a fresh one at ``viewport``."""
+    if viewport is None:
+        yield console
+        return
+    context, other = open_console(browser, server, viewport)
+    try:
+        yield other
+    finally:
+        context.close()
+
+
 def _below(page: Any, upper: str, lower: str) -> bool:
     top = page.locator(upper).bounding_box()
     bottom = page.locator(lower).bounding_box()
@@ -148,8 +162,7 @@ def test_a_failed_playground_send_leaves_the_conversation_usable(
     browser: Any, console: Console, server: LiveServer, admin: str
 ) -> None:
     for viewport, name in ((None, "playground-failed"), (PHONE, "playground-failed-390x844")):
-        context, current = (None, console) if viewport is None else open_console(browser, server, viewport)
-        try:
+        with _at(browser, server, console, viewport) as current:
             current.sign_in(admin, then="/ui/playground")
             page = current.page
             page.locator("#p-model").select_option("demo-lm")
@@ -173,9 +186,6 @@ def test_a_failed_playground_send_leaves_the_conversation_usable(
             if viewport is not None:
                 assert current.no_horizontal_scroll()
             current.shot(f"{name}-then-answered")
-        finally:
-            if context is not None:
-                context.close()
 
 
 def test_an_all_failed_arm_shows_no_win_rate_and_a_long_template_is_refused(
@@ -199,8 +209,7 @@ def test_an_all_failed_arm_shows_no_win_rate_and_a_long_template_is_refused(
         evaluation = wait_for(client, admin, f"/api/v1/evaluations/{created.json()['id']}")
     assert evaluation["status"] == "completed", evaluation
     for viewport in (None, PHONE):
-        context, current = (None, console) if viewport is None else open_console(browser, server, viewport)
-        try:
+        with _at(browser, server, console, viewport) as current:
             current.sign_in(admin, then=f"/ui/evals?id={evaluation['id']}")
             table = current.page.locator("#comparison tbody tr")
             expect(table).to_have_count(2)
@@ -211,9 +220,6 @@ def test_an_all_failed_arm_shows_no_win_rate_and_a_long_template_is_refused(
             current.shot("evals-dead-arm" if viewport is None else "evals-dead-arm-390x844")
             if viewport is not None:
                 assert current.no_horizontal_scroll()
-        finally:
-            if context is not None:
-                context.close()
 
     page = console.page
     page.set_input_files("#e-file", str(dataset))
@@ -286,8 +292,7 @@ def test_the_job_page_shows_parameters_duration_and_cost(
     browser: Any, console: Console, server: LiveServer, admin: str, reviewed_job: str
 ) -> None:
     for viewport in (None, PHONE):
-        context, current = (None, console) if viewport is None else open_console(browser, server, viewport)
-        try:
+        with _at(browser, server, console, viewport) as current:
             current.sign_in(admin, then=f"/ui/jobs/{reviewed_job}")
             summary = current.page.locator("#summary")
             expect(summary).to_contain_text("completed")
@@ -307,6 +312,3 @@ def test_the_job_page_shows_parameters_duration_and_cost(
             current.shot("job-parameters" if viewport is None else "job-parameters-390x844")
             if viewport is not None:
                 assert current.no_horizontal_scroll()
-        finally:
-            if context is not None:
-                context.close()

@@ -249,7 +249,7 @@ def wait_job(job_id: JobId, url: UrlOption = None, key: KeyOption = None) -> Non
 def list_jobs(
     url: UrlOption = None,
     key: KeyOption = None,
-    limit: LimitOption = 100,
+    limit: LimitOption = None,
     after: AfterOption = None,
     status: StatusOption = None,
     model: ModelOption = None,

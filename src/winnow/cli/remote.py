@@ -29,7 +29,9 @@ UrlOption = Annotated[
 ]
 KeyOption = Annotated[str | None, typer.Option("--key", help="API key (also WINNOW_API_KEY)", metavar="KEY")]
 
-LimitOption = Annotated[int, typer.Option("--limit", min=1, max=1000, help="Jobs per page (newest first)")]
+LimitOption = Annotated[
+    int | None, typer.Option("--limit", min=1, max=1000, help="Jobs per page, newest first (default 100)")
+]
 AfterOption = Annotated[
     str | None,
     typer.Option("--after", help="The last_id of the previous page: list the jobs older than it", metavar="ID"),
@@ -38,7 +40,7 @@ StatusOption = Annotated[str | None, typer.Option("--status", help="Only jobs wi
 ModelOption = Annotated[str | None, typer.Option("--model", help="Only jobs that use this model", metavar="MODEL")]
 
 
-def list_filters(limit: int, after: str | None, status: str | None, model: str | None) -> JobListFilters:
+def list_filters(limit: int | None, after: str | None, status: str | None, model: str | None) -> JobListFilters:
     """The job lists' query from the options above (unset ones left out)."""
     filters: dict[str, Any] = {"limit": limit, "after": after, "status": status, "model": model}
     return cast(JobListFilters, {name: value for name, value in filters.items() if value is not None})

@@ -224,7 +224,7 @@ def wait(job_id: JobId, url: UrlOption = None, key: KeyOption = None) -> None:
 def list_jobs(
     url: UrlOption = None,
     key: KeyOption = None,
-    limit: LimitOption = 100,
+    limit: LimitOption = None,
     after: AfterOption = None,
     status: StatusOption = None,
     model: ModelOption = None,
