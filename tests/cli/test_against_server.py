@@ -16,8 +16,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from tests.conftest import LiveServer, bearer, wait_for_job
-from tests.sdg.jobs import SDG, job_body, wait_running, write_prompts
+from tests.sdg.jobs import SDG, job_body, submit, wait_running, write_prompts
 from winnow.cli import app
+from winnow.client import Winnow
 
 pytestmark = pytest.mark.slow  # a real `winnow serve` and its worker process
 
@@ -183,3 +184,21 @@ def test_models_list_shows_the_models_the_server_serves(served: Served) -> None:
     assert "demo-lm" in {m["id"] for m in listed}
     table = served.cli("models", "list")
     assert table.exit_code == 0 and "demo-lm" in table.stdout, table.output
+
+
+def test_sdg_list_pages_with_limit_and_after_and_filters(served: Served) -> None:
+    key = served.new_key("pages")
+    prompts = write_prompts(served.live.data_dir / "one.jsonl", 1)
+    ids = [submit(served.http, key, job_body(prompts))["job_id"] for _ in range(3)]
+    first = _json(served.cli("sdg", "list", "--limit", "2", key=key))
+    assert [job["job_id"] for job in first["jobs"]] == ids[:0:-1] and first["has_more"] is True
+    rest = _json(served.cli("sdg", "list", "--limit", "2", "--after", first["last_id"], key=key))
+    assert [job["job_id"] for job in rest["jobs"]] == [ids[0]] and rest["has_more"] is False
+    assert _json(served.cli("sdg", "list", "--model", "no-such-model", key=key))["jobs"] == []
+    for job_id in ids:
+        wait_for_job(served.http, key, job_id, ENDED)
+    done = _json(served.cli("sdg", "list", "--status", "completed", "--model", "demo-lm", key=key))
+    assert sorted(job["job_id"] for job in done["jobs"]) == sorted(ids)
+    with Winnow(base_url=served.live.url, api_key=key) as client:  # the SDK pages the same way
+        page = client.sdg.list(limit=1, after=ids[2])
+        assert [job.job_id for job in page.jobs] == [ids[1]] and page.has_more and page.last_id == ids[1]

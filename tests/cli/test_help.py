@@ -80,6 +80,7 @@ def _row(
         "min_score": 0.0,
         "max_score": 1.0,
         "win_rate": win,
+        "baseline": win is None,  # (these rows all compared some rows: only the baseline has none)
         "wins": 0,
         "ties": 0,
         "losses": 0,

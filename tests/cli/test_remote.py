@@ -188,7 +188,7 @@ def test_answers_of_a_winnow_server_are_printed(tmp_path: Path) -> None:
         missing = CliRunner().invoke(app, ["sdg", "status", "job-1", "--url", url, "--key", "k"])
         target = tmp_path / "out.jsonl"
         fetched = CliRunner().invoke(app, ["sdg", "download", "job-1", "-o", str(target), "--url", url, "--key", "k"])
-    assert listed.exit_code == 0 and json.loads(listed.stdout) == {"jobs": [], "count": 0}
+    assert listed.exit_code == 0 and json.loads(listed.stdout) == {"jobs": [], "count": 0, "has_more": False}
     assert missing.exit_code == 1 and missing.output.strip() == "error: no job job-1"
     assert fetched.exit_code == 0 and target.read_text() == '{"id": "a"}\n{"id": "b"}\n'
     assert list(tmp_path.iterdir()) == [target]

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from tests.conftest import DEMO_LM, DEMO_PROMPTS, CrashAfter, bearer, running_worker, wait_for
+from tests.conftest import DEMO_LM, DEMO_PROMPTS, CrashAfter, bearer, closed_port, running_worker, wait_for
 from tests.spec import assert_error
 from winnow.api.app import create_app
 from winnow.cli import app as cli_app
@@ -119,6 +119,7 @@ def test_evaluation_table_matches_a_direct_count(evals: tuple[TestClient, Runtim
         ({"reward_model": "no-such-rm"}, "no-such-rm"),
         ({"dataset_path": "/etc/passwd"}, "outside"),
         ({"dataset_path": "missing.jsonl"}, "does not exist"),
+        ({"templates": [TEMPLATES[0], {"name": "long", "template": "{prompt} " + "pad " * 4000}]}, "fits the context"),
     ],
 )
 def test_bad_evaluations_are_400_and_queue_nothing(
@@ -189,3 +190,46 @@ def test_cli_eval_run_prints_the_table(tmp_path: Path) -> None:
     for row in table:
         scores = [r["score"] for r in records if r["template"] == row["template"]]
         assert row["rows"] == 40 and row["mean_score"] == pytest.approx(sum(scores) / 40)
+
+
+def test_an_arm_whose_rows_all_failed_has_no_win_rate_and_is_not_the_baseline(tmp_path: Path) -> None:
+    dead = ModelConfig(id="dead", provider="openai", base_url=f"http://127.0.0.1:{closed_port()}/v1", max_retries=0)
+    settings = Settings(
+        data_dir=tmp_path / "data", workers=0, models=[ModelConfig(id="demo-lm", path=str(DEMO_LM)), dead]
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        dataset = runtime.settings.data_dir / "four.jsonl"
+        dataset.write_text("".join(line + "\n" for line in DEMO_PROMPTS.read_text().splitlines()[:4]))
+        key = runtime.keys.create("evaluator").key
+        body = _body(dataset_path="four.jsonl", templates=TEMPLATES[:1], models=["demo-lm", "dead"])
+        submitted = client.post("/api/v1/evaluations", json=body, headers=bearer(key))
+        assert submitted.status_code == 202, submitted.text
+        with running_worker(runtime.settings):
+            done = wait_for(client, key, f"/api/v1/evaluations/{submitted.json()['id']}")
+    assert done["status"] == "completed", done
+    table = {row["model"]: row for row in done["table"]}
+    assert table["dead"]["errors"] == 4 and table["dead"]["rows"] == 0
+    assert table["dead"]["win_rate"] is None and table["dead"]["baseline"] is False
+    assert table["demo-lm"]["baseline"] is True and table["demo-lm"]["win_rate"] is None
+
+
+def test_each_result_row_has_its_own_latency(tmp_path: Path) -> None:
+    """One row per batch (max_batch_rows 1): the rows run one after another, so each waits for those
+    before it; a row's latency is its own (from its call to its answer), never the chunk's."""
+    one_at_a_time = ModelConfig(id="demo-lm", path=str(DEMO_LM), options={"max_batch_rows": 1})
+    settings = Settings(data_dir=tmp_path / "data", workers=0, models=[one_at_a_time])
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        dataset = runtime.settings.data_dir / "four.jsonl"
+        dataset.write_text("".join(line + "\n" for line in DEMO_PROMPTS.read_text().splitlines()[:4]))
+        key = runtime.keys.create("evaluator").key
+        submitted = client.post("/api/v1/evaluations", json=_body(dataset_path="four.jsonl"), headers=bearer(key))
+        assert submitted.status_code == 202, submitted.text
+        evaluation_id = submitted.json()["id"]
+        with running_worker(runtime.settings):
+            done = wait_for(client, key, f"/api/v1/evaluations/{evaluation_id}")
+        assert done["status"] == "completed", done
+        results = client.get(f"/api/v1/evaluations/{evaluation_id}/results", headers=bearer(key))
+    latencies = [json.loads(line)["latency_ms"] for line in results.text.splitlines()]
+    assert len(latencies) == 8 and len(set(latencies)) == 8, latencies

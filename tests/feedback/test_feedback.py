@@ -31,9 +31,9 @@ def _give(client: TestClient, key: str, **body: Any) -> Any:
     return client.post(FEEDBACK, json=body, headers=bearer(key))
 
 
-def _given(client: TestClient, key: str, **body: Any) -> dict[str, Any]:
+def _given(client: TestClient, key: str, status: int = 201, **body: Any) -> dict[str, Any]:
     response = _give(client, key, **body)
-    assert response.status_code == 201, response.text
+    assert response.status_code == status, response.text
     item: dict[str, Any] = response.json()
     return item
 
@@ -185,7 +185,7 @@ def test_sft_export_shape_for_plain_prompts(client: TestClient, user_key: str) -
     correction = "2 + 3 = 5."
     assert b["text"] != correction
     _given(client, user_key, generation_id=a["metadata"]["generation_id"], rating=4)
-    _given(client, user_key, generation_id=a["metadata"]["generation_id"], rating="up")  # same text: once
+    _given(client, user_key, 200, generation_id=a["metadata"]["generation_id"], rating="up")  # updates the 4
     _given(client, user_key, generation_id=b["metadata"]["generation_id"], rating=3, corrected_response=correction)
     # A "correction" that repeats the response is an SFT example but pairs with nothing.
     _given(client, user_key, generation_id=same["metadata"]["generation_id"], corrected_response=same["text"])
@@ -253,6 +253,28 @@ def test_sdg_rows_take_feedback_by_job_row_id_and_index(client: TestClient, runt
     listed = client.get(FEEDBACK, params={"job_id": job["job_id"]}, headers=bearer(user_key)).json()
     assert [i["id"] for i in listed["items"]] == [item["id"]]
 
-    _given(client, user_key, job_id=job["job_id"], id=row["id"], index=row["index"], corrected_response="fixed")
+    _given(client, user_key, 200, job_id=job["job_id"], id=row["id"], index=row["index"], corrected_response="fixed")
     sft = _export(client, user_key, "sft")
     assert sft == [{"messages": [*row["prompt"], {"role": "assistant", "content": "fixed"}]}]
+
+
+def test_a_second_judgement_of_a_response_updates_the_first(
+    client: TestClient, runtime: Runtime, user_key: str
+) -> None:
+    generation_id = _generate(client, user_key)["metadata"]["generation_id"]
+    first = _given(client, user_key, generation_id=generation_id, rating="up")
+    again = _give(client, user_key, generation_id=generation_id, labels=["terse"], comment="short")
+    assert again.status_code == 200, again.text
+    updated = again.json()
+    assert updated["id"] == first["id"]
+    assert (updated["rating"], updated["labels"], updated["comment"]) == ("up", ["terse"], "short")  # rating kept
+    down = _give(client, user_key, generation_id=generation_id, rating=2, labels=[])
+    assert down.status_code == 200 and down.json()["id"] == first["id"]
+    assert (down.json()["rating"], down.json()["labels"], down.json()["comment"]) == (2, [], "short")
+    listed = client.get(FEEDBACK, params={"generation_id": generation_id}, headers=bearer(user_key)).json()
+    assert [i["id"] for i in listed["items"]] == [first["id"]] and listed["count"] == 1
+    admin = runtime.keys.create("reviewer", admin=True).key  # another key's judgement is its own
+    theirs = _given(client, admin, generation_id=generation_id, rating="down")
+    assert theirs["id"] != first["id"]
+    other_choice = _give(client, user_key, generation_id=generation_id, index=1, rating="up")
+    assert other_choice.status_code == 404  # (one choice only): a new target, not an update

@@ -6,6 +6,7 @@ per dependency per request."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -13,9 +14,11 @@ from starlette.concurrency import run_in_threadpool
 
 from winnow.auth import Principal
 from winnow.config import Settings
+from winnow.db.paging import Cursor
 from winnow.errors import AuthenticationFailed, PermissionDenied
 from winnow.models.registry import acting_for
 from winnow.runtime import Runtime
+from winnow.sdg.service import JobFilter
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -86,3 +89,29 @@ AdminKey = Annotated[Principal, Depends(admin_key)]
 
 # The ``status`` filter of job and evaluation listings: a stored job's statuses.
 JobStatusQuery = Annotated[str | None, Query(pattern="^(queued|running|paused|completed|failed|cancelled)$")]
+
+
+async def page_cursor(
+    limit: int = Query(100, ge=1, le=1000, description="Items per page"),
+    after: str | None = Query(
+        None, min_length=1, max_length=64, description="The last_id of the previous page: the items older than it"
+    ),
+) -> Cursor:
+    return Cursor(limit=limit, after=after)
+
+
+# ``limit`` and ``after`` of every list (newest first; ``has_more``, ``first_id``, ``last_id`` answer).
+PageDep = Annotated[Cursor, Depends(page_cursor)]
+
+
+async def job_filter(
+    status: JobStatusQuery = None,
+    model: str | None = Query(None, min_length=1, max_length=200, description="Jobs that use this model"),
+    created_after: datetime | None = Query(None, description="Jobs created at or after this time (ISO 8601)"),
+    created_before: datetime | None = Query(None, description="Jobs created before this time (ISO 8601)"),
+) -> JobFilter:
+    return JobFilter(status=status, model=model, created_after=created_after, created_before=created_before)
+
+
+# The filters of the job lists (SDG jobs, evaluations, fine-tuning jobs).
+JobFilterDep = Annotated[JobFilter, Depends(job_filter)]

@@ -91,7 +91,7 @@ def print_table(table: list[ComparisonRow], console: Console) -> None:
         ("rows", lambda r: _count(r.rows)),
         *([("err", lambda r: _count(r.errors))] if errors else []),
         ("score ±95%", _score),
-        ("win", lambda r: "base" if r.win_rate is None else f"{r.win_rate:.1%}"),
+        ("win", lambda r: "base" if r.baseline else "-" if r.win_rate is None else f"{r.win_rate:.1%}"),
         ("p50/p95 ms", _latency),
         ("tokens", lambda r: _count(r.input_tokens + r.output_tokens)),
         ("cost $", lambda r: _cost(r.cost_usd)),

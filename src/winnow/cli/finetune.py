@@ -13,7 +13,17 @@ from rich.progress import TextColumn
 
 from winnow.auth import Principal
 from winnow.cli.common import ConfigOption, err, fail, load_settings, progress_bar, quiet_model_loading
-from winnow.cli.remote import KeyOption, UrlOption, server, show
+from winnow.cli.remote import (
+    AfterOption,
+    KeyOption,
+    LimitOption,
+    ModelOption,
+    StatusOption,
+    UrlOption,
+    list_filters,
+    server,
+    show,
+)
 from winnow.cli.styling import typer_app
 from winnow.errors import WinnowError
 from winnow.schemas.finetune import FineTuningJobRequest
@@ -236,10 +246,17 @@ def wait_job(job_id: JobId, url: UrlOption = None, key: KeyOption = None) -> Non
 
 
 @ft_app.command("list")
-def list_jobs(url: UrlOption = None, key: KeyOption = None) -> None:
-    """Your fine-tuning jobs, newest first."""
+def list_jobs(
+    url: UrlOption = None,
+    key: KeyOption = None,
+    limit: LimitOption = None,
+    after: AfterOption = None,
+    status: StatusOption = None,
+    model: ModelOption = None,
+) -> None:
+    """A page of your fine-tuning jobs, newest first (has_more: true means older ones follow: --after LAST_ID)."""
     with server(url, key) as client:
-        show(client.fine_tuning.list())
+        show(client.fine_tuning.list(**list_filters(limit, after, status, model)))
 
 
 @ft_app.command("cancel")

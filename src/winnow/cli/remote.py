@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 from pydantic import BaseModel
@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from winnow.cli.common import fail
 from winnow.client import APIConnectionError, APITimeoutError, Winnow, WinnowAPIError
 from winnow.client._http import DEFAULT_URL
+from winnow.client.params import JobListFilters
 
 TIMEOUT_S = 60.0
 
@@ -27,6 +28,23 @@ UrlOption = Annotated[
     str | None, typer.Option("--url", help=f"Server URL (also WINNOW_URL; default {DEFAULT_URL})", metavar="URL")
 ]
 KeyOption = Annotated[str | None, typer.Option("--key", help="API key (also WINNOW_API_KEY)", metavar="KEY")]
+
+LimitOption = Annotated[
+    int | None, typer.Option("--limit", min=1, max=1000, help="Jobs per page, newest first (default 100)")
+]
+AfterOption = Annotated[
+    str | None,
+    typer.Option("--after", help="The last_id of the previous page: list the jobs older than it", metavar="ID"),
+]
+StatusOption = Annotated[str | None, typer.Option("--status", help="Only jobs with this status", metavar="STATUS")]
+ModelOption = Annotated[str | None, typer.Option("--model", help="Only jobs that use this model", metavar="MODEL")]
+
+
+def list_filters(limit: int | None, after: str | None, status: str | None, model: str | None) -> JobListFilters:
+    """The job lists' query from the options above (unset ones left out)."""
+    filters: dict[str, Any] = {"limit": limit, "after": after, "status": status, "model": model}
+    return cast(JobListFilters, {name: value for name, value in filters.items() if value is not None})
+
 
 _WHERE = "set WINNOW_URL (or --url)"
 

@@ -13,7 +13,17 @@ import typer
 from rich.progress import TextColumn
 
 from winnow.cli.common import ConfigOption, err, fail, load_settings, progress_bar, resume_dir, work_dir
-from winnow.cli.remote import KeyOption, UrlOption, server, show
+from winnow.cli.remote import (
+    AfterOption,
+    KeyOption,
+    LimitOption,
+    ModelOption,
+    StatusOption,
+    UrlOption,
+    list_filters,
+    server,
+    show,
+)
 from winnow.cli.styling import typer_app
 from winnow.client.params import SubmitJobParams
 from winnow.errors import WinnowError
@@ -211,10 +221,17 @@ def wait(job_id: JobId, url: UrlOption = None, key: KeyOption = None) -> None:
 
 
 @sdg_app.command("list")
-def list_jobs(url: UrlOption = None, key: KeyOption = None) -> None:
-    """Your jobs, newest first."""
+def list_jobs(
+    url: UrlOption = None,
+    key: KeyOption = None,
+    limit: LimitOption = None,
+    after: AfterOption = None,
+    status: StatusOption = None,
+    model: ModelOption = None,
+) -> None:
+    """A page of your jobs, newest first (has_more: true means older ones follow: --after LAST_ID)."""
     with server(url, key) as client:
-        show(client.sdg.list())
+        show(client.sdg.list(**list_filters(limit, after, status, model)))
 
 
 @sdg_app.command("cancel")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Unpack
 
 import anyio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from winnow.client._http import AsyncAPIClient, Call, SyncAPIClient
+from winnow.client.params import JobListFilters
 from winnow.schemas.finetune import (
     DeletedModel,
     FineTuningEventList,
@@ -32,8 +33,8 @@ def _job(job_id: str, action: str = "", method: str = "GET") -> Call[FineTuningJ
     return Call(method, f"{FT}/{job_id}{action}", FineTuningJob)
 
 
-def _list(limit: int | None, status: str | None) -> Call[FineTuningJobList]:
-    return Call("GET", FT, FineTuningJobList, params={"limit": limit, "status": status})
+def _list(filters: JobListFilters) -> Call[FineTuningJobList]:
+    return Call("GET", FT, FineTuningJobList, params=dict(filters))
 
 
 def _events(job_id: str, after: int, limit: int | None) -> Call[FineTuningEventList]:
@@ -103,8 +104,9 @@ class SyncFineTuning:
     def retrieve(self, job_id: str) -> FineTuningJob:
         return self._client.fetch(_job(job_id))
 
-    def list(self, *, limit: int | None = None, status: str | None = None) -> FineTuningJobList:
-        return self._client.fetch(_list(limit, status))
+    def list(self, **filters: Unpack[JobListFilters]) -> FineTuningJobList:
+        """A page of your fine-tuning jobs, newest first (``after=page.last_id`` for the next, while ``has_more``)."""
+        return self._client.fetch(_list(filters))
 
     def cancel(self, job_id: str) -> FineTuningJob:
         return self._client.fetch(_job(job_id, "/cancel", "POST"))
@@ -139,8 +141,9 @@ class AsyncFineTuning:
     async def retrieve(self, job_id: str) -> FineTuningJob:
         return await self._client.fetch(_job(job_id))
 
-    async def list(self, *, limit: int | None = None, status: str | None = None) -> FineTuningJobList:
-        return await self._client.fetch(_list(limit, status))
+    async def list(self, **filters: Unpack[JobListFilters]) -> FineTuningJobList:
+        """A page of your fine-tuning jobs, newest first (``after=page.last_id`` for the next, while ``has_more``)."""
+        return await self._client.fetch(_list(filters))
 
     async def cancel(self, job_id: str) -> FineTuningJob:
         return await self._client.fetch(_job(job_id, "/cancel", "POST"))

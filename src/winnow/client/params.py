@@ -4,6 +4,7 @@ them; the server validates them (and names an unknown field)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal, Required, TypedDict
 
 from winnow.schemas.evals import Baseline, PromptTemplate
@@ -94,3 +95,16 @@ class FeedbackFilters(TypedDict, total=False):
     job_id: str
     label: str
     limit: int
+    after: str
+
+
+class JobListFilters(TypedDict, total=False):
+    """What the job lists (SDG jobs, evaluations, fine-tuning jobs) page and narrow by: ``limit`` items
+    older than the item ``after`` (a previous page's ``last_id``), a status, a model, a creation window."""
+
+    limit: int
+    after: str
+    status: Literal["queued", "running", "paused", "completed", "failed", "cancelled"]
+    model: str
+    created_after: datetime | str
+    created_before: datetime | str

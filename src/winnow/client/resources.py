@@ -11,7 +11,14 @@ from typing import Any, Literal, Unpack
 from pydantic import BaseModel
 
 from winnow.client._http import AsyncAPIClient, Call, SyncAPIClient
-from winnow.client.params import BudgetParams, EvaluationParams, FeedbackFilters, FeedbackParams, KeyOptions
+from winnow.client.params import (
+    BudgetParams,
+    EvaluationParams,
+    FeedbackFilters,
+    FeedbackParams,
+    JobListFilters,
+    KeyOptions,
+)
 from winnow.schemas.evals import EvaluationDetails, EvaluationList
 from winnow.schemas.feedback import FeedbackItem, FeedbackList
 from winnow.schemas.files import FileDeleted, FileInfo, FileList, FilePurpose
@@ -51,8 +58,8 @@ def _eval(evaluation_id: str, action: str = "", method: str = "GET") -> Call[Eva
     return Call(method, f"/evaluations/{evaluation_id}{action}", EvaluationDetails)
 
 
-def _eval_list(limit: int | None, status: str | None) -> Call[EvaluationList]:
-    return Call("GET", "/evaluations", EvaluationList, params={"limit": limit, "status": status})
+def _eval_list(filters: JobListFilters) -> Call[EvaluationList]:
+    return Call("GET", "/evaluations", EvaluationList, params=dict(filters))
 
 
 def _export(format: ExportFormat) -> Call[FeedbackExport]:
@@ -138,8 +145,9 @@ class Evals(SyncResource):
         """Progress and, once completed, the comparison table."""
         return self._client.fetch(_eval(evaluation_id))
 
-    def list(self, *, limit: int | None = None, status: str | None = None) -> EvaluationList:
-        return self._client.fetch(_eval_list(limit, status))
+    def list(self, **filters: Unpack[JobListFilters]) -> EvaluationList:
+        """A page of your evaluations, newest first (``after=page.last_id`` for the next, while ``has_more``)."""
+        return self._client.fetch(_eval_list(filters))
 
     def cancel(self, evaluation_id: str) -> EvaluationDetails:
         return self._client.fetch(_eval(evaluation_id, "/cancel", "POST"))
@@ -159,8 +167,9 @@ class AsyncEvals(AsyncResource):
         """Progress and, once completed, the comparison table."""
         return await self._client.fetch(_eval(evaluation_id))
 
-    async def list(self, *, limit: int | None = None, status: str | None = None) -> EvaluationList:
-        return await self._client.fetch(_eval_list(limit, status))
+    async def list(self, **filters: Unpack[JobListFilters]) -> EvaluationList:
+        """A page of your evaluations, newest first (``after=page.last_id`` for the next, while ``has_more``)."""
+        return await self._client.fetch(_eval_list(filters))
 
     async def cancel(self, evaluation_id: str) -> EvaluationDetails:
         return await self._client.fetch(_eval(evaluation_id, "/cancel", "POST"))

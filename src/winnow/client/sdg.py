@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from winnow.client._http import AsyncAPIClient, Call, JSONObject, SyncAPIClient
-from winnow.client.params import SubmitJobParams
+from winnow.client.params import JobListFilters, SubmitJobParams
 from winnow.schemas.sdg import JobDetails, JobList, PromptResponseScore
 from winnow.sdg.outputs import ExportFormat, Output, export, import_datasets
 
@@ -32,8 +32,8 @@ def _status(job_id: str) -> Call[JobDetails]:
     return Call("GET", f"{SDG}/job_status", JobDetails, params={"job_id": job_id})
 
 
-def _list(limit: int | None, status: str | None) -> Call[JobList]:
-    return Call("GET", f"{SDG}/jobs", JobList, params={"limit": limit, "status": status})
+def _list(filters: JobListFilters) -> Call[JobList]:
+    return Call("GET", f"{SDG}/jobs", JobList, params=dict(filters))
 
 
 def _cancel(job_id: str) -> Call[JobDetails]:
@@ -138,9 +138,9 @@ class SyncSDG:
     def status(self, job_id: str) -> JobDetails:
         return self._client.fetch(_status(job_id))
 
-    def list(self, *, limit: int | None = None, status: str | None = None) -> JobList:
-        """Your jobs, newest first."""
-        return self._client.fetch(_list(limit, status))
+    def list(self, **filters: Unpack[JobListFilters]) -> JobList:
+        """A page of your jobs, newest first (``after=page.last_id`` for the next, while ``has_more``)."""
+        return self._client.fetch(_list(filters))
 
     def cancel(self, job_id: str) -> JobDetails:
         """Cancel a queued or running job (a running one stops after its current chunk)."""
@@ -205,9 +205,9 @@ class AsyncSDG:
     async def status(self, job_id: str) -> JobDetails:
         return await self._client.fetch(_status(job_id))
 
-    async def list(self, *, limit: int | None = None, status: str | None = None) -> JobList:
-        """Your jobs, newest first."""
-        return await self._client.fetch(_list(limit, status))
+    async def list(self, **filters: Unpack[JobListFilters]) -> JobList:
+        """A page of your jobs, newest first (``after=page.last_id`` for the next, while ``has_more``)."""
+        return await self._client.fetch(_list(filters))
 
     async def cancel(self, job_id: str) -> JobDetails:
         """Cancel a queued or running job (a running one stops after its current chunk)."""

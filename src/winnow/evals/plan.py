@@ -11,11 +11,12 @@ from winnow.errors import InvalidRequest, ModelNotFound
 from winnow.models.base import Provider
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.evals import Baseline, EvaluationRequest, PromptTemplate
-from winnow.sdg.inputs import PromptFile, read_rows, resolve_inside, validate_file
+from winnow.sdg.inputs import MAX_REPORTED_ERRORS, TOKEN_BATCH, PromptFile, read_rows, resolve_inside, validate_file
 from winnow.sdg.reward import RewardModel, RewardModelRegistry
 from winnow.sdg.rows import PromptRow
 from winnow.sdg.scoring import ScoringFn, resolve_scoring
 from winnow.usage.prices import Price, PriceBook
+from winnow.usage.tokens import PromptTokens, prompt_tokens
 
 
 def context(row: PromptRow) -> dict[str, Any]:
@@ -83,7 +84,46 @@ def check_eval(
                     f"Template {template!r} names fields a dataset row lacks",
                     f"row {row.id!r} (line {row.line}) has no {', '.join(sorted(missing))}",
                 )
+    for model in spec.models:
+        _check_context(spec, prompts, model, prompt_tokens(models.config(model)))
     return prompts
+
+
+def _check_context(spec: EvaluationRequest, prompts: PromptFile, model: str, tokens: PromptTokens) -> None:
+    """Some row of every template fits ``model``'s context, counted as SDG's submit counts prompts (the
+    model's own tokenizer): a 400 naming the pair, not an evaluation whose rows of that pair all fail
+    at run time. A pair that can serve some rows runs; the others count as its errors (comparing
+    models of different contexts on one dataset is a fair question)."""
+    served = dict.fromkeys((t.name for t in spec.templates), False)
+    refused: dict[str, list[str]] = {t.name: [] for t in spec.templates}
+    batch: list[tuple[PromptRow, str, PromptRow]] = []
+
+    def measure() -> None:
+        counted = tokens.measure([rendered.chat() for _, _, rendered in batch])
+        for (row, template, _), result in zip(batch, counted, strict=True):
+            if not isinstance(result, InvalidRequest):
+                served[template] = True
+            elif len(refused[template]) < MAX_REPORTED_ERRORS:
+                reason = f"{result.message} ({result.details})" if result.details else result.message
+                refused[template].append(f"line {row.line}: {reason[:1].lower() + reason[1:]}")
+        batch.clear()
+
+    for row in read_rows(prompts.path):
+        if all(served.values()):
+            return
+        for template in spec.templates:
+            if not served[template.name]:
+                batch.append((row, template.name, PromptRow(row.id, render(template, row), row.fields, row.line)))
+        if len(batch) >= TOKEN_BATCH:
+            measure()
+    if batch:
+        measure()
+    for name, ok in served.items():
+        if not ok:
+            raise InvalidRequest(
+                f"No prompt of template {name!r} fits the context of {model}: every row would fail",
+                "; ".join(refused[name]),
+            )
 
 
 @dataclass

@@ -5,8 +5,10 @@ chunk and model, every template's prompts go to the model in one batched call.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 
 from winnow.evals.plan import EvalPlan, render
 from winnow.evals.table import comparison, read_records
-from winnow.models.base import SamplingParams
+from winnow.models.base import GenerationResult, Prompt, Provider, SamplingParams
 from winnow.schemas.evals import ComparisonRow, EvaluationCounts
 from winnow.sdg import stages
 from winnow.sdg.inputs import read_rows
@@ -98,12 +100,11 @@ class EvalRunner:
         items = [(t, PromptRow(row.id, render(t, row), row.fields, row.line)) for row in chunk for t in spec.templates]
         lines: list[bytes] = []
         for model in spec.models:
-            outcome = await stages.generate(
-                [r for _, r in items], plan.providers[model], params, plan.meters.get(model)
+            results = await _generate_each(
+                [r for _, r in items], plan.providers[model], params, plan.meters.get(model), usage
             )
-            usage.extend(outcome.usage)
             by_template: dict[str, list[tuple[Candidate, Any]]] = {}
-            for (template, row), result in zip(items, outcome.results, strict=True):
+            for (template, row), result in zip(items, results, strict=True):
                 record: dict[str, Any] = {"id": row.id, "template": template.name, "model": model}
                 if result.error is not None:
                     counts.errors += 1
@@ -113,12 +114,11 @@ class EvalRunner:
                 candidate = Candidate(
                     row, 0, completion.text, stages.STOP_REASONS[completion.finish_reason], completion.output_tokens
                 )
-                latency = result.latency_ms if result.latency_ms is not None else outcome.elapsed_ms
                 record |= {
                     "prompt": row.messages,
                     "response": completion.text,
                     "stop_reason": candidate.stop_reason,
-                    "latency_ms": round(latency, 3),
+                    "latency_ms": round(result.latency_ms or 0.0, 3),
                     "input_tokens": result.input_tokens,
                     "output_tokens": completion.output_tokens,
                     "cost_usd": plan.prices[model].cost(result.input_tokens, completion.output_tokens),
@@ -143,6 +143,34 @@ class EvalRunner:
         os.replace(tmp, table_path(self.output))
         publish(self.work / "results", self.output, self.work.name)
         return table
+
+
+async def _generate_each(
+    rows: list[PromptRow],
+    provider: Provider,
+    params: SamplingParams,
+    meter: stages.Meter | None,
+    usage: list[UsageEvent],
+) -> list[GenerationResult]:
+    """Each row as a call of its own, all at once (a local model's batcher still batches them), so
+    that each row's latency is its own: from its call to its answer, not the whole chunk's. The
+    budget is checked for the chunk before any call and its usage recorded once (``stages.generate``)."""
+    prompts = [row.chat() for row in rows]
+    if meter is not None:
+        meter.check(prompts)
+
+    async def one(prompt: Prompt) -> GenerationResult:
+        started = time.perf_counter()
+        (result,) = await provider.generate([prompt], params)
+        if result.latency_ms is None:
+            result.latency_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    started = time.perf_counter()
+    results = list(await asyncio.gather(*(one(prompt) for prompt in prompts)))
+    if meter is not None:
+        usage.extend(meter.record(prompts, results, (time.perf_counter() - started) * 1000))
+    return results
 
 
 def _line(record: dict[str, Any]) -> bytes:

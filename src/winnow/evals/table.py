@@ -59,6 +59,7 @@ def comparison(records: Iterable[dict[str, Any]], pairs: list[tuple[str, str]], 
             ComparisonRow(
                 template=pair[0],
                 model=pair[1],
+                baseline=pair == (base.template, base.model),
                 rows=len(values),
                 errors=errors[pair],
                 mean_score=mean,

@@ -33,6 +33,7 @@ from sqlalchemy import select
 
 from winnow.auth import Principal
 from winnow.db import Database, Feedback, SdgJob, UsageRecord
+from winnow.db.paging import Cursor, Page, keyset_page
 from winnow.errors import Conflict, InvalidRequest, NotFound
 from winnow.schemas.feedback import FeedbackItem, GenerationFeedback, RowFeedback
 from winnow.sdg.service import JobStore
@@ -78,8 +79,10 @@ class FeedbackService:
         self.jobs = jobs
 
     # -- give ------------------------------------------------------------------------------------
-    def create(self, request: GenerationFeedback | RowFeedback, owner: Principal) -> FeedbackItem:
-        """Store feedback on a generation or an SDG row the caller owns (an admin: any).
+    def create(self, request: GenerationFeedback | RowFeedback, owner: Principal) -> tuple[FeedbackItem, bool]:
+        """Store feedback on a generation or an SDG row the caller owns (an admin: any), and whether it
+        is new: a key's second judgement of the same response updates its first (the fields the
+        request names replace theirs; the others stay), so a response has one feedback per key.
 
         NotFound for an unknown (or another key's) generation, job or row, or a choice index out
         of range; Conflict when the generation was recorded without its text (store_generations
@@ -97,24 +100,40 @@ class FeedbackService:
             rating, scale = (1.0 if request.rating == "up" else 0.0), "thumbs"
         elif request.rating is not None:
             rating, scale = float(request.rating), "stars"
-        row = Feedback(
-            id=feedback_id(),
-            owner_key_id=owner.id,
-            created_at=datetime.now(UTC),
-            row_index=request.index,
-            model=model,
-            prompt=prompt,
-            response=response,
-            rating=rating,
-            rating_scale=scale,
-            labels=list(dict.fromkeys(request.labels)),
-            comment=request.comment,
-            corrected_response=request.corrected_response,
-            **target,
-        )
+        given = request.model_fields_set
+        changes: dict[str, Any] = {"model": model, "prompt": prompt, "response": response}
+        if "rating" in given:
+            changes |= {"rating": rating, "rating_scale": scale}
+        if "labels" in given:
+            changes["labels"] = list(dict.fromkeys(request.labels))
+        if "comment" in given:
+            changes["comment"] = request.comment
+        if "corrected_response" in given:
+            changes["corrected_response"] = request.corrected_response
         with self.db.session() as session:
+            same = [getattr(Feedback, name) == value for name, value in target.items()]
+            found = session.scalars(
+                select(Feedback)
+                .where(Feedback.owner_key_id == owner.id, Feedback.row_index == request.index, *same)
+                .order_by(Feedback.created_at.desc(), Feedback.id.desc())
+                .limit(1)
+            ).first()
+            if found is not None:
+                for name, value in changes.items():
+                    setattr(found, name, value)
+                session.flush()
+                return item(found), False
+            row = Feedback(
+                id=feedback_id(),
+                owner_key_id=owner.id,
+                created_at=datetime.now(UTC),
+                row_index=request.index,
+                **({"labels": []} | changes),
+                **target,
+            )
             session.add(row)
-        return item(row)
+            session.flush()
+            return item(row), True
 
     def _generation(self, generation_id: str, index: int, owner: Principal) -> tuple[str, Any, str]:
         """(model, prompt, response text) of choice ``index`` of a generation. Several usage rows
@@ -156,27 +175,23 @@ class FeedbackService:
     def list(
         self,
         owner: Principal,
+        cursor: Cursor = Cursor(),
         *,
         generation_id: str | None = None,
         job_id: str | None = None,
         label: str | None = None,
-        limit: int = 100,
-    ) -> list[FeedbackItem]:
-        """Feedback the caller may see (a key: its own; an admin: all), newest first."""
-        query = select(Feedback).order_by(Feedback.created_at.desc(), Feedback.id.desc())
+    ) -> Page[FeedbackItem]:
+        """A page of the feedback the caller may see (a key: its own; an admin: all), newest first."""
+        scope = [] if owner.is_admin else [Feedback.owner_key_id == owner.id]
+        filters = []
         if generation_id is not None:
-            query = query.where(Feedback.generation_id == generation_id)
+            filters.append(Feedback.generation_id == generation_id)
         if job_id is not None:
-            query = query.where(Feedback.job_id == job_id)
-        found: list[FeedbackItem] = []
+            filters.append(Feedback.job_id == job_id)
+        # labels are a JSON list; filtering them in Python works on every database
+        keep = None if label is None else (lambda row: label in (row.labels or []))
         with self.db.session() as session:
-            for row in self._visible(session, query, owner):
-                if label is not None and label not in (row.labels or []):
-                    continue  # labels are a JSON list; filtering here works on every database
-                found.append(item(row))
-                if len(found) >= limit:
-                    break
-        return found
+            return keyset_page(session, Feedback, scope=scope, filters=filters, cursor=cursor, keep=keep).map(item)
 
     def _visible(self, session: Any, query: Any, owner: Principal) -> Iterator[Feedback]:
         if not owner.is_admin:

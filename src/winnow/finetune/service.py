@@ -22,13 +22,14 @@ from winnow.auth import Principal
 from winnow.auth.paths import authorize_client_path
 from winnow.config import ModelConfig, Settings
 from winnow.db import Database, FineTunedModel, SdgJob
+from winnow.db.paging import Cursor, Page
 from winnow.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from winnow.finetune.data import TrainingSet
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.finetune import FineTuningEvent, FineTuningJob, FineTuningJobRequest, Progress
 from winnow.sdg.inputs import PromptFile
 from winnow.sdg.outputs import preference_path
-from winnow.sdg.service import JobStore
+from winnow.sdg.service import JobFilter, JobStore
 
 TRAIN_FILE = "train.jsonl"
 VALIDATION_FILE = "validation.jsonl"
@@ -205,8 +206,8 @@ class FineTuningService:
     def get(self, job_id: str, owner: Principal) -> FineTuningJob:
         return self.jobs.get(job_id, owner, "ft", render)
 
-    def list_jobs(self, owner: Principal, limit: int, status: str | None) -> list[FineTuningJob]:
-        return self.jobs.list(owner, limit, status, "ft", render)
+    def list_jobs(self, owner: Principal, cursor: Cursor, where: JobFilter) -> Page[FineTuningJob]:
+        return self.jobs.list(owner, cursor, where, "ft", render)
 
     def cancel(self, job_id: str, owner: Principal) -> FineTuningJob:
         return self.jobs.cancel(job_id, owner, "ft", render)

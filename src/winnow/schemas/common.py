@@ -44,6 +44,15 @@ Int = Annotated[int, integral]
 Seed = Annotated[int, Field(ge=0), integral]
 
 
+class CursorPage(WireModel):
+    """What every list adds to its items, as OpenAI's lists do: whether older items follow, and the
+    ids of the first and last item (pass ``last_id`` as ``after`` for the next page)."""
+
+    has_more: bool = Field(default=False, description="More items follow this page: ask again with after=last_id")
+    first_id: str | None = Field(default=None, description="The id of the page's first (newest) item")
+    last_id: str | None = Field(default=None, description="The id of the page's last (oldest) item")
+
+
 class RequestModel(WireModel):
     """A request body, typed strictly: unknown fields are refused (a typo is an error, not a default),
     numbers are never made from strings nor booleans from anything but ``true``/``false``, and an

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from winnow.schemas.common import Int, RequestModel, Seed, Timestamp, WireModel
+from winnow.schemas.common import CursorPage, Int, RequestModel, Seed, Timestamp, WireModel
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
 
@@ -59,7 +59,11 @@ class ComparisonRow(WireModel):
     ci95: float | None = Field(description="Half-width of a normal 95% interval around the mean")
     min_score: float | None
     max_score: float | None
-    win_rate: float | None = Field(description="(wins + ties / 2) / rows compared, against the baseline; null for it")
+    baseline: bool = Field(False, description="This pair is the baseline the win rates compare against")
+    win_rate: float | None = Field(
+        description="(wins + ties / 2) / rows compared, against the baseline; null for the baseline itself "
+        "and for a pair with no row to compare (every row failed on one side)"
+    )
     wins: int
     ties: int
     losses: int
@@ -94,6 +98,6 @@ class EvaluationDetails(WireModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class EvaluationList(WireModel):
+class EvaluationList(CursorPage):
     evaluations: list[EvaluationDetails]
     count: int

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import ConfigDict, Discriminator, Field, PlainValidator, Tag, WithJsonSchema, model_validator
 
-from winnow.schemas.common import Int, RequestModel, Timestamp, WireModel
+from winnow.schemas.common import CursorPage, Int, RequestModel, Timestamp, WireModel
 from winnow.schemas.sdg import JOB_ID_PATTERN
 
 MAX_LABELS = 20
@@ -141,6 +141,6 @@ class FeedbackItem(WireModel):
     corrected_response: str | None = None
 
 
-class FeedbackList(WireModel):
+class FeedbackList(CursorPage):
     items: list[FeedbackItem]
     count: int

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from winnow.schemas.common import Int, RequestModel, Seed, Timestamp, WireModel
+from winnow.schemas.common import CursorPage, Int, RequestModel, Seed, Timestamp, WireModel
 
 Method = Literal["sft", "dpo"]
 SUFFIX = r"^[a-z0-9][a-z0-9-]{0,39}$"
@@ -120,10 +120,9 @@ class FineTuningJob(WireModel):
     attempts: int = 0
 
 
-class FineTuningJobList(WireModel):
+class FineTuningJobList(CursorPage):
     object: Literal["list"] = "list"
     data: list[FineTuningJob]
-    has_more: bool = False
 
 
 class FineTuningEvent(WireModel):

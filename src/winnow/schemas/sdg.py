@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, RootModel, StrictBool
 
-from winnow.schemas.common import Int, RequestModel, Seed, Timestamp, WireModel
+from winnow.schemas.common import CursorPage, Int, RequestModel, Seed, Timestamp, WireModel
 
 JOB_ID_PATTERN = r"^job-[0-9a-f]{24}$"
 EVAL_ID_PATTERN = r"^eval-[0-9a-f]{24}$"
@@ -165,11 +165,13 @@ class JobDetails(SyntheticDataGeneration):
     error: str | None = None
     started: Timestamp | None = None
     finished: Timestamp | None = None
+    duration_seconds: float | None = Field(None, description="From start to finish (a running job: so far)")
+    cost_usd: float | None = Field(None, description="USD billed to the job so far (job_status only)")
     params: dict[str, Any] = Field(default_factory=dict)
     estimate: JobEstimate | None = Field(None, description="Only on a dry run (status dry_run; nothing is queued)")
 
 
-class JobList(WireModel):
+class JobList(CursorPage):
     jobs: list[JobDetails]
     count: int
 
@@ -181,6 +183,10 @@ class JobRows(WireModel):
     offset: int = Field(description="Byte offset this page starts at")
     next_offset: int | None = Field(description="Byte offset of the next page; null when this page ends the file")
     size_bytes: int = Field(description="Size of the whole output file")
+    references: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="The other fields of this page's prompts in the prompts file (e.g. answer), by prompt id",
+    )
 
 
 class SdgFunctions(WireModel):

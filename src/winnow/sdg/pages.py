@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from winnow.errors import InvalidRequest
+from winnow.sdg.inputs import parse_line
 
 MAX_PAGE_BYTES = 8 << 20  # one page never reads more than this, however long its rows
 
@@ -46,3 +47,25 @@ def read_page(path: Path, offset: int, limit: int) -> Page:
                 rows.append(orjson.loads(line))
         end = offset + read
     return Page(rows=rows, offset=offset, next_offset=end if end < size else None, size_bytes=size)
+
+
+def references(prompts: Path, ids: set[str]) -> dict[str, dict[str, Any]]:
+    """The other fields (e.g. ``answer``) of the prompts with these ids, read from the job's prompts
+    file until all are found: what a reviewer compares a response with. A file gone since the job ran
+    gives none."""
+    found: dict[str, dict[str, Any]] = {}
+    if not ids or not prompts.is_file():
+        return found
+    with prompts.open(encoding="utf-8", errors="replace") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = parse_line(text, number)
+            except ValueError:
+                continue  # (the file was checked at submit; a line changed since is skipped)
+            if row.id in ids:
+                found[row.id] = row.fields
+                if len(found) == len(ids):
+                    break
+    return found

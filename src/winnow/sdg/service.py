@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from sqlalchemy.orm import object_session
 from winnow.auth import Principal
 from winnow.config import Settings
 from winnow.db import Database, SdgJob
+from winnow.db.paging import Cursor, Page, keyset_page
 from winnow.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.sdg import EVAL_ID_PATTERN, JOB_ID_PATTERN, JobCounts, JobDetails, JobEstimate, SubmitJobRequest
@@ -167,6 +169,27 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _utc(value: datetime) -> datetime:
+    return _aware(value).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What a job list may be narrowed to: a status, a model the job uses, a window of creation times."""
+
+    status: str | None = None
+    model: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+def _models_of(params: dict[str, Any] | None) -> set[str]:
+    """The models a job names: an SDG job's model, an evaluation's models, a fine-tuning job's base model."""
+    params = params or {}
+    named = [params.get("model"), params.get("base_model"), *(params.get("models") or [])]
+    return {str(name) for name in named if name}
+
+
 def details(job: SdgJob) -> JobDetails:
     counts, elapsed = _progress(job)
     eta = None
@@ -183,8 +206,16 @@ def details(job: SdgJob) -> JobDetails:
         error=job.error,
         started=job.started_at,
         finished=job.finished_at,
+        duration_seconds=_duration(job),
         params=job.params,
     )
+
+
+def _duration(job: SdgJob) -> float | None:
+    if job.started_at is None:
+        return None
+    end = _aware(job.finished_at) if job.finished_at is not None else _now()
+    return round(max((end - _aware(job.started_at)).total_seconds(), 0.0), 3)
 
 
 class JobStore:
@@ -275,18 +306,24 @@ class JobStore:
     def list(
         self,
         owner: Principal,
-        limit: int,
-        status: str | None,
+        cursor: Cursor,
+        where: JobFilter,
         kind: str,
         render: Callable[[SdgJob], T],
-    ) -> list[T]:
+    ) -> Page[T]:
+        """A page of the jobs of ``kind`` the caller may see (a key: its own; an admin: all), newest first."""
+        scope = [SdgJob.kind == kind] + ([] if owner.is_admin else [SdgJob.owner_key_id == owner.id])
+        filters = []
+        if where.status:
+            filters.append(SdgJob.status == where.status)
+        if where.created_after is not None:
+            filters.append(SdgJob.created_at >= _utc(where.created_after))
+        if where.created_before is not None:
+            filters.append(SdgJob.created_at < _utc(where.created_before))
+        keep = None if where.model is None else (lambda job: where.model in _models_of(job.params))
         with self.db.session() as session:
-            query = select(SdgJob).where(SdgJob.kind == kind).order_by(SdgJob.created_at.desc()).limit(limit)
-            if not owner.is_admin:
-                query = query.where(SdgJob.owner_key_id == owner.id)
-            if status:
-                query = query.where(SdgJob.status == status)
-            return [render(job) for job in session.scalars(query)]
+            page = keyset_page(session, SdgJob, scope=scope, filters=filters, cursor=cursor, keep=keep)
+            return page.map(render)
 
     def cancel(self, job_id: str, owner: Principal, kind: str, render: Callable[[SdgJob], T]) -> T:
         with self.db.session() as session:

@@ -260,6 +260,14 @@ class UsageService:
             for (day, model), totals in self._grouped(principal, columns, start, end, key_name)
         ]
 
+    def job_cost(self, job_id: str) -> float:
+        """USD billed to a job (an SDG job or an evaluation) so far: the sum of its usage rows."""
+        with self.db.session() as session:
+            total = session.scalar(
+                select(func.coalesce(func.sum(UsageRecord.cost_usd), 0.0)).where(UsageRecord.job_id == job_id)
+            )
+        return round(float(total or 0.0), 10)
+
     def budget_status(self, key_id: int) -> dict[str, Any]:
         budget = self.ledger.budget(key_id)
         spent = self.ledger.spent(key_id)

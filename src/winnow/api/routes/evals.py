@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Path, Query
+from fastapi import Path
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from winnow.api.deps import BatchKey, JobStatusQuery, OtherKey, RuntimeDep
+from winnow.api.deps import BatchKey, JobFilterDep, OtherKey, PageDep, RuntimeDep
 from winnow.api.routing import Router
 from winnow.auth.paths import authorize_client_path
 from winnow.evals.plan import check_eval
@@ -50,14 +50,9 @@ async def create_evaluation(body: EvaluationRequest, runtime: RuntimeDep, key: B
 
 
 @router.get("", summary="List my evaluations, newest first", response_model=EvaluationList)
-async def list_evaluations(
-    runtime: RuntimeDep,
-    key: OtherKey,
-    limit: int = Query(100, ge=1, le=1000),
-    status: JobStatusQuery = None,
-) -> EvaluationList:
-    found = await run_in_threadpool(runtime.jobs.list, key, limit, status, "eval", eval_details)
-    return EvaluationList(evaluations=found, count=len(found))
+async def list_evaluations(runtime: RuntimeDep, key: OtherKey, cursor: PageDep, where: JobFilterDep) -> EvaluationList:
+    page = await run_in_threadpool(runtime.jobs.list, key, cursor, where, "eval", eval_details)
+    return EvaluationList(evaluations=page.rows, count=len(page.rows), **page.cursor())
 
 
 @router.get(

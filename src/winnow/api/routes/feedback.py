@@ -8,7 +8,7 @@ from typing import Any, Literal
 from fastapi import Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from winnow.api.deps import OtherKey, RuntimeDep
+from winnow.api.deps import OtherKey, PageDep, RuntimeDep
 from winnow.api.routing import Router
 from winnow.feedback.service import to_jsonl
 from winnow.schemas.common import ErrorResponse
@@ -26,7 +26,9 @@ _GIVE = """Judge one response: either a generation (`generation_id`, and `index`
 the first: a /v1 response's `choices[i].index`) or one row of a completed SDG job's output (`job_id`, the
 row's `id` and `index`). Give at least one of `rating` ("up"/"down", or 1-5 stars), `labels`, `comment`,
 `corrected_response`. The prompt, response text and model are copied into the feedback, so exports
-never need the generation again. A key may judge only its own generations and jobs (an admin: any)."""
+never need the generation again. A key may judge only its own generations and jobs (an admin: any).
+A key's feedback on a response it has judged before updates that feedback (200; the fields given
+replace theirs, the others stay): one feedback per key and response. New feedback is a 201."""
 
 _EXPORT = """The feedback you may see as JSONL training data, grouped by prompt. Positive: thumbs up or
 4-5 stars; negative: thumbs down or 1-2 stars.
@@ -49,6 +51,7 @@ _EXPORT = """The feedback you may see as JSONL training data, grouped by prompt.
     status_code=201,
     response_model=FeedbackItem,
     responses={
+        200: {"model": FeedbackItem, "description": "Updated: the key's earlier feedback on this response"},
         404: {"model": ErrorResponse, "description": "No such generation, job, row or choice index (or not yours)"},
         409: {
             "model": ErrorResponse,
@@ -57,23 +60,26 @@ _EXPORT = """The feedback you may see as JSONL training data, grouped by prompt.
         },
     },
 )
-async def give_feedback(body: FeedbackRequest, runtime: RuntimeDep, key: OtherKey) -> FeedbackItem:
-    return await run_in_threadpool(runtime.feedback.create, body, key)
+async def give_feedback(body: FeedbackRequest, runtime: RuntimeDep, key: OtherKey, response: Response) -> FeedbackItem:
+    given, created = await run_in_threadpool(runtime.feedback.create, body, key)
+    if not created:
+        response.status_code = 200
+    return given
 
 
 @router.get("", summary="List feedback, newest first", response_model=FeedbackList)
 async def list_feedback(
     runtime: RuntimeDep,
     key: OtherKey,
+    cursor: PageDep,
     generation_id: str | None = Query(None, max_length=64, description="Feedback on this generation"),
     job_id: str | None = Query(None, pattern=JOB_ID_PATTERN, description="Feedback on this SDG job's rows"),
     label: str | None = Query(None, max_length=64, description="Feedback carrying this label"),
-    limit: int = Query(100, ge=1, le=1000),
 ) -> FeedbackList:
-    items = await run_in_threadpool(
-        lambda: runtime.feedback.list(key, generation_id=generation_id, job_id=job_id, label=label, limit=limit)
+    page = await run_in_threadpool(
+        lambda: runtime.feedback.list(key, cursor, generation_id=generation_id, job_id=job_id, label=label)
     )
-    return FeedbackList(items=items, count=len(items))
+    return FeedbackList(items=page.rows, count=len(page.rows), **page.cursor())
 
 
 _JSONL: dict[int | str, dict[str, Any]] = {

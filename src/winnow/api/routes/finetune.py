@@ -9,7 +9,7 @@ from fastapi import Path, Query
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from winnow.api.deps import BatchKey, JobStatusQuery, OtherKey, RuntimeDep
+from winnow.api.deps import BatchKey, JobFilterDep, OtherKey, PageDep, RuntimeDep
 from winnow.api.routing import Router
 from winnow.auth import Principal
 from winnow.errors import InvalidRequest
@@ -65,14 +65,9 @@ async def create_job(body: FineTuningJobRequest, runtime: RuntimeDep, key: Batch
 
 
 @router.get("", summary="List my fine-tuning jobs, newest first", response_model=FineTuningJobList)
-async def list_jobs(
-    runtime: RuntimeDep,
-    key: OtherKey,
-    limit: int = Query(100, ge=1, le=1000),
-    status: JobStatusQuery = None,
-) -> FineTuningJobList:
-    found = await run_in_threadpool(runtime.fine_tuning.list_jobs, key, limit, status)
-    return FineTuningJobList(data=found)
+async def list_jobs(runtime: RuntimeDep, key: OtherKey, cursor: PageDep, where: JobFilterDep) -> FineTuningJobList:
+    page = await run_in_threadpool(runtime.fine_tuning.list_jobs, key, cursor, where)
+    return FineTuningJobList(data=page.rows, **page.cursor())
 
 
 @router.get("/{job_id}", summary="A fine-tuning job: status, progress, final metrics", response_model=FineTuningJob)

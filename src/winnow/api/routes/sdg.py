@@ -11,7 +11,7 @@ from fastapi import Path, Query
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from winnow.api.deps import BatchKey, JobStatusQuery, OtherKey, RuntimeDep
+from winnow.api.deps import BatchKey, JobFilterDep, OtherKey, PageDep, RuntimeDep
 from winnow.api.routing import Router
 from winnow.auth import Principal
 from winnow.auth.paths import authorize_client_path
@@ -21,7 +21,7 @@ from winnow.schemas.common import ErrorResponse
 from winnow.schemas.sdg import JobDetails, JobList, JobRows, SdgFunctions, SubmitJobRequest
 from winnow.sdg.filters import filter_factories
 from winnow.sdg.outputs import preference_path, sft_path
-from winnow.sdg.pages import read_page
+from winnow.sdg.pages import read_page, references
 from winnow.sdg.report import histogram_path, summary_path
 from winnow.sdg.runner import errors_path
 from winnow.sdg.scoring import scoring_functions
@@ -65,7 +65,9 @@ async def job_status(
     key: OtherKey,
     job_id: str = Query(..., description="Unique identifier for the job", pattern=JOB_ID.pattern),
 ) -> JobDetails:
-    return await run_in_threadpool(runtime.jobs.get, job_id, key, "sdg", details)
+    job = await run_in_threadpool(runtime.jobs.get, job_id, key, "sdg", details)
+    job.cost_usd = await run_in_threadpool(runtime.usage.job_cost, job_id)
+    return job
 
 
 @router.get(
@@ -82,14 +84,9 @@ async def list_functions(runtime: RuntimeDep, _key: OtherKey) -> SdgFunctions:
 
 
 @router.get("/jobs", summary="List my jobs, newest first", response_model=JobList, response_model_exclude_none=True)
-async def list_jobs(
-    runtime: RuntimeDep,
-    key: OtherKey,
-    limit: int = Query(100, ge=1, le=1000),
-    status: JobStatusQuery = None,
-) -> JobList:
-    jobs = await run_in_threadpool(runtime.jobs.list, key, limit, status, "sdg", details)
-    return JobList(jobs=jobs, count=len(jobs))
+async def list_jobs(runtime: RuntimeDep, key: OtherKey, cursor: PageDep, where: JobFilterDep) -> JobList:
+    page = await run_in_threadpool(runtime.jobs.list, key, cursor, where, "sdg", details)
+    return JobList(jobs=page.rows, count=len(page.rows), **page.cursor())
 
 
 @router.post(
@@ -215,6 +212,14 @@ async def job_rows(
     if not output.exists():
         raise NotFound("The job has no output", job_id)
     page = await run_in_threadpool(read_page, output, offset, limit)
+    prompts = await run_in_threadpool(lambda: FilePath(runtime.jobs.row(job_id).prompts_path))
+    found = await run_in_threadpool(references, prompts, {str(row.get("id")) for row in page.rows})
     return JobRows.model_validate(
-        {"rows": page.rows, "offset": page.offset, "next_offset": page.next_offset, "size_bytes": page.size_bytes}
+        {
+            "rows": page.rows,
+            "offset": page.offset,
+            "next_offset": page.next_offset,
+            "size_bytes": page.size_bytes,
+            "references": found,
+        }
     )

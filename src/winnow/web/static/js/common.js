@@ -123,6 +123,7 @@ export function usd(value) {
 
 export function duration(seconds) {
   if (seconds === null || seconds === undefined) return '';
+  if (seconds < 10) return `${Number(seconds).toFixed(1)}s`;
   const s = Math.round(seconds);
   if (s < 60) return `${s}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
@@ -194,4 +195,59 @@ export function watcher(fn, ms) {
       return running;
     }, ms);
   };
+}
+
+// Pages through an API list newest first with its cursor (limit, after, has_more, last_id): "Newer"
+// and "Older" buttons in `nav`, and where the page is. `load(after)` fetches one page (after: null
+// for the newest) and renders it; refresh() reloads the page on screen (a poll), reset() goes back
+// to the newest (a filter changed).
+export class Pager {
+  constructor(nav, noun, load) {
+    this.noun = noun;
+    this.load = load;
+    this.cursors = [null];
+    this.page = null;
+    this.where = el('span', { class: 'muted small', 'aria-live': 'polite' });
+    this.newer = el('button', { type: 'button', class: 'secondary', onclick: () => this.step(-1) }, `← Newer ${noun}`);
+    this.older = el('button', { type: 'button', class: 'secondary', onclick: () => this.step(1) }, `Older ${noun} →`);
+    this.nav = nav;
+    nav.classList.add('pager');
+    nav.hidden = true;
+    nav.replaceChildren(this.newer, this.where, this.older);
+  }
+
+  async refresh() {
+    this.page = await this.load(this.cursors[this.cursors.length - 1]);
+    const first = this.cursors.length === 1;
+    this.nav.hidden = first && !this.page.has_more; // one page: nothing to page through
+    this.newer.disabled = first;
+    this.older.disabled = !this.page.has_more;
+    const count = this.page.count ?? (this.page.data || []).length;
+    const more = this.page.has_more ? ` · older ${this.noun} follow` : '';
+    this.where.textContent = first && !this.page.has_more ? '' : `page ${this.cursors.length}${count ? ` (${count})` : ''}${more}`;
+    return this.page;
+  }
+
+  async step(direction) {
+    if (direction > 0 && this.page?.has_more) this.cursors.push(this.page.last_id);
+    else if (direction < 0 && this.cursors.length > 1) this.cursors.pop();
+    else return;
+    try { await this.refresh(); } catch (err) { flash(err.message); }
+  }
+
+  reset() { this.cursors = [null]; }
+}
+
+// Every page of an API list (for the few lists a page needs whole, e.g. one job's feedback).
+export async function allPages(path, query = {}) {
+  const items = [];
+  let after = null;
+  for (;;) {
+    const params = new URLSearchParams({ ...query, limit: '1000' });
+    if (after) params.set('after', after);
+    const page = await api(`${path}?${params}`);
+    items.push(...(page.items || page.jobs || page.evaluations || page.data || []));
+    if (!page.has_more) return items;
+    after = page.last_id;
+  }
 }

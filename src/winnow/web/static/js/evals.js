@@ -1,5 +1,5 @@
 import {
-  $, PREFIX, api, badge, duration, el, flash, number, promptText, requireSession, usd, watcher, when,
+  $, PREFIX, Pager, api, badge, duration, el, flash, number, promptText, requireSession, usd, watcher, when,
 } from './common.js';
 
 await requireSession();
@@ -26,8 +26,8 @@ function choose(id) {
   refresh().catch((err) => flash(err.message));
 }
 
-async function refresh() {
-  const list = await api('/api/v1/evaluations?limit=100');
+const pager = new Pager($('#evals-pager'), 'evaluations', async (after) => {
+  const list = await api(`/api/v1/evaluations?limit=25${after ? `&after=${encodeURIComponent(after)}` : ''}`);
   $('#evals tbody').replaceChildren(...list.evaluations.map((e) => el('tr', { 'data-eval-id': e.id, 'data-status': e.status },
     el('td', {}, el('a', { href: `${PREFIX}/evals?id=${encodeURIComponent(e.id)}`, onclick: (ev) => { ev.preventDefault(); choose(e.id); } }, e.name || e.id),
       e.name ? el('div', { class: 'small muted' }, e.id) : null),
@@ -36,7 +36,14 @@ async function refresh() {
     el('td', {}, ACTIVE.has(e.status) ? el('button', { type: 'button', class: 'danger', 'aria-label': `Cancel ${e.id}`,
       onclick: () => api(`/api/v1/evaluations/${encodeURIComponent(e.id)}/cancel`, { method: 'POST' }).then(refresh).catch((err) => flash(err.message)) }, 'Cancel') : null))));
   $('#evals-empty').hidden = list.evaluations.length > 0;
-  const current = list.evaluations.find((e) => e.id === selected);
+  return list;
+});
+
+async function refresh() {
+  const list = await pager.refresh();
+  // The chosen evaluation, also when it is on another page of the list.
+  const current = list.evaluations.find((e) => e.id === selected)
+    || (selected ? await api(`/api/v1/evaluations/${encodeURIComponent(selected)}`) : null);
   if (current) await detail(current);
   const active = list.evaluations.some((e) => ACTIVE.has(e.status));
   $('#evals-updated').textContent = active ? `updating · ${new Date().toLocaleTimeString()}` : '';
@@ -79,6 +86,18 @@ function renderResults() {
     el('td', { class: 'num' }, r.score === undefined ? '' : number(r.score, 4)), el('td', { class: 'num' }, number(r.latency_ms, 1)))));
 }
 
+function isBaseline(e, r) {
+  if (r.baseline !== undefined) return r.baseline;
+  return Boolean(e.baseline) && r.template === e.baseline.template && r.model === e.baseline.model;
+}
+
+// The baseline says so; a pair with no row to compare (all failed, on either side) has no win rate.
+function winRate(e, r) {
+  if (isBaseline(e, r)) return 'baseline';
+  if (r.win_rate == null) return el('span', { class: 'muted', title: 'no row both this pair and the baseline answered' }, '— (no rows compared)');
+  return `${number(r.win_rate * 100, 1)}% (${r.wins}/${r.ties}/${r.losses})`;
+}
+
 function options(select, values) {
   select.replaceChildren(el('option', { value: '' }, 'all'), ...values.map((v) => el('option', { value: v }, v)));
 }
@@ -95,7 +114,7 @@ async function detail(e) {
     el('td', {}, r.template), el('td', {}, r.model), el('td', { class: 'num' }, number(r.rows)), el('td', { class: 'num' }, number(r.errors)),
     el('td', { class: 'num' }, r.mean_score == null ? '—' : `${number(r.mean_score, 4)} ± ${number(r.ci95, 4)}`),
     el('td', { class: 'num' }, r.min_score == null ? '—' : `${number(r.min_score, 3)} – ${number(r.max_score, 3)}`),
-    el('td', { class: 'num' }, r.win_rate == null ? 'baseline' : `${number(r.win_rate * 100, 1)}% (${r.wins}/${r.ties}/${r.losses})`),
+    el('td', { class: 'num' }, winRate(e, r)),
     el('td', { class: 'num' }, `${number(r.latency_p50_ms, 1)} / ${number(r.latency_p95_ms, 1)}`),
     el('td', { class: 'num' }, `${number(r.input_tokens)} / ${number(r.output_tokens)}`), el('td', { class: 'num' }, usd(r.cost_usd)))));
   drawChart(e.table);

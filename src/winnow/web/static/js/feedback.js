@@ -1,5 +1,5 @@
 import {
-  $, ApiError, api, download, el, flash, messageText, number, promptText, requireSession, when,
+  $, ApiError, Pager, allPages, api, definitions, download, el, flash, messageText, number, promptText, requireSession, when,
 } from './common.js';
 
 await requireSession();
@@ -17,6 +17,7 @@ let rows = [];
 let nextOffset = 0;
 let position = 0;
 const given = new Map(); // "id#index" -> the latest feedback on that row
+const references = new Map(); // prompt id -> its other fields in the prompts file (e.g. answer)
 
 const keyOf = (row) => `${row.id}#${row.index}`;
 
@@ -24,6 +25,7 @@ async function loadMore() {
   if (nextOffset === null) return false;
   const page = await api(`${SDG}/jobs/${encodeURIComponent(jobId)}/rows?offset=${nextOffset}&limit=100`);
   rows.push(...page.rows);
+  for (const [id, fields] of Object.entries(page.references || {})) references.set(id, fields);
   nextOffset = page.next_offset;
   return page.rows.length > 0;
 }
@@ -35,11 +37,11 @@ function describe(item) {
   return parts.filter(Boolean).join(' · ') || 'none';
 }
 
-function show() {
+function show(note = '') {
   const row = rows[position];
   const total = nextOffset === null ? `${rows.length}` : `${rows.length}+`;
   const reviewed = rows.filter((r) => given.has(keyOf(r))).length;
-  $('#q-where').textContent = `Sample ${position + 1} of ${total} · ${reviewed} reviewed`;
+  $('#q-where').textContent = `Sample ${position + 1} of ${total} · ${reviewed} reviewed${note ? ` · ${note}` : ''}`;
   $('#q-progress').max = Math.max(rows.length, 1);
   $('#q-progress').value = reviewed;
   if (!row) return;
@@ -47,6 +49,9 @@ function show() {
   $('#q-prompt').textContent = promptText(row.prompt);
   $('#q-response').textContent = messageText(row.response);
   $('#q-score').textContent = `score ${number(row.score, 4)} · raw ${number(row.raw_score, 4)}`;
+  const reference = Object.entries(references.get(row.id) || {});
+  $('#q-reference').replaceChildren(...definitions(reference.map(([name, value]) => [name, typeof value === 'string' ? value : JSON.stringify(value)])));
+  $('#q-reference-box').hidden = reference.length === 0;
   const current = given.get(keyOf(row));
   $('#q-current').textContent = describe(current);
   $('#q-labels').value = current ? current.labels.join(', ') : '';
@@ -54,13 +59,26 @@ function show() {
   $('#q-correction').value = current?.corrected_response || '';
 }
 
+const unreviewedOnly = () => $('#q-unreviewed').checked;
+
+// The next row in direction ``step`` (1 or -1), skipping reviewed rows when "Unreviewed only" is on;
+// pages of the output are read as the queue reaches them. False when there is none.
 async function move(step) {
-  const target = position + step;
-  if (target < 0) return;
-  if (target >= rows.length && !(await loadMore())) return;
-  position = Math.min(target, rows.length - 1);
+  let target = position + step;
+  for (;;) {
+    if (target < 0) return false;
+    if (target >= rows.length && !(await loadMore())) {
+      show(unreviewedOnly() ? 'no unreviewed sample after this one' : 'the last sample');
+      return false;
+    }
+    if (!unreviewedOnly() || !given.has(keyOf(rows[target]))) break;
+    target += step;
+  }
+  position = target;
   show();
+  return true;
 }
+
 
 async function give(judgement) {
   const row = rows[position];
@@ -80,8 +98,7 @@ async function give(judgement) {
 async function rate(value) {
   const rating = /^[1-5]$/.test(value) ? Number(value) : value;
   if (await give({ rating })) {
-    if (position < rows.length - 1 || nextOffset !== null) await move(1);
-    else show();
+    await move(1);
   }
 }
 
@@ -94,12 +111,17 @@ async function openJob(id, offset = 0, at = '') {
   given.clear();
   $('#queue').hidden = !id;
   if (!id) return;
-  const existing = await api(`/api/v1/feedback?job_id=${encodeURIComponent(id)}&limit=1000`);
-  for (const item of existing.items.slice().reverse()) given.set(`${item.row_id}#${item.index}`, item);
+  references.clear();
+  const existing = await allPages('/api/v1/feedback', { job_id: id });
+  for (const item of existing.reverse()) given.set(`${item.row_id}#${item.index}`, item);
   await loadMore();
   position = Math.max(rows.findIndex((row) => keyOf(row) === at), 0);
+  if (!at && unreviewedOnly() && rows[position] && given.has(keyOf(rows[position]))) {
+    if (!(await move(1))) position = 0;
+  }
   show();
   $('#flt-job').value = id;
+  listPager.reset();
   refreshList();
 }
 
@@ -108,6 +130,10 @@ for (const button of document.querySelectorAll('[data-rating]')) {
 }
 $('#q-next').addEventListener('click', () => move(1));
 $('#q-prev').addEventListener('click', () => move(-1));
+$('#q-unreviewed').addEventListener('change', async () => {
+  if (unreviewedOnly() && rows[position] && given.has(keyOf(rows[position]))) await move(1);
+  else show();
+});
 $('#q-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   const labels = $('#q-labels').value.split(',').map((l) => l.trim()).filter(Boolean);
@@ -157,13 +183,14 @@ $('#q-job').addEventListener('change', () => {
 });
 
 // --- the feedback list and the exports ------------------------------------------------------------
-async function refreshList() {
-  const query = new URLSearchParams({ limit: '200' });
+const listPager = new Pager($('#feedback-pager'), 'feedback', async (after) => {
+  const query = new URLSearchParams({ limit: '50' });
   if ($('#flt-job').value.trim()) query.set('job_id', $('#flt-job').value.trim());
   if ($('#flt-label').value.trim()) query.set('label', $('#flt-label').value.trim());
-  try {
-    const body = await api(`/api/v1/feedback?${query}`);
-    $('#feedback tbody').replaceChildren(...body.items.map((item) => el('tr', {},
+  if (after) query.set('after', after);
+  const body = await api(`/api/v1/feedback?${query}`);
+  $('#feedback-empty').hidden = body.items.length > 0;
+  $('#feedback tbody').replaceChildren(...body.items.map((item) => el('tr', { 'data-feedback-id': item.id },
       el('td', {}, when(item.created_at)),
       el('td', {}, item.target === 'sdg_row' ? `${item.job_id} ${item.row_id} #${item.index}` : `${item.generation_id} #${item.index}`),
       el('td', {}, ratingText(item)),
@@ -171,6 +198,12 @@ async function refreshList() {
       el('td', { class: 'text' }, item.comment || ''),
       el('td', { class: 'text' }, item.response || ''),
       el('td', { class: 'text' }, item.corrected_response || ''))));
+  return body;
+});
+
+async function refreshList() {
+  try {
+    await listPager.refresh();
   } catch (err) {
     if (!(err instanceof ApiError) || err.status !== 400) throw err;
     flash(`Filter refused: ${err.message}`);
@@ -179,6 +212,7 @@ async function refreshList() {
 
 $('#filters').addEventListener('submit', (event) => {
   event.preventDefault();
+  listPager.reset();
   refreshList().catch((err) => flash(err.message));
 });
 
@@ -192,7 +226,7 @@ async function exportAs(format) {
 $('#export-preference').addEventListener('click', () => exportAs('preference').catch((err) => flash(err.message)));
 $('#export-sft').addEventListener('click', () => exportAs('sft').catch((err) => flash(err.message)));
 
-const jobs = await api(`${SDG}/jobs?status=completed&limit=200`);
+const jobs = await api(`${SDG}/jobs?status=completed&limit=1000`);
 const select = $('#q-job');
 select.append(...jobs.jobs.map((j) => el('option', { value: j.job_id }, `${j.job_id} · ${(j.params || {}).model || ''} · ${when(j.created)}`)));
 const wanted = params.get('job');

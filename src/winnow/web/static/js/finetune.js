@@ -1,5 +1,5 @@
 import {
-  $, PREFIX, api, badge, el, flash, number, requireSession, watcher, when,
+  $, PREFIX, Pager, api, badge, el, flash, number, requireSession, watcher, when,
 } from './common.js';
 import { trainingProgressOf } from './progress.js';
 
@@ -34,11 +34,15 @@ function row(job) {
     el('td', {}, when(job.created)), el('td', {}, action));
 }
 
-async function refresh() {
-  const list = await api(`${FT}?limit=100`);
+const pager = new Pager($('#ft-pager'), 'jobs', async (after) => {
+  const list = await api(`${FT}?limit=25${after ? `&after=${encodeURIComponent(after)}` : ''}`);
   $('#ft-jobs tbody').replaceChildren(...list.data.map(row));
   $('#ft-empty').hidden = list.data.length > 0;
-  $('#ft-more').hidden = !list.has_more;
+  return list;
+});
+
+async function refresh() {
+  const list = await pager.refresh();
   const active = list.data.some((j) => RUNNING.has(j.status));
   $('#ft-updated').textContent = active ? `updating · ${new Date().toLocaleTimeString()}` : '';
   return active;
@@ -139,7 +143,7 @@ form.addEventListener('submit', async (event) => {
 async function pickers() {
   const [models, sdg] = await Promise.all([
     api('/api/v1/models'),
-    api('/api/v1/synthetic_data_generation/jobs?status=completed&limit=100'),
+    api('/api/v1/synthetic_data_generation/jobs?status=completed&limit=1000'),
   ]);
   const local = models.models.filter((m) => m.provider === 'local');
   $('#ft-base').replaceChildren(...local.map((m) => el('option', { value: m.id }, m.id)));

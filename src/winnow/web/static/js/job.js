@@ -1,5 +1,5 @@
 import {
-  $, PREFIX, api, badge, definitions, download, duration, el, flash, messageText, number, poll, promptText, requireSession, when,
+  $, PREFIX, api, badge, definitions, download, duration, el, flash, messageText, number, poll, promptText, requireSession, usd, when,
 } from './common.js';
 import { ACTIVE, progressOf } from './progress.js';
 
@@ -18,9 +18,18 @@ async function status() {
     ['Job', job.job_id], ['Status', badge(job.status)], ['Stage', job.stage || ''],
     ['Model', p.model || ''], ['Reward model', p.reward_model || ''], ['Scoring', p.scoring_function || ''],
     ['Filter', `${f.name || ''}${f.params && Object.keys(f.params).length ? ` ${JSON.stringify(f.params)}` : ''}`],
+    ['Prompts file', p.prompts_path || ''],
+    ['Generations per prompt (n)', number(p.num_generations)],
+    ['Temperature', number(p.temperature, 3)], ['Top p', number(p.top_p, 3)],
+    ['Max tokens per response', number(p.max_gen_len)],
+    ['Seed', p.seed === null || p.seed === undefined ? 'none (random)' : String(p.seed)],
+    ['Batch size', number(p.batch_size)],
     ['Created', when(job.created)], ['Started', when(job.started)], ['Finished', when(job.finished)],
+    ['Duration', job.duration_seconds == null ? '—' : `${duration(job.duration_seconds)}${job.finished ? '' : ' so far'}`],
     ['Tokens', `${number(job.counts.input_tokens)} in · ${number(job.counts.output_tokens)} out`],
+    ['Cost', `${usd(job.cost_usd)}${job.finished ? '' : ' so far'}`],
   ];
+  if (p.system_prompt) items.splice(4, 0, ['System prompt', p.system_prompt]);
   if (ACTIVE.has(job.status) && job.eta_seconds != null) items.push(['ETA', duration(job.eta_seconds)]);
   if (job.error) items.push(['Error', el('span', { class: 'error' }, job.error)]);
   $('#summary').replaceChildren(...definitions(items));

@@ -1,5 +1,5 @@
 import {
-  $, PREFIX, api, badge, definitions, el, fillSelect, flash, number, requireSession, usd, watcher, when,
+  $, PREFIX, Pager, api, badge, definitions, el, fillSelect, flash, number, requireSession, usd, watcher, when,
 } from './common.js';
 import { ACTIVE, progressOf } from './progress.js';
 
@@ -34,14 +34,44 @@ function row(job) {
     el('td', {}, filterOf(job)), el('td', {}, action));
 }
 
-async function refresh() {
-  const list = await api(`${JOBS}/jobs?limit=100`);
+// The list's filters as the API's query: status, model, and a window of local calendar days.
+function filters() {
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if ($('#flt-status').value) query.set('status', $('#flt-status').value);
+  if ($('#flt-model').value.trim()) query.set('model', $('#flt-model').value.trim());
+  const from = $('#flt-from').valueAsDate;
+  const to = $('#flt-to').valueAsDate;
+  // valueAsDate is UTC midnight of the chosen day; the user means their own day.
+  const local = (d, days = 0) => new Date(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + days).toISOString();
+  if (from) query.set('created_after', local(from));
+  if (to) query.set('created_before', local(to, 1));
+  return query;
+}
+
+const PAGE_SIZE = 50;
+const pager = new Pager($('#jobs-pager'), 'jobs', async (after) => {
+  const query = filters();
+  if (after) query.set('after', after);
+  const list = await api(`${JOBS}/jobs?${query}`);
   $('#jobs tbody').replaceChildren(...list.jobs.map(row));
+  const filtered = [...query.keys()].some((k) => k !== 'limit' && k !== 'after');
+  $('#jobs-empty').textContent = filtered ? 'No jobs match these filters.' : 'No jobs yet.';
   $('#jobs-empty').hidden = list.jobs.length > 0;
+  return list;
+});
+
+async function refresh() {
+  const list = await pager.refresh();
   const active = list.jobs.some((j) => ACTIVE.has(j.status));
   $('#jobs-updated').textContent = active ? `updating · ${new Date().toLocaleTimeString()}` : '';
   return active;
 }
+
+$('#job-filters').addEventListener('submit', (event) => {
+  event.preventDefault();
+  pager.reset();
+  refresh().then((active) => { if (active) watch(); }).catch((err) => flash(err.message));
+});
 
 const watch = watcher(refresh, 1500);
 
@@ -135,6 +165,7 @@ form.addEventListener('submit', async (event) => {
 async function pickers() {
   const [models, functions] = await Promise.all([api('/api/v1/models'), api(`${JOBS}/functions`)]);
   fillSelect($('#f-model'), models.models.map((m) => m.id));
+  $('#flt-models').replaceChildren(...models.models.map((m) => el('option', { value: m.id })));
   fillSelect($('#f-reward'), functions.reward_models);
   fillSelect($('#f-scoring'), functions.scoring_functions, 'raw');
   fillSelect($('#f-filter'), functions.filters, 'none');

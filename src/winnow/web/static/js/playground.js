@@ -11,6 +11,18 @@ function bubble(role, text = '') {
   return body;
 }
 
+// A turn that got no answer leaves the conversation as it was before it: its message stays on
+// screen, marked with the error (and left out of the history the next send carries), and its text
+// goes back into the box to edit and send again.
+function failed(turn, text, outputs, message) {
+  history.splice(history.indexOf(turn), 1);
+  for (const output of outputs) output.parentElement.remove();
+  const bubbleNode = turn.node.parentElement;
+  bubbleNode.classList.add('failed');
+  bubbleNode.append(el('div', { class: 'error small', role: 'alert' }, `Not sent: ${message}. This message is left out of the conversation.`));
+  if (!$('#p-message').value) $('#p-message').value = text;
+}
+
 // Server-sent events from a fetch() body: "data: {json}" blocks separated by a blank line.
 async function* events(response) {
   const reader = response.body.getReader();
@@ -55,8 +67,9 @@ async function send(event) {
   if (!text.trim()) return;
   const system = $('#p-system').value.trim();
   const n = Number($('#p-n').value) || 1;
-  history.push({ role: 'user', content: text });
-  bubble('user', text);
+  const turn = { role: 'user', content: text };
+  history.push(turn);
+  Object.defineProperty(turn, 'node', { value: bubble('user', text), enumerable: false });
   $('#p-message').value = '';
   const outputs = Array.from({ length: n }, () => bubble('assistant'));
   const answers = outputs.map(() => '');
@@ -97,7 +110,11 @@ async function send(event) {
     if (generationId) outputs.forEach((output, index) => output.after(rating(generationId, index)));
     flash('');
   } catch (err) {
-    if (err.name !== 'AbortError') flash(`The model did not answer: ${err.message}`);
+    if (err.name === 'AbortError' && answers[0]) {
+      history.push({ role: 'assistant', content: answers[0] }); // stopped: what came is the answer
+    } else {
+      failed(turn, text, outputs, err.name === 'AbortError' ? 'stopped before the first token' : err.message);
+    }
   } finally {
     const total = performance.now() - started;
     const tokens = usage
