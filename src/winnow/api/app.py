@@ -26,6 +26,7 @@ from winnow.api.routes import (
     monitoring,
     openai,
     openai_files,
+    openai_fine_tuning,
     sdg,
     usage,
 )
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(finetune.models_router, prefix=API_PREFIX)
     app.include_router(openai.router)
     app.include_router(openai_files.router)
+    app.include_router(openai_fine_tuning.router)
     app.include_router(monitoring.router)
     install_console(app, docs_path=f"{API_PREFIX}/docs", openapi_url=f"{API_PREFIX}/openapi.json")
     return app

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import object_session
 
 from winnow.auth import Principal
@@ -279,11 +279,26 @@ class JobStore:
         status: str | None,
         kind: str,
         render: Callable[[SdgJob], T],
+        after: str | None = None,
     ) -> list[T]:
+        """The owner's jobs of ``kind``, newest first; ``after``: those older than that job."""
         with self.db.session() as session:
-            query = select(SdgJob).where(SdgJob.kind == kind).order_by(SdgJob.created_at.desc()).limit(limit)
+            query = (
+                select(SdgJob)
+                .where(SdgJob.kind == kind)
+                .order_by(SdgJob.created_at.desc(), SdgJob.id.desc())
+                .limit(limit)
+            )
             if not owner.is_admin:
                 query = query.where(SdgJob.owner_key_id == owner.id)
+            if after is not None:
+                anchor = self._owned(session, after, owner, kind)
+                query = query.where(
+                    or_(
+                        SdgJob.created_at < anchor.created_at,
+                        and_(SdgJob.created_at == anchor.created_at, SdgJob.id < anchor.id),
+                    )
+                )
             if status:
                 query = query.where(SdgJob.status == status)
             return [render(job) for job in session.scalars(query)]
