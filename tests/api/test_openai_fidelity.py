@@ -44,9 +44,21 @@ def _nullable(check: Callable[..., Iterator[ValidationError]]) -> Callable[..., 
     return checked
 
 
+# Likewise 3.0's boolean ``exclusiveMinimum: true`` (beside ``minimum``), e.g. a fine-tuning job's
+# ``learning_rate_multiplier``: 2020-12 would read it as the number 1.
+def _exclusive_minimum(validator: Any, value: Any, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+    if not isinstance(value, bool):
+        yield from Draft202012Validator.VALIDATORS["exclusiveMinimum"](validator, value, instance, schema)
+    elif value and validator.is_type(instance, "number") and instance <= schema.get("minimum", float("-inf")):
+        yield ValidationError(f"{instance} is less than or equal to the exclusive minimum {schema['minimum']}")
+
+
 _OpenAPI31 = validators.extend(
     Draft202012Validator,
-    {name: _nullable(Draft202012Validator.VALIDATORS[name]) for name in ("type", "enum")},
+    {
+        **{name: _nullable(Draft202012Validator.VALIDATORS[name]) for name in ("type", "enum")},
+        "exclusiveMinimum": _exclusive_minimum,
+    },
 )
 
 

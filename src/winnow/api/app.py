@@ -25,6 +25,8 @@ from winnow.api.routes import (
     models,
     monitoring,
     openai,
+    openai_files,
+    openai_fine_tuning,
     sdg,
     usage,
 )
@@ -80,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
-        upload_prefix=f"{API_PREFIX}/files",
+        upload_prefix=(f"{API_PREFIX}/files", "/v1/files"),
         metrics=metrics,
     )
     app.include_router(health.public, prefix=API_PREFIX)
@@ -96,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(finetune.router, prefix=API_PREFIX)
     app.include_router(finetune.models_router, prefix=API_PREFIX)
     app.include_router(openai.router)
+    app.include_router(openai_files.router)
+    app.include_router(openai_fine_tuning.router)
     app.include_router(monitoring.router)
     install_console(app, docs_path=f"{API_PREFIX}/docs", openapi_url=f"{API_PREFIX}/openapi.json")
     return app

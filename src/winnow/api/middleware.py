@@ -63,7 +63,12 @@ def _freeze_after_startup(send: Send) -> Send:
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int, upload_prefix: str, metrics: Metrics
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        max_upload_bytes: int,
+        upload_prefix: str | tuple[str, ...],
+        metrics: Metrics,
     ) -> None:
         # The hot routes are answered before FastAPI's routing (api/passthrough.py).
         self.app = LeanRoutes(app)

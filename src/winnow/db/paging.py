@@ -54,10 +54,13 @@ def keyset_page(
     filters: Sequence[ColumnElement[bool]] = (),
     cursor: Cursor,
     keep: Callable[[Any], bool] | None = None,
+    ascending: bool = False,
 ) -> Page[Any]:
     """``cursor.limit`` rows of ``table`` within ``scope`` (what the caller may see) and ``filters``,
     newest first, after the row with id ``cursor.after`` (which must be within ``scope``; a 400
     otherwise).
+
+    ``ascending``: oldest first instead (OpenAI's ``order=asc``).
 
     ``keep`` filters rows in Python where SQL cannot portably (labels in a JSON list): rows are read
     in batches until ``limit`` + 1 are kept."""
@@ -68,9 +71,14 @@ def keyset_page(
     if after is not None:
         at = session.scalar(select(created).where(*scope, ident == after))
         if at is None:
-            raise InvalidRequest("Unknown cursor", f"after={after!r} is not the id of a row of this list")
-        query = query.where(or_(created < at, and_(created == at, ident < after)))
-    query = query.order_by(created.desc(), ident.desc())
+            raise InvalidRequest(
+                "Unknown cursor", f"after={after!r} is not the id of a row of this list", param="after"
+            )
+        newer = or_(created > at, and_(created == at, ident > after))
+        older = or_(created < at, and_(created == at, ident < after))
+        query = query.where(newer if ascending else older)
+    order = (created.asc(), ident.asc()) if ascending else (created.desc(), ident.desc())
+    query = query.order_by(*order)
     if keep is None:
         found = list(session.scalars(query.limit(limit + 1)))
     else:

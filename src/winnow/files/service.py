@@ -9,20 +9,23 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from winnow.config import Settings
 from winnow.db import ApiKey, Database, StoredFile
+from winnow.db.paging import Cursor, keyset_page
 from winnow.errors import InvalidRequest, NotFound, PayloadTooLarge
+from winnow.files.batch import check_batch_file
 from winnow.finetune.data import check_training_file
 from winnow.schemas.files import FileDeleted, FileInfo, FileList
 from winnow.sdg.inputs import validate_file
 
 log = logging.getLogger(__name__)
 
-PURPOSES = ("prompts", "fine-tune")
+PURPOSES = ("prompts", "fine-tune")  # /api/v1/files
+OPENAI_PURPOSES = ("batch", "fine-tune", "batch_output", "user_data")  # /v1/files
 
 
 def _info(row: StoredFile) -> FileInfo:
@@ -69,19 +72,26 @@ class FileService:
         with self.db.session() as session:
             return self._used(session, key_id), self._quota(session, key_id)
 
-    def add(self, key_id: int, file_id: str, part: Path, filename: str, purpose: str) -> FileInfo:
-        """Check the received ``part`` as a ``purpose`` file, give it its final name and record it,
-        or remove it and raise (InvalidRequest for its content, PayloadTooLarge past the quota)."""
+    def add(
+        self,
+        key_id: int,
+        file_id: str,
+        part: Path,
+        filename: str,
+        purpose: str,
+        purposes: tuple[str, ...] = PURPOSES,
+    ) -> FileInfo:
+        """Check the received ``part`` as a ``purpose`` file (one of ``purposes``), give it its final
+        name and record it, or remove it and raise (InvalidRequest for its content, PayloadTooLarge
+        past the quota)."""
         target = part.with_name(f"{file_id}.jsonl")
         try:
-            if purpose not in PURPOSES:
-                raise InvalidRequest("Invalid purpose", f"purpose: {purpose!r}; expected one of {PURPOSES}")
+            if purpose not in purposes:
+                raise InvalidRequest(
+                    "Invalid purpose", f"purpose: {purpose!r}; expected one of {', '.join(purposes)}", param="purpose"
+                )
             size = part.stat().st_size
-            rows = (
-                check_training_file(part, self.settings.fine_tuning_max_line_bytes)
-                if purpose == "fine-tune"
-                else validate_file(part).rows
-            )
+            rows = self._rows(part, purpose)
             part.replace(target)
             with self.db.session() as session:
                 # The key's row is locked (PostgreSQL), so two uploads cannot both take the last bytes.
@@ -107,29 +117,38 @@ class FileService:
             target.unlink(missing_ok=True)
             raise
 
-    def list(self, key_id: int, *, limit: int = 100, after: str | None = None) -> FileList:
-        """The key's files, newest first, ``limit`` a page; ``after``: the page after that file."""
+    def _rows(self, part: Path, purpose: str) -> int:
+        """The rows of a ``purpose`` file, checked as that purpose wants (InvalidRequest otherwise)."""
+        limit = self.settings.fine_tuning_max_line_bytes
+        if purpose == "fine-tune":
+            return check_training_file(part, limit)
+        if purpose == "batch":
+            return check_batch_file(part, limit)
+        if purpose == "prompts":
+            return validate_file(part).rows
+        with part.open("rb") as handle:  # user_data, batch_output: kept as they are
+            return sum(1 for line in handle if line.strip())
+
+    def list(
+        self,
+        key_id: int,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        purpose: str | None = None,
+        ascending: bool = False,
+    ) -> FileList:
+        """The key's files, newest first (oldest first if ``ascending``), ``limit`` a page, only
+        ``purpose``'s if given; ``after``: the page after that file."""
         self._adopt(key_id)
+        filters = [] if purpose is None else [StoredFile.purpose == purpose]
+        cursor = Cursor(limit=limit, after=after)
         with self.db.session() as session:
-            query = select(StoredFile).where(StoredFile.key_id == key_id)
-            if after is not None:
-                anchor = session.get(StoredFile, after)
-                if anchor is None or anchor.key_id != key_id:
-                    raise InvalidRequest("after names no file of this key", f"after={after!r}")
-                query = query.where(
-                    or_(
-                        StoredFile.created_at < anchor.created_at,
-                        and_(StoredFile.created_at == anchor.created_at, StoredFile.id < anchor.id),
-                    )
-                )
-            query = query.order_by(StoredFile.created_at.desc(), StoredFile.id.desc()).limit(limit + 1)
-            rows = list(session.scalars(query))
-            page = [_info(row) for row in rows[:limit]]
+            scope = [StoredFile.key_id == key_id]
+            page = keyset_page(session, StoredFile, scope=scope, filters=filters, cursor=cursor, ascending=ascending)
             return FileList(
-                data=page,
-                has_more=len(rows) > limit,
-                first_id=page[0].id if page else None,
-                last_id=page[-1].id if page else None,
+                data=[_info(row) for row in page.rows],
+                **page.cursor(),
                 used_bytes=self._used(session, key_id),
                 quota_bytes=self._quota(session, key_id),
             )
@@ -139,7 +158,7 @@ class FileService:
         with self.db.session() as session:
             row = session.get(StoredFile, file_id)
             if row is None or row.key_id != key_id:
-                raise NotFound("No file with this id", f"id={file_id!r}")
+                raise NotFound("No file with this id", f"id={file_id!r}", param="file_id")
             return _info(row)
 
     def delete(self, key_id: int, file_id: str) -> FileDeleted:
@@ -147,7 +166,7 @@ class FileService:
         with self.db.session() as session:
             row = session.get(StoredFile, file_id)
             if row is None or row.key_id != key_id:
-                raise NotFound("No file with this id", f"id={file_id!r}")
+                raise NotFound("No file with this id", f"id={file_id!r}", param="file_id")
             path = Path(row.path)
             session.delete(row)
         path.unlink(missing_ok=True)

@@ -147,7 +147,7 @@ class LineErrors:
         return "; ".join(self.shown) + (f" (and {more} more)" if more > 0 else "")
 
 
-def _file_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[int, Any]]:
+def file_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[int, Any]]:
     """A file's lines as parsed JSON (or the ValueError saying what is wrong), never holding more
     than ``max_line_bytes`` of one line: a longer line is skipped unread and named."""
     with path.open("rb") as handle:
@@ -169,7 +169,7 @@ def _file_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[int, Any]]:
 
 def _lines(source: Path | Iterable[dict[str, Any]], max_line_bytes: int) -> Iterator[tuple[int, Any]]:
     if isinstance(source, Path):
-        yield from _file_lines(source, max_line_bytes)
+        yield from file_lines(source, max_line_bytes)
     else:
         yield from enumerate(source, 1)
 
@@ -276,7 +276,7 @@ def check_training_file(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
         normalizer = Normalizer(method, chat=False)
         errors = LineErrors()
         rows = 0
-        for number, data in _file_lines(path, max_line_bytes):
+        for number, data in file_lines(path, max_line_bytes):
             try:
                 if isinstance(data, ValueError):
                     raise data

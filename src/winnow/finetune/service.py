@@ -176,6 +176,16 @@ class FineTuningService:
         """Check what is cheap to check (the base model, the sources exist and are the key's to read)
         and queue the job; the worker that takes it checks and normalizes the rows (stage
         ``preparing``), streaming, and fails the job naming the bad lines if any are."""
+        return render(self.queue(spec, owner, feedback))
+
+    def queue(
+        self,
+        spec: FineTuningJobRequest,
+        owner: Principal,
+        feedback: Callable[[Principal, str], list[dict[str, Any]]],
+        metadata: dict[str, str] | None = None,
+    ) -> SdgJob:
+        """``submit``, returning the job's row; ``metadata`` (OpenAI's) is kept with the job."""
         base = self.base_config(spec.base_model)
         chat = self._chat(base)
         source, field = self._source(spec, owner, feedback)
@@ -200,7 +210,8 @@ class FineTuningService:
             "chat": chat,
         }
         queued = PromptFile(path=source, rows=0, size=source.stat().st_size, sha256="")
-        return render(self.jobs.create(spec, queued, owner, "ft", job_id=job_id, checkpoint={"prepare": prepare}))
+        state: dict[str, Any] = {"prepare": prepare, **({"metadata": metadata} if metadata else {})}
+        return self.jobs.create(spec, queued, owner, "ft", job_id=job_id, checkpoint=state)
 
     # -- the API's reads ------------------------------------------------------------------------
     def get(self, job_id: str, owner: Principal) -> FineTuningJob:
