@@ -25,6 +25,7 @@ from winnow.api.routes import (
     models,
     monitoring,
     openai,
+    responses,
     sdg,
     usage,
 )
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(finetune.router, prefix=API_PREFIX)
     app.include_router(finetune.models_router, prefix=API_PREFIX)
     app.include_router(openai.router)
+    app.include_router(responses.router)
     app.include_router(monitoring.router)
     install_console(app, docs_path=f"{API_PREFIX}/docs", openapi_url=f"{API_PREFIX}/openapi.json")
     return app
