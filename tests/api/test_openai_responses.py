@@ -397,3 +397,26 @@ def test_what_a_local_model_cannot_honour_is_a_400_naming_it(
         assert refused.value.param == param, (fields, refused.value.body)
         assert_openai("ErrorResponse", refused.value.response.json())
     assert _usage(server, key)["requests"] == 0  # refused before any model call
+
+
+def test_function_call_items_reach_an_upstream_as_tool_calls(client: openai.OpenAI, fake: FakeUpstream) -> None:
+    client.responses.create(
+        model="fake",
+        input=[
+            {"role": "user", "content": QUESTION},
+            {"type": "function_call", "call_id": "call_1", "name": "add", "arguments": '{"a": 17, "b": 25}'},
+            {"type": "function_call", "call_id": "call_2", "name": "log", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "42"},
+            {"type": "function_call_output", "call_id": "call_2", "output": "ok"},
+        ],
+    )
+    calls = [
+        {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 17, "b": 25}'}},
+        {"id": "call_2", "type": "function", "function": {"name": "log", "arguments": "{}"}},
+    ]
+    assert fake.received[0]["body"]["messages"] == [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": None, "tool_calls": calls},  # one answer's calls: one message
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "ok"},
+    ]

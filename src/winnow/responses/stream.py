@@ -74,6 +74,15 @@ def _gather(turn: Turn, chunk: dict[str, Any], calls: dict[int, dict[str, Any]])
     return text
 
 
+def _failure(error: dict[str, Any]) -> dict[str, str]:
+    """A chat stream's error as a Response's: OpenAI's codes are few (rate_limit_exceeded, else
+    server_error); the chat error's own code goes into the message."""
+    code = str(error.get("code") or "")
+    kept = "rate_limit_exceeded" if code == "rate_limit_exceeded" else "server_error"
+    message = str(error.get("message") or "The model failed")
+    return {"code": kept, "message": f"{message} ({code})" if code and code != kept else message}
+
+
 async def response_events(
     ident: str,
     request: ResponseCreateRequest,
@@ -95,8 +104,7 @@ async def response_events(
         yield event("response.content_part.added", **at, part=output_text(""))
         async for chunk in chunks:
             if "error" in chunk:
-                error = chunk["error"] or {}
-                failure = {"code": str(error.get("code") or "server_error"), "message": str(error.get("message"))}
+                failure = _failure(chunk["error"] or {})
                 failed = response_object(ident, request, created_at, "failed", error=failure)
                 yield event("response.failed", response=failed)
                 return
@@ -118,7 +126,9 @@ async def response_events(
             )
             where = {"item_id": item["id"], "output_index": index}
             yield event("response.function_call_arguments.delta", **where, delta=item["arguments"])
-            yield event("response.function_call_arguments.done", **where, arguments=item["arguments"])
+            yield event(
+                "response.function_call_arguments.done", **where, name=item["name"], arguments=item["arguments"]
+            )
             yield event("response.output_item.done", output_index=index, item=item)
             output.append(item)
         final = response_object(ident, request, created_at, status, output, usage_block(turn.usage), incomplete)

@@ -14,7 +14,7 @@ from typing import Any
 
 from winnow.errors import InvalidRequest, UnsupportedParameter, UnsupportedValue
 from winnow.ids import hex_id
-from winnow.schemas.responses import InputItem, ResponseCreateRequest
+from winnow.schemas.responses import InputItem, ResponseCreateRequest, ResponseTool
 
 # Responses fields that would change the answer and that the chat path cannot honour, each with
 # the values that ask for nothing.
@@ -253,6 +253,11 @@ def status_of(turn: Turn) -> tuple[str, dict[str, str] | None]:
     return "completed", None
 
 
+def _function_fields(tool: ResponseTool) -> dict[str, Any]:
+    """A function tool's fields as a Response echoes them (null where the request left them out)."""
+    return {k: getattr(tool, k) for k in ("description", "parameters", "strict")} if tool.type == "function" else {}
+
+
 def response_object(
     ident: str,
     request: ResponseCreateRequest,
@@ -290,7 +295,7 @@ def response_object(
         "temperature": request.temperature if request.temperature is not None else 1.0,
         "text": {"format": form or {"type": "text"}},
         "tool_choice": request.tool_choice or "auto",
-        "tools": [t.model_dump(exclude_none=True) for t in request.tools or []],
+        "tools": [{**t.model_dump(exclude_none=True), **_function_fields(t)} for t in request.tools or []],
         "top_p": request.top_p if request.top_p is not None else 1.0,
         "truncation": request.truncation or "disabled",
         "metadata": request.metadata or {},
