@@ -420,3 +420,28 @@ def test_function_call_items_reach_an_upstream_as_tool_calls(client: openai.Open
         {"role": "tool", "tool_call_id": "call_1", "content": "42"},
         {"role": "tool", "tool_call_id": "call_2", "content": "ok"},
     ]
+
+
+def test_input_items_list_pages_through_the_stored_items(client: openai.OpenAI) -> None:
+    created = client.responses.create(
+        model="fake",
+        input=[
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": "One"},
+            {"role": "assistant", "content": "1"},
+            {"role": "user", "content": [{"type": "input_text", "text": "Two"}]},
+        ],
+    )
+    newest_first = client.responses.input_items.list(created.id)
+    texts = [item.content[0].text for item in newest_first.data]  # type: ignore[union-attr]
+    assert texts == ["Two", "1", "One", "Be brief."]
+    assert all(item.id.startswith("msg_") for item in newest_first.data)  # type: ignore[union-attr]
+    page = client.responses.input_items.list(created.id, order="asc", limit=3)
+    assert [item.content[0].text for item in page.data] == ["Be brief.", "One", "1"]  # type: ignore[union-attr]
+    assert page.has_more is True
+    rest = client.responses.input_items.list(created.id, order="asc", after=page.last_id)
+    assert [item.content[0].text for item in rest.data] == ["Two"] and rest.has_more is False  # type: ignore[union-attr]
+    assert [item.id for item in client.responses.input_items.list(created.id, order="asc")] == [  # type: ignore[union-attr]
+        *(item.id for item in page.data),  # type: ignore[union-attr]
+        *(item.id for item in rest.data),  # type: ignore[union-attr]
+    ]

@@ -47,6 +47,9 @@ class ResponseStore:
     def response(self, key_id: int, ident: str) -> dict[str, Any]:
         return self._row(key_id, ident, None).response
 
+    def input_items(self, key_id: int, ident: str) -> list[dict[str, Any]]:
+        return self._row(key_id, ident, None).input_items
+
     def conversation(self, key_id: int, ident: str) -> list[dict[str, Any]]:
         """The chat messages a continuation of ``ident`` starts from (raises NotFound naming
         ``previous_response_id``)."""

@@ -7,10 +7,10 @@ chat to that model would refuse); ``winnow.responses`` translates the request an
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import Request
+from fastapi import Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -95,6 +95,28 @@ async def create_response(
 @router.get("/responses/{response_id}", summary="Retrieve a stored response (OpenAI's Responses API)")
 async def retrieve_response(response_id: str, runtime: RuntimeDep, key: OtherKey) -> Response:
     return _json(await run_in_threadpool(ResponseStore(runtime.db).response, key.id, response_id))
+
+
+@router.get("/responses/{response_id}/input_items", summary="List a stored response's input items")
+async def list_input_items(
+    response_id: str,
+    runtime: RuntimeDep,
+    key: OtherKey,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Annotated[Literal["asc", "desc"], Query()] = "desc",
+    after: str | None = None,
+) -> Response:
+    """OpenAI's item list, ``order`` desc (newest first) by default; ``after`` an item id of the list."""
+    items = await run_in_threadpool(ResponseStore(runtime.db).input_items, key.id, response_id)
+    items = items[::-1] if order == "desc" else items
+    if after is not None:
+        ids = [item.get("id") for item in items]
+        if after not in ids:
+            raise InvalidRequest(f"No input item {after!r} in response {response_id!r}", param="after")
+        items = items[ids.index(after) + 1 :]
+    page = items[:limit]
+    first, last = (page[0]["id"], page[-1]["id"]) if page else (None, None)
+    return _json({"object": "list", "data": page, "first_id": first, "last_id": last, "has_more": len(items) > limit})
 
 
 @router.delete("/responses/{response_id}", summary="Delete a stored response (OpenAI's Responses API)")
