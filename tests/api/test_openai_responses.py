@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -445,3 +446,17 @@ def test_input_items_list_pages_through_the_stored_items(client: openai.OpenAI) 
         *(item.id for item in page.data),  # type: ignore[union-attr]
         *(item.id for item in rest.data),  # type: ignore[union-attr]
     ]
+
+
+def test_a_stream_the_client_leaves_is_billed_once(server: LiveServer, key: str) -> None:
+    body = {"model": "demo-lm", "input": QUESTION, "max_output_tokens": 200, "temperature": 1.0, "stream": True}
+    with httpx.stream("POST", f"{server.url}/v1/responses", json=body, headers=bearer(key), timeout=60) as reply:
+        assert reply.status_code == 200
+        for line in reply.iter_lines():
+            if line == "event: response.output_text.delta":
+                break  # leave after the first token
+    deadline = time.monotonic() + 30
+    while _usage(server, key)["requests"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server notices the client left on its next write
+    usage = _usage(server, key)
+    assert usage["requests"] == 1 and usage["output_tokens"] >= 1
