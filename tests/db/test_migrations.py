@@ -164,6 +164,19 @@ ROWS: dict[str, dict[str, list[dict[str, Any]]]] = {
             }
         ]
     },
+    "0008": {  # a stored /v1/responses answer and the conversation it continues
+        "responses": [
+            {
+                "id": "resp_" + "0" * 32,
+                "key_id": 1,
+                "model": "demo-lm",
+                "response": {"id": "resp_" + "0" * 32, "object": "response", "status": "completed"},
+                "input_items": [{"id": "msg_" + "0" * 32, "type": "message", "role": "user"}],
+                "conversation": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "4"}],
+                "created_at": T0,
+            }
+        ]
+    },
 }
 # Columns an older revision's rows get from a newer revision (server defaults, added nullable columns).
 ADDED = {
@@ -242,7 +255,7 @@ def db(database_url: str) -> Iterator[Database]:
 
 def _upgrade_step_by_step(db: Database) -> dict[str, list[dict[str, Any]]]:
     """base → each revision in turn, writing that revision's rows and checking every earlier row."""
-    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"], (
+    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"], (
         "a new migration: give it rows in ROWS"
     )
     expected: dict[str, list[dict[str, Any]]] = {}
@@ -328,6 +341,10 @@ def test_every_migration_keeps_the_rows_written_before_it(db: Database, database
 def test_migrations_downgrade_to_base_and_upgrade_again(db: Database, database_url: str, tmp_path: Path) -> None:
     expected = _upgrade_step_by_step(db)
     # Each downgrade drops what its upgrade added and keeps the rest.
+    _downgrade(db, "0007")
+    assert "responses" not in _tables(db)
+    del expected["responses"]
+    _assert_kept(db, expected)
     _downgrade(db, "0006")
     assert "files" not in _tables(db)
     del expected["files"]

@@ -27,6 +27,7 @@ from winnow.api.routes import (
     openai,
     openai_files,
     openai_fine_tuning,
+    responses,
     sdg,
     usage,
 )
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(openai_files.router)
     app.include_router(openai_fine_tuning.router)
+    app.include_router(responses.router)
     app.include_router(monitoring.router)
     install_console(app, docs_path=f"{API_PREFIX}/docs", openapi_url=f"{API_PREFIX}/openapi.json")
     return app

@@ -1,7 +1,17 @@
 """Storage: SQLAlchemy models, engine/session management and Alembic migrations."""
 
 from winnow.db.session import Database
-from winnow.db.tables import ApiKey, Base, Feedback, FineTunedModel, JobShard, SdgJob, StoredFile, UsageRecord
+from winnow.db.tables import (
+    ApiKey,
+    Base,
+    Feedback,
+    FineTunedModel,
+    JobShard,
+    SdgJob,
+    StoredFile,
+    StoredResponse,
+    UsageRecord,
+)
 
 __all__ = [
     "ApiKey",
@@ -12,5 +22,6 @@ __all__ = [
     "JobShard",
     "SdgJob",
     "StoredFile",
+    "StoredResponse",
     "UsageRecord",
 ]

@@ -180,3 +180,21 @@ class StoredFile(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_files_key_created", "key_id", "created_at"),)
+
+
+class StoredResponse(Base):
+    """A ``/v1/responses`` answer kept for its key (``store: true``): the Response object, the input
+    items it was given, and the chat messages of its whole conversation (without ``instructions``),
+    which a later request continues with ``previous_response_id``."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(200))
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    input_items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    conversation: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_responses_key_created", "key_id", "created_at"),)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from winnow.api.deps import GenerationKey, OtherKey, RuntimeDep
 from winnow.api.errors import openai_error_payload
@@ -164,19 +164,27 @@ async def retrieve_model(model_id: str, runtime: RuntimeDep, _key: OtherKey) -> 
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, runtime: RuntimeDep, key: GenerationKey
 ) -> Any:
+    return await chat_completion(runtime, key.id, body, await request.json(), request.headers.get(PIN_HEADER))
+
+
+async def chat_completion(
+    runtime: Runtime, key_id: int, body: ChatCompletionRequest, sent: dict[str, Any], pin: str | None = None
+) -> Response:
+    """A chat completion (JSON, or an SSE stream of chunks) for a local or an upstream model, billed
+    once; ``sent`` is the body as the client sent it (forwarded as-is to an upstream). /v1/responses
+    calls this too."""
     provider = runtime.models.provider(body.model)
     if isinstance(provider, OpenAIProvider):  # usually answered before routing (api/passthrough.py)
-        sent, pin = await request.json(), request.headers.get(PIN_HEADER)
-        return await forward(runtime, key.id, provider, "/chat/completions", body, sent, pin)
+        return await forward(runtime, key_id, provider, "/chat/completions", body, sent, pin)
     body.refuse_unsupported()
     prompt = prompt_of(body)
     assert not isinstance(prompt, str)  # a chat's prompt is its messages
     params = _params(body, body.max_completion_tokens or body.max_tokens)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream and body.n == 1:
-        return await _stream_response(runtime, key.id, body.model, prompt, params, include_usage, chat=True)
+        return await _stream_response(runtime, key_id, body.model, prompt, params, include_usage, chat=True)
     ident = f"chatcmpl-{hex_id()}"
-    (result,), _ = await runtime.generation.run(body.model, [prompt], params, key.id, "v1", ident)
+    (result,), _ = await runtime.generation.run(body.model, [prompt], params, key_id, "v1", ident)
     if result.error is not None:
         raise result.error
     response: dict[str, Any] = {
