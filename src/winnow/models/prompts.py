@@ -7,13 +7,13 @@ same tokens, the same token counts and the same errors whichever engine serves t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from winnow.config import ModelConfig
 from winnow.errors import InvalidRequest
-from winnow.models.base import Prompt
+from winnow.models.base import Prompt, SamplingParams
 
 # Prompts longer than this (in characters) are tokenized before they reach a model's queue, on a
 # thread of their own, so that one large prompt never holds up the batch other callers wait in.
@@ -26,14 +26,24 @@ _NORMALIZER_MARGIN = 4
 
 @dataclass(frozen=True)
 class PromptRequest:
-    """One prompt as an engine queues it, with its own per-request limits (and its token ids, when
-    they were computed before it was queued)."""
+    """One prompt as an engine queues it, with its own per-request limits, sampling parameters and
+    seed (and its token ids, when they were computed before it was queued)."""
 
     prompt: Prompt
     max_tokens: int
     n: int
     stop: tuple[str, ...]
     input_ids: list[int] | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    seed: int | None = None
+
+
+def requests_for(prompts: Sequence[Prompt], params: SamplingParams) -> list[PromptRequest]:
+    """A call's prompts as queued requests, each with the call's parameters and its own seed."""
+    return [
+        PromptRequest(p, params.max_tokens, params.n, params.stop, sampling=params, seed=params.prompt_seed(i))
+        for i, p in enumerate(prompts)
+    ]
 
 
 def prompt_chars(prompt: Prompt) -> int:
@@ -48,6 +58,8 @@ class EncodedPrompt:
     max_tokens: int
     n: int
     stop: tuple[str, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    seed: int | None = None
 
 
 _PROBE = [
@@ -155,7 +167,9 @@ class PromptEncoder:
                 "Prompt exceeds the model's context length",
                 f"{len(ids)} prompt tokens; context length is {self.context_length}",
             )
-        return EncodedPrompt(ids, min(request.max_tokens, room), request.n, request.stop)
+        return EncodedPrompt(
+            ids, min(request.max_tokens, room), request.n, request.stop, request.sampling, request.seed
+        )
 
     def prepare(self, request: PromptRequest) -> EncodedPrompt:
         result = self.prepare_all([request])[0]

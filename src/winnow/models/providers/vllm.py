@@ -34,7 +34,7 @@ from typing import Any
 
 from winnow.config import ModelConfig, Settings
 from winnow.errors import InvalidRequest, ServiceUnavailable, WinnowError
-from winnow.models.base import Completion, GenerationResult, Prompt, SamplingParams, StreamDelta, engine_seed
+from winnow.models.base import Completion, GenerationResult, Prompt, SamplingParams, StreamDelta
 from winnow.models.batching import BatchingEngine, BatchStats
 from winnow.models.pool import ModelPool
 from winnow.models.prompts import EncodedPrompt, PromptEncoder, PromptRequest
@@ -96,11 +96,6 @@ def sampling_params(params: SamplingParams, item: EncodedPrompt, seed: int | Non
         stop=list(item.stop) or None,
         output_kind=kind.DELTA if delta else kind.FINAL_ONLY,
     )
-
-
-def prompt_seed(params: SamplingParams, index: int) -> int | None:
-    """Each prompt of a seeded call gets its own seed, so prompts do not share one random stream."""
-    return None if params.seed is None else engine_seed(params.seed, index)
 
 
 def to_result(output: Any, item: EncodedPrompt) -> GenerationResult:
@@ -227,7 +222,7 @@ class VLLMModel:
                 return GenerationResult(error=item)
             final = None
             request = {"prompt_token_ids": item.input_ids}
-            sp = sampling_params(params, item, prompt_seed(params, index))
+            sp = sampling_params(params, item, params.prompt_seed(index))
             async for output in self.async_engine.generate(request, sp, uuid.uuid4().hex, lora_request=self.lora):
                 final = output
             return to_result(final, item)
@@ -273,7 +268,7 @@ class VLLMProvider(LocalProvider[VLLMModel]):
         model = await self._model()
         requests = await model.prompts.pre_encode(self._requests(prompts, params))
         if model.mode == "llm":
-            jobs = [_Job(request, params, prompt_seed(params, i)) for i, request in enumerate(requests)]
+            jobs = [_Job(request, params, params.prompt_seed(i)) for i, request in enumerate(requests)]
             results: list[GenerationResult] = await model.engine.submit(jobs, params)
             return results
         if len(requests) <= _INLINE_PROMPTS:
