@@ -463,3 +463,32 @@ def _budget_rejections(server: LiveServer) -> float:
     metrics = httpx.get(f"{server.url}/metrics").text
     found = re.search(r'^winnow_budget_rejections_total\{model="demo-lm"\} (\S+)$', metrics, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
+
+
+def test_a_prompt_over_the_context_is_context_length_exceeded_naming_its_field(
+    server: LiveServer, key: str, client: openai.OpenAI
+) -> None:
+    # demo-lm is served here with a 64-token context; a huge prompt is refused from its length alone.
+    for long in ("What is 1+1? " * 20, "What is 1+1? " * 40_000):
+        long_chat: list[ChatCompletionMessageParam] = [{"role": "user", "content": long}]
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.chat.completions.create(model="demo-lm", messages=long_chat, stream=stream)
+            error = caught.value
+            assert (error.type, error.code, error.param) == (
+                "invalid_request_error",
+                "context_length_exceeded",
+                "messages",
+            )
+            assert "context length" in error.message
+            assert_openai("ErrorResponse", error.response.json())
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.completions.create(model="demo-lm", prompt=["1+1=", long], stream=stream)
+            assert (caught.value.code, caught.value.param) == ("context_length_exceeded", "prompt")
+    # /api/v1 keeps its documented validation_error
+    native = httpx.post(
+        f"{server.url}/api/v1/generate",
+        json={"model_id": "demo-lm", "prompt": "What is 1+1? " * 20, "max_tokens": 4},
+        headers=bearer(key),
+    )
+    assert native.status_code == 400 and native.json()["error"] == "validation_error"

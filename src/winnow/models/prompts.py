@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from winnow.config import ModelConfig
-from winnow.errors import InvalidRequest
+from winnow.errors import ContextLengthExceeded, InvalidRequest
 from winnow.models.base import Prompt, SamplingParams
 
 # Prompts longer than this (in characters) are tokenized before they reach a model's queue, on a
@@ -152,7 +152,7 @@ class PromptEncoder:
         length alone, so a multi-megabyte prompt costs no tokenization at all."""
         fewest = len(text) // (self.max_token_chars * _NORMALIZER_MARGIN)
         if fewest > self.context_length:
-            raise InvalidRequest(
+            raise ContextLengthExceeded(
                 "Prompt exceeds the model's context length",
                 f"{len(text)} characters make at least {fewest} tokens; context length is {self.context_length}",
             )
@@ -163,7 +163,7 @@ class PromptEncoder:
             raise InvalidRequest("Prompt is empty after tokenization")
         room = self.context_length - len(ids)
         if room < 1:
-            raise InvalidRequest(
+            raise ContextLengthExceeded(
                 "Prompt exceeds the model's context length",
                 f"{len(ids)} prompt tokens; context length is {self.context_length}",
             )

@@ -21,7 +21,7 @@ from winnow.api.errors import openai_error_payload
 from winnow.api.passthrough import forward, prompt_of, sse
 from winnow.api.routing import Router
 from winnow.config import ModelConfig
-from winnow.errors import InvalidRequest, ModelNotFound, WinnowError
+from winnow.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, WinnowError
 from winnow.ids import hex_id
 from winnow.models.base import Prompt, SamplingParams, StreamDelta
 from winnow.models.providers.openai import OpenAIProvider
@@ -71,10 +71,13 @@ async def _stream_response(
     chat: bool,
 ) -> StreamingResponse:
     provider = runtime.models.provider(model)
-    runtime.usage.check(key_id, model, [prompt])
     deltas = aiter(provider.stream(prompt, params))
     started = time.perf_counter()
-    first = await deltas.__anext__()  # errors before the first token still become HTTP errors
+    try:
+        runtime.usage.check(key_id, model, [prompt])
+        first = await deltas.__anext__()  # errors before the first token still become HTTP errors
+    except ContextLengthExceeded as exc:
+        raise _naming(exc, "messages" if chat else "prompt") from None
     runtime.metrics.first_token.labels(model).observe(time.perf_counter() - started)
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{hex_id()}"
     created = int(time.time())
@@ -145,6 +148,13 @@ async def _stream_response(
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
+def _naming(exc: Exception, param: str) -> Exception:
+    """A prompt over the context names the field that holds it (OpenAI's ``param``)."""
+    if isinstance(exc, ContextLengthExceeded) and exc.param is None:
+        exc.param = param
+    return exc
+
+
 def _card(runtime: Runtime, config: ModelConfig) -> ModelCard:
     owner = "winnow" if config.provider == "transformers" else config.provider
     return ModelCard(id=config.id, created=int(runtime.started_at), owned_by=owner)
@@ -176,9 +186,12 @@ async def chat_completions(
     if body.stream and body.n == 1:
         return await _stream_response(runtime, key.id, body.model, prompt, params, include_usage, chat=True)
     ident = f"chatcmpl-{hex_id()}"
-    (result,), _ = await runtime.generation.run(body.model, [prompt], params, key.id, "v1", ident)
+    try:
+        (result,), _ = await runtime.generation.run(body.model, [prompt], params, key.id, "v1", ident)
+    except ContextLengthExceeded as exc:
+        raise _naming(exc, "messages") from None
     if result.error is not None:
-        raise result.error
+        raise _naming(result.error, "messages")
     response: dict[str, Any] = {
         "id": ident,
         "object": "chat.completion",
@@ -235,12 +248,15 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
     if body.stream and body.n == 1 and len(prompts) == 1:
         return await _stream_response(runtime, key.id, body.model, prompts[0], params, include_usage, chat=False)
     ident = f"cmpl-{hex_id()}"
-    results, _ = await runtime.generation.run(body.model, list(prompts), params, key.id, "v1", ident)
+    try:
+        results, _ = await runtime.generation.run(body.model, list(prompts), params, key.id, "v1", ident)
+    except ContextLengthExceeded as exc:
+        raise _naming(exc, "prompt") from None
     choices: list[dict[str, Any]] = []
     prompt_tokens = completion_tokens = 0
     for result in results:
         if result.error is not None:
-            raise result.error
+            raise _naming(result.error, "prompt")
         prompt_tokens += result.input_tokens
         completion_tokens += result.output_tokens
         for c in result.completions:
