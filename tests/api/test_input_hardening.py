@@ -335,9 +335,9 @@ def test_huge_prompt_is_refused_without_tokenizing_it(
     tokenized: list[int] = []
     original = PromptEncoder.encode
 
-    def encode(self: PromptEncoder, texts: list[str]) -> list[list[int]]:
+    def encode(self: PromptEncoder, texts: list[str], raw: bool = False) -> list[list[int]]:
         tokenized.extend(len(t) for t in texts)
-        return original(self, texts)
+        return original(self, texts, raw)
 
     monkeypatch.setattr(PromptEncoder, "encode", encode)
     huge = "What is 1+1? " * 320_000  # 4.2 MB

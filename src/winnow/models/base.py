@@ -24,7 +24,22 @@ class ChatMessage:
     content: str
 
 
-# A plain prompt (sent as-is or wrapped by a chat template, per model) or a chat.
+class RawPrompt(str):
+    """A prompt a local model sees exactly as written, never wrapped in a chat template (OpenAI's
+    and vLLM's ``/v1/completions``), or given as token ids (then the text is empty)."""
+
+    token_ids: tuple[int, ...] | None
+
+    def __new__(cls, text: str = "", token_ids: Sequence[int] | None = None) -> RawPrompt:
+        prompt = super().__new__(cls, text)
+        prompt.token_ids = None if token_ids is None else tuple(token_ids)
+        return prompt
+
+    def __reduce__(self) -> tuple[type[RawPrompt], tuple[str, tuple[int, ...] | None]]:
+        return (RawPrompt, (str(self), self.token_ids))
+
+
+# A plain prompt (sent as-is or wrapped by a chat template, per model; a RawPrompt as-is), or a chat.
 Prompt = str | Sequence[ChatMessage]
 
 

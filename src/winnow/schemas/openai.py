@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from winnow.errors import UnsupportedParameter, UnsupportedValue
+from winnow.models.base import RawPrompt
 from winnow.schemas.common import Int, integral
 
 
@@ -118,8 +119,22 @@ class ChatCompletionRequest(_Sampling):
                     raise UnsupportedValue(f"messages[{i}].content[{j}].type", part.type, self.model)
 
 
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
+    prompt: str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+
+    def prompts(self) -> list[RawPrompt]:
+        """Each prompt as written (local models send it without a chat template), or as token ids."""
+        if isinstance(self.prompt, str):
+            return [RawPrompt(self.prompt)]
+        out = []
+        for item in self.prompt:
+            if isinstance(item, int):  # one prompt of token ids
+                return [RawPrompt(token_ids=[t for t in self.prompt if isinstance(t, int)])]
+            out.append(RawPrompt(item) if isinstance(item, str) else RawPrompt(token_ids=item))
+        return out
 
     def refuse_unsupported(self) -> None:
         """Raise UnsupportedParameter for the first field a local model cannot honour."""

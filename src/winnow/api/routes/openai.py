@@ -242,7 +242,7 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
         sent, pin = await request.json(), request.headers.get(PIN_HEADER)
         return await forward(runtime, key.id, provider, "/completions", body, sent, pin)
     body.refuse_unsupported()
-    prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    prompts: list[Prompt] = list(body.prompts())  # as written: no chat template
     params = _params(body, body.max_tokens or 16)  # OpenAI's default for /completions
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream and body.n == 1 and len(prompts) == 1:
