@@ -285,8 +285,6 @@ def test_upstream_bodies_are_openai_valid(server: LiveServer, key: str, fake: Fa
         ("/chat/completions", {"tool_choice": "required"}, "tool_choice", "unsupported_parameter"),
         ("/chat/completions", {"functions": [{"name": "add"}]}, "functions", "unsupported_parameter"),
         ("/chat/completions", {"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
-        ("/chat/completions", {"logit_bias": {"42": 100}}, "logit_bias", "unsupported_parameter"),
-        ("/chat/completions", {"frequency_penalty": 1.5}, "frequency_penalty", "unsupported_parameter"),
         ("/chat/completions", {"reasoning_effort": "high"}, "reasoning_effort", "unsupported_parameter"),
         (
             "/chat/completions",
@@ -298,7 +296,8 @@ def test_upstream_bodies_are_openai_valid(server: LiveServer, key: str, fake: Fa
         ("/completions", {"echo": True}, "echo", "unsupported_parameter"),
         ("/completions", {"suffix": "!"}, "suffix", "unsupported_parameter"),
         ("/completions", {"best_of": 3}, "best_of", "unsupported_parameter"),
-        ("/completions", {"presence_penalty": -1}, "presence_penalty", "unsupported_parameter"),
+        ("/chat/completions", {"guided_choice": ["a", "b"]}, "guided_choice", "unsupported_parameter"),
+        ("/completions", {"extra_body": {"use_beam_search": True}}, "use_beam_search", "unsupported_parameter"),
     ],
 )
 def test_parameters_a_local_model_cannot_honour_are_a_400_naming_them(
@@ -492,3 +491,69 @@ def test_a_prompt_over_the_context_is_context_length_exceeded_naming_its_field(
         headers=bearer(key),
     )
     assert native.status_code == 400 and native.json()["error"] == "validation_error"
+
+
+VLLM_FIELDS: dict[str, Any] = {
+    "top_k": 1,
+    "min_p": 0.05,
+    "repetition_penalty": 1.1,
+    "presence_penalty": 0.5,
+    "frequency_penalty": 0.5,
+    "min_tokens": 1,
+    "ignore_eos": False,
+    "stop_token_ids": [2],
+    "logit_bias": {"7": 1.5},
+}
+
+
+def test_vllms_sampling_fields_work_top_level_or_in_extra_body_and_reach_upstreams_as_sent(
+    server: LiveServer, key: str, client: openai.OpenAI, fake: FakeUpstream
+) -> None:
+    greedy = client.chat.completions.create(model="demo-lm", messages=USER, max_tokens=8, temperature=0)
+    # the openai SDK sends extra_body's fields at the top level
+    top_k = client.chat.completions.create(
+        model="demo-lm", messages=USER, max_tokens=8, temperature=1.5, n=4, extra_body={"top_k": 1}
+    )
+    assert [c.message.content for c in top_k.choices] == [greedy.choices[0].message.content] * 4
+    # a client that sends an extra_body object itself
+    nested = _post(
+        server,
+        key,
+        "/completions",
+        {
+            "model": "demo-lm",
+            "prompt": "<bos><|user|>What is 17+25?<|assistant|>",
+            "max_tokens": 8,
+            "temperature": 1.5,
+            "n": 4,
+            "extra_body": {"top_k": 1, "ignore_eos": True},
+        },
+    )
+    assert nested.status_code == 200, nested.text
+    choices = nested.json()["choices"]
+    assert {c["text"] for c in choices} == {choices[0]["text"]} and choices[0]["text"].startswith("42")
+    assert nested.json()["usage"]["completion_tokens"] == 4 * 8  # ignore_eos: every choice ran to max_tokens
+    every = client.chat.completions.create(
+        model="demo-lm", messages=USER, max_tokens=8, temperature=0.8, seed=1, extra_body=VLLM_FIELDS
+    )
+    assert every.choices[0].message.content
+    # out of range, or not a token id: a 400 naming the field
+    for fields, param in (
+        ({"top_k": -2}, "top_k"),
+        ({"min_p": 1.5}, "min_p"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"min_tokens": 9}, "min_tokens"),
+        ({"logit_bias": {"seven": 1}}, "logit_bias"),
+        ({"stop_token_ids": [-1]}, "stop_token_ids[0]"),
+    ):
+        refused = _post(
+            server, key, "/chat/completions", {"model": "demo-lm", "messages": USER, "max_tokens": 8, **fields}
+        )
+        assert refused.status_code == 400, (fields, refused.text)
+        assert refused.json()["error"]["param"] == param, refused.json()
+    # an upstream model gets them as sent, top level or nested
+    for body in ({**VLLM_FIELDS}, {"extra_body": VLLM_FIELDS}):
+        fake.received.clear()
+        sent = {"model": "fake", "messages": USER, "max_tokens": 4, **body}
+        assert _post(server, key, "/chat/completions", sent).status_code == 200
+        assert fake.received[-1]["body"] == {**sent, "model": "up-model-1"}

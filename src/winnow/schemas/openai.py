@@ -1,8 +1,9 @@
 """OpenAI wire format for Winnow's ``/v1`` surface (requests validated; unknown fields kept for upstreams).
 
-Upstream models get every field as sent. Local models implement the sampling fields declared here;
-a field of OpenAI's request that would change the answer and that they do not implement (tools,
-logprobs, a JSON response format, penalties, ...) is refused with a 400 naming it
+Upstream models get every field as sent. Local models implement the sampling fields declared here
+(OpenAI's, and vLLM's: ``top_k``, ``min_p``, ``repetition_penalty``, ``min_tokens``, ``ignore_eos``,
+``stop_token_ids``); a field of OpenAI's request that would change the answer and that they do not
+implement (tools, a JSON response format, ...) is refused with a 400 naming it
 (``refuse_unsupported``), never ignored. Fields that do not change the answer (``user``,
 ``metadata``, ``store``, ``service_tier``, ``prediction``, ``parallel_tool_calls`` without tools)
 are accepted.
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from winnow.errors import UnsupportedParameter, UnsupportedValue
+from winnow.errors import InvalidRequest, UnsupportedParameter, UnsupportedValue
 from winnow.models.base import RawPrompt
 from winnow.schemas.common import Int, integral
 
@@ -46,15 +47,26 @@ class StreamOptions(OpenAIModel):
     include_usage: bool = False
 
 
-# OpenAI's request fields that change the answer and that local models do not implement, each with
-# the values that ask for nothing (a client may send those).
-_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
-    "logit_bias": (None, {}),
-    "frequency_penalty": (None, 0),
-    "presence_penalty": (None, 0),
+# OpenAI's (and vLLM's) request fields that change the answer and that local models do not
+# implement, each with the values that ask for nothing (a client may send those).
+_VLLM_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
+    "guided_json": (None,),
+    "guided_regex": (None,),
+    "guided_choice": (None,),
+    "guided_grammar": (None,),
+    "structured_outputs": (None,),
+    "use_beam_search": (None, False),
+    "length_penalty": (None, 1.0),
+    "bad_words": (None, []),
+    "allowed_token_ids": (None,),
+    "truncate_prompt_tokens": (None,),
+    "include_stop_str_in_output": (None, False),
+    "skip_special_tokens": (None, True),
+    "spaces_between_special_tokens": (None, True),
+    "prompt_logprobs": (None,),
 }
 _CHAT_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
-    **_UNSUPPORTED_LOCALLY,
+    **_VLLM_UNSUPPORTED_LOCALLY,
     "logprobs": (None, False),
     "top_logprobs": (None, 0),
     "tools": (None, []),
@@ -68,7 +80,7 @@ _CHAT_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
     "web_search_options": (None,),
 }
 _COMPLETION_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
-    **_UNSUPPORTED_LOCALLY,
+    **_VLLM_UNSUPPORTED_LOCALLY,
     "logprobs": (None,),
     "echo": (None, False),
     "suffix": (None, ""),
@@ -92,6 +104,36 @@ class _Sampling(OpenAIModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = Field(
+        default=None, description="Token id (as a string) -> bias added to its logit"
+    )
+    # vLLM's sampling fields (top level, or in an ``extra_body`` object)
+    top_k: Annotated[int, Field(ge=-1), integral] | None = Field(default=None, description="vLLM: -1 or 0: all")
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0, description="vLLM")
+    repetition_penalty: float | None = Field(default=None, gt=0.0, description="vLLM: 1 is none")
+    min_tokens: Annotated[int, Field(ge=0), integral] | None = Field(default=None, description="vLLM")
+    ignore_eos: bool | None = Field(default=None, description="vLLM")
+    stop_token_ids: list[Annotated[int, Field(ge=0), integral]] | None = Field(default=None, description="vLLM")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _extra_body(cls, data: Any) -> Any:
+        """Fields sent inside an ``extra_body`` object count as top-level ones (the openai SDK
+        merges its ``extra_body`` into the top level; other clients send the object itself)."""
+        if isinstance(data, dict) and isinstance(data.get("extra_body"), dict):
+            data = {**data["extra_body"], **{k: v for k, v in data.items() if k != "extra_body"}}
+        return data
+
+    def bias(self) -> tuple[tuple[int, float], ...]:
+        """``logit_bias`` as (token id, bias) pairs; a key that is not a token id is a 400 naming it."""
+        pairs = []
+        for key, value in (self.logit_bias or {}).items():
+            if not key.isdigit():
+                raise InvalidRequest("logit_bias keys are token ids", f"{key!r} is not one", param="logit_bias")
+            pairs.append((int(key), value))
+        return tuple(pairs)
 
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:

@@ -51,14 +51,28 @@ _UNBOUNDED = 1 << 30
 
 
 def _params(body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None) -> SamplingParams:
-    return SamplingParams(
+    params = SamplingParams(
         max_tokens=max_tokens or _UNBOUNDED,
         temperature=body.temperature,
         top_p=body.top_p,
         n=body.n,
         stop=body.stop_list(),
         seed=body.seed,
+        top_k=max(body.top_k or 0, 0),
+        min_p=body.min_p or 0.0,
+        repetition_penalty=body.repetition_penalty or 1.0,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        min_tokens=body.min_tokens or 0,
+        ignore_eos=bool(body.ignore_eos),
+        stop_token_ids=tuple(body.stop_token_ids or ()),
+        logit_bias=body.bias(),
     )
+    if params.min_tokens > params.max_tokens:
+        raise InvalidRequest(
+            "min_tokens must not exceed max_tokens", f"{params.min_tokens} > {params.max_tokens}", param="min_tokens"
+        )
+    return params
 
 
 async def _stream_response(

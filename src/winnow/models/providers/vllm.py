@@ -95,6 +95,16 @@ def sampling_params(params: SamplingParams, item: EncodedPrompt, seed: int | Non
         seed=None if params.greedy else seed,
         stop=list(item.stop) or None,
         output_kind=kind.DELTA if delta else kind.FINAL_ONLY,
+        # vLLM's own sampling controls, under their own names
+        top_k=params.top_k if params.top_k > 0 else -1,
+        min_p=params.min_p,
+        repetition_penalty=params.repetition_penalty,
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        min_tokens=min(params.min_tokens, item.max_tokens),
+        ignore_eos=params.ignore_eos,
+        stop_token_ids=list(params.stop_token_ids) or None,
+        logit_bias=dict(params.logit_bias) or None,
     )
 
 
