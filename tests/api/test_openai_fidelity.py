@@ -274,8 +274,6 @@ def test_upstream_bodies_are_openai_valid(server: LiveServer, key: str, fake: Fa
 @pytest.mark.parametrize(
     ("path", "fields", "param", "code"),
     [
-        ("/chat/completions", {"logprobs": True}, "logprobs", "unsupported_parameter"),
-        ("/chat/completions", {"top_logprobs": 3}, "top_logprobs", "unsupported_parameter"),
         (
             "/chat/completions",
             {"tools": [{"type": "function", "function": {"name": "add"}}]},
@@ -292,8 +290,6 @@ def test_upstream_bodies_are_openai_valid(server: LiveServer, key: str, fake: Fa
             "messages[0].content[0].type",
             "unsupported_value",
         ),
-        ("/completions", {"logprobs": 2}, "logprobs", "unsupported_parameter"),
-        ("/completions", {"echo": True}, "echo", "unsupported_parameter"),
         ("/completions", {"suffix": "!"}, "suffix", "unsupported_parameter"),
         ("/completions", {"best_of": 3}, "best_of", "unsupported_parameter"),
         ("/chat/completions", {"guided_choice": ["a", "b"]}, "guided_choice", "unsupported_parameter"),
@@ -557,3 +553,55 @@ def test_vllms_sampling_fields_work_top_level_or_in_extra_body_and_reach_upstrea
         sent = {"model": "fake", "messages": USER, "max_tokens": 4, **body}
         assert _post(server, key, "/chat/completions", sent).status_code == 200
         assert fake.received[-1]["body"] == {**sent, "model": "up-model-1"}
+
+
+def test_logprobs_come_in_openais_shapes_streamed_or_not(server: LiveServer, key: str, client: openai.OpenAI) -> None:
+    chat = client.chat.completions.create(
+        model="demo-lm", messages=USER, max_tokens=8, temperature=0, logprobs=True, top_logprobs=3
+    )
+    assert_openai("CreateChatCompletionResponse", chat.model_dump(mode="json", exclude_unset=True))
+    content = chat.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None and "".join(t.token for t in content).startswith(chat.choices[0].message.content or "?")
+    assert all(len(t.top_logprobs) == 3 and t.top_logprobs[0].logprob >= t.logprob - 1e-6 for t in content)
+    assert all(t.bytes == list(t.token.encode()) for t in content)
+    chunks = list(
+        client.chat.completions.create(
+            model="demo-lm", messages=USER, max_tokens=8, temperature=0, logprobs=True, top_logprobs=3, stream=True
+        )
+    )
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or []]
+    assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
+    for chunk in chunks:
+        assert_openai("CreateChatCompletionStreamResponse", chunk.model_dump(mode="json", exclude_unset=True))
+    plain = client.chat.completions.create(model="demo-lm", messages=USER, max_tokens=8, temperature=0, logprobs=True)
+    assert plain.choices[0].logprobs is not None and plain.choices[0].logprobs.content
+    assert all(t.top_logprobs == [] for t in plain.choices[0].logprobs.content)
+
+    prompt = "<bos><|user|>What is 17+25?<|assistant|>"
+    text = client.completions.create(model="demo-lm", prompt=prompt, max_tokens=4, temperature=0, logprobs=2)
+    assert_openai("CreateCompletionResponse", text.model_dump(mode="json", exclude_unset=True))
+    logprobs = text.choices[0].logprobs
+    assert logprobs is not None and logprobs.tokens and logprobs.token_logprobs and logprobs.top_logprobs
+    assert all(len(top) <= 2 for top in logprobs.top_logprobs)
+    echoed = client.completions.create(
+        model="demo-lm", prompt=prompt, max_tokens=4, temperature=0, logprobs=2, echo=True
+    )
+    choice = echoed.choices[0]
+    assert choice.text == prompt + text.choices[0].text
+    assert choice.logprobs is not None and choice.logprobs.token_logprobs is not None
+    assert choice.logprobs.token_logprobs[0] is None and choice.logprobs.top_logprobs[0] is None  # type: ignore[index]
+    assert "".join(choice.logprobs.tokens or []) == choice.text
+    assert choice.logprobs.text_offset == [
+        sum(len(t) for t in (choice.logprobs.tokens or [])[:i]) for i in range(len(choice.logprobs.tokens or []))
+    ]
+    assert choice.logprobs.token_logprobs[-len(logprobs.token_logprobs) :] == logprobs.token_logprobs
+    only_echo = client.completions.create(model="demo-lm", prompt=prompt, max_tokens=4, temperature=0, echo=True)
+    assert only_echo.choices[0].text == choice.text and only_echo.choices[0].logprobs is None
+    for fields, param in (
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+    ):
+        refused = _post(server, key, "/chat/completions", {"model": "demo-lm", "messages": USER, **fields})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
+    refused = _post(server, key, "/completions", {"model": "demo-lm", "prompt": "1", "logprobs": 21})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "logprobs"

@@ -107,10 +107,11 @@ class SamplingParams:
 
 @dataclass
 class TokenLogprob:
-    """A token's text and log-probability, and the most likely tokens at its position (OpenAI's shape)."""
+    """A token's text and log-probability, and the most likely tokens at its position (OpenAI's shape).
+    A prompt's first token has none (``logprob`` None)."""
 
     token: str
-    logprob: float
+    logprob: float | None
     top: list[tuple[str, float]] = field(default_factory=list)
 
 
@@ -130,7 +131,7 @@ class GenerationResult:
 
     completions: list[Completion] = field(default_factory=list)
     input_tokens: int = 0
-    prompt_logprobs: list[TokenLogprob | None] | None = None  # echo: the prompt's tokens (the first has none)
+    prompt_logprobs: list[TokenLogprob] | None = None  # echo: the prompt's tokens
     error: Exception | None = None
     latency_ms: float | None = None  # set by providers that time each prompt on its own
     generation_id: str | None = None  # set by the generation service (usage rows, feedback)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from winnow.errors import InvalidRequest, UnsupportedParameter, UnsupportedValue
-from winnow.models.base import RawPrompt
+from winnow.models.base import RawPrompt, TokenLogprob
 from winnow.schemas.common import Int, integral
 
 
@@ -67,8 +67,6 @@ _VLLM_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
 }
 _CHAT_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
     **_VLLM_UNSUPPORTED_LOCALLY,
-    "logprobs": (None, False),
-    "top_logprobs": (None, 0),
     "tools": (None, []),
     "tool_choice": (None, "none", "auto"),
     "functions": (None, []),
@@ -81,8 +79,6 @@ _CHAT_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
 }
 _COMPLETION_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
     **_VLLM_UNSUPPORTED_LOCALLY,
-    "logprobs": (None,),
-    "echo": (None, False),
     "suffix": (None, ""),
 }
 
@@ -144,6 +140,14 @@ class _Sampling(OpenAIModel):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: Annotated[int, Field(ge=1), integral] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20), integral] | None = None
+
+    def logprobs_wanted(self) -> int | None:
+        """How many top tokens each sampled token's log-probability comes with (None: no logprobs)."""
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def refuse_unsupported(self) -> None:
         """Raise UnsupportedParameter (or UnsupportedValue) for the first field a local model cannot honour."""
@@ -166,6 +170,9 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 class CompletionRequest(_Sampling):
     prompt: str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+
+    logprobs: Annotated[int, Field(ge=0, le=20), integral] | None = None
+    echo: bool | None = None
 
     def prompts(self) -> list[RawPrompt]:
         """Each prompt as written (local models send it without a chat template), or as token ids."""
@@ -202,6 +209,43 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+
+def _bytes(text: str) -> list[int]:
+    return list(text.encode("utf-8"))
+
+
+def chat_logprobs(tokens: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    """A chat choice's ``logprobs`` in OpenAI's shape (content tokens with their top alternatives)."""
+    if tokens is None:
+        return None
+    return {
+        "content": [
+            {
+                "token": t.token,
+                "logprob": t.logprob,
+                "bytes": _bytes(t.token),
+                "top_logprobs": [{"token": s, "logprob": v, "bytes": _bytes(s)} for s, v in t.top],
+            }
+            for t in tokens
+        ],
+        "refusal": None,
+    }
+
+
+def completion_logprobs(tokens: list[TokenLogprob]) -> dict[str, Any]:
+    """A completion choice's ``logprobs`` in OpenAI's legacy shape; a prompt's first token (echo)
+    has no log-probability (None), as in OpenAI's and vLLM's answers."""
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += len(t.token)
+    return {
+        "tokens": [t.token for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [None if t.logprob is None else dict(t.top) for t in tokens],
+        "text_offset": offsets,
+    }
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:

@@ -28,7 +28,16 @@ from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.router import PIN_HEADER
 from winnow.runtime import Runtime
 from winnow.schemas.common import OpenAIErrorResponse
-from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, ScoreRequest, usage
+from winnow.schemas.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+    ScoreRequest,
+    chat_logprobs,
+    completion_logprobs,
+    usage,
+)
 from winnow.sdg.rows import Candidate, PromptRow, user_prompt
 from winnow.usage.service import estimate_tokens
 
@@ -50,7 +59,12 @@ router = Router(
 _UNBOUNDED = 1 << 30
 
 
-def _params(body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None) -> SamplingParams:
+def _params(
+    body: ChatCompletionRequest | CompletionRequest,
+    max_tokens: int | None,
+    logprobs: int | None = None,
+    prompt_logprobs: int | None = None,
+) -> SamplingParams:
     params = SamplingParams(
         max_tokens=max_tokens or _UNBOUNDED,
         temperature=body.temperature,
@@ -67,6 +81,8 @@ def _params(body: ChatCompletionRequest | CompletionRequest, max_tokens: int | N
         ignore_eos=bool(body.ignore_eos),
         stop_token_ids=tuple(body.stop_token_ids or ()),
         logit_bias=body.bias(),
+        logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
     )
     if params.min_tokens > params.max_tokens:
         raise InvalidRequest(
@@ -195,9 +211,9 @@ async def chat_completions(
     body.refuse_unsupported()
     prompt = prompt_of(body)
     assert not isinstance(prompt, str)  # a chat's prompt is its messages
-    params = _params(body, body.max_completion_tokens or body.max_tokens)
+    params = _params(body, body.max_completion_tokens or body.max_tokens, body.logprobs_wanted())
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    if body.stream and body.n == 1:
+    if body.stream and body.n == 1 and params.logprobs is None:  # with logprobs: sent whole, as n > 1
         return await _stream_response(runtime, key.id, body.model, prompt, params, include_usage, chat=True)
     ident = f"chatcmpl-{hex_id()}"
     try:
@@ -215,7 +231,7 @@ async def chat_completions(
             {
                 "index": i,
                 "message": {"role": "assistant", "content": c.text, "refusal": None},
-                "logprobs": None,
+                "logprobs": chat_logprobs(c.logprobs),
                 "finish_reason": c.finish_reason,
             }
             for i, c in enumerate(result.completions)
@@ -228,7 +244,7 @@ async def chat_completions(
             {
                 "index": c["index"],
                 "delta": {"role": "assistant", "content": c["message"]["content"], "refusal": None},
-                "logprobs": None,
+                "logprobs": c["logprobs"],
                 "finish_reason": c["finish_reason"],
             }
             for c in response["choices"]
@@ -257,9 +273,12 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
         return await forward(runtime, key.id, provider, "/completions", body, sent, pin)
     body.refuse_unsupported()
     prompts: list[Prompt] = list(body.prompts())  # as written: no chat template
-    params = _params(body, body.max_tokens or 16)  # OpenAI's default for /completions
+    # echo: the prompt's tokens (and their log-probabilities, with logprobs) come back before each choice
+    echo = None if not body.echo else (body.logprobs or 0)
+    params = _params(body, body.max_tokens or 16, body.logprobs, echo)  # 16: OpenAI's default for /completions
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    if body.stream and body.n == 1 and len(prompts) == 1:
+    whole = params.logprobs is not None or body.echo  # streamed as one chunk per choice, as n > 1
+    if body.stream and body.n == 1 and len(prompts) == 1 and not whole:
         return await _stream_response(runtime, key.id, body.model, prompts[0], params, include_usage, chat=False)
     ident = f"cmpl-{hex_id()}"
     try:
@@ -268,13 +287,20 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
         raise _naming(exc, "prompt") from None
     choices: list[dict[str, Any]] = []
     prompt_tokens = completion_tokens = 0
-    for result in results:
+    for prompt, result in zip(prompts, results, strict=True):
         if result.error is not None:
             raise _naming(result.error, "prompt")
         prompt_tokens += result.input_tokens
         completion_tokens += result.output_tokens
+        echoed = result.prompt_logprobs or []
+        # the prompt as written (token ids: their texts)
+        prefix = "" if not body.echo else (str(prompt) or "".join(t.token for t in echoed))
         for c in result.completions:
-            choices.append({"index": len(choices), "text": c.text, "logprobs": None, "finish_reason": c.finish_reason})
+            logprobs = None if params.logprobs is None else completion_logprobs([*echoed, *(c.logprobs or [])])
+            text = prefix + c.text
+            choices.append(
+                {"index": len(choices), "text": text, "logprobs": logprobs, "finish_reason": c.finish_reason}
+            )
     response: dict[str, Any] = {
         "id": ident,
         "object": "text_completion",

@@ -78,6 +78,7 @@ class LoadedModel:
             key=lambda _params: (),  # each row samples with its own parameters and seed: any rows batch
         )
         self.vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        self._token_texts: dict[int, str] = {}  # token id -> its text (logprobs)
         self._torch = torch
         self._sampling = sampling
 
@@ -140,7 +141,8 @@ class LoadedModel:
     def _completion(self, tokens: list[int], row: Any, stop: tuple[str, ...], logprobs: Any) -> Completion:
         kept, stopped = self._sampling.finish(tokens, row, self._sampling.stop_ids(row.params, self.eos_ids))
         finish = "stop" if stopped else "length"
-        text = self.prompts.decode(kept[:-1] if stopped else kept)  # a stop token is not part of the text
+        content = kept[:-1] if stopped else kept  # a stop token is counted, but is no part of the text
+        text = self.prompts.decode(content)
         if stop:
             text, cut = truncate_at_stop(text, stop)
             if cut:
@@ -149,7 +151,7 @@ class LoadedModel:
             text=text,
             finish_reason=finish,  # type: ignore[arg-type]
             output_tokens=len(kept),
-            logprobs=None if logprobs is None else [self._logprob(entry) for entry in logprobs[: len(kept)]],
+            logprobs=None if logprobs is None else [self._logprob(entry) for entry in logprobs[: len(content)]],
         )
 
     def _logprob(self, entry: tuple[int, float, list[tuple[int, float]]]) -> TokenLogprob:
@@ -157,17 +159,20 @@ class LoadedModel:
         return TokenLogprob(self.token_text(token), logprob, [(self.token_text(t), v) for t, v in top])
 
     def token_text(self, token: int) -> str:
-        return str(self.prompts.tokenizer.decode([token]))
+        text = self._token_texts.get(token)
+        if text is None:
+            text = self._token_texts[token] = str(self.prompts.tokenizer.decode([token]))
+        return text
 
-    def prompt_logprobs(self, ids: list[int], top: int) -> list[TokenLogprob | None]:
+    def prompt_logprobs(self, ids: list[int], top: int) -> list[TokenLogprob]:
         """Each prompt token's log-probability given the tokens before it (the first has none)."""
         torch = self._torch
         with torch.inference_mode():
             logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0, :-1].float()
         logprobs = torch.log_softmax(logits[:, : self.vocab], dim=-1)
         picked = logprobs.gather(1, torch.tensor(ids[1:], device=logprobs.device).unsqueeze(1)).squeeze(1).tolist()
-        values, indices = logprobs.topk(top, dim=-1) if top else (logprobs[:, :0], logprobs[:, :0].long())
-        out: list[TokenLogprob | None] = [None]
+        values, indices = logprobs.topk(top, dim=-1)
+        out = [TokenLogprob(self.token_text(ids[0]), None)]
         for k, token in enumerate(ids[1:]):
             pairs = zip(indices[k].tolist(), values[k].tolist(), strict=True)
             out.append(TokenLogprob(self.token_text(token), picked[k], [(self.token_text(t), v) for t, v in pairs]))

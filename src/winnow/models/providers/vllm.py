@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow.config import ModelConfig, Settings
-from winnow.errors import InvalidRequest, ServiceUnavailable, WinnowError
+from winnow.errors import InvalidRequest, ServiceUnavailable, UnsupportedParameter, WinnowError
 from winnow.models.base import Completion, GenerationResult, Prompt, SamplingParams, StreamDelta
 from winnow.models.batching import BatchingEngine, BatchStats
 from winnow.models.pool import ModelPool
@@ -275,6 +275,8 @@ class VLLMProvider(LocalProvider[VLLMModel]):
         return [PromptRequest(p, params.max_tokens, params.n, params.stop) for p in prompts]
 
     async def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
+        if params.logprobs is not None or params.prompt_logprobs is not None:  # not mapped back yet
+            raise UnsupportedParameter("logprobs", self.config.id, "the vllm provider returns no logprobs yet")
         model = await self._model()
         requests = await model.prompts.pre_encode(self._requests(prompts, params))
         if model.mode == "llm":
