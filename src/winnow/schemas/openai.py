@@ -165,7 +165,7 @@ class ChatCompletionRequest(_Sampling):
                     raise UnsupportedValue(f"messages[{i}].content[{j}].type", part.type, self.model)
 
 
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+TokenIds = Annotated[list[Annotated[int, Field(ge=0), integral]], Field(min_length=1)]
 
 
 class CompletionRequest(_Sampling):
