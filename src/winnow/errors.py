@@ -3,7 +3,8 @@
     WinnowError (500 internal_error)
     ├── InvalidRequest (400 validation_error)
     │   ├── UnsupportedParameter (400 unsupported_parameter)
-    │   └── UnsupportedValue (400 unsupported_value)
+    │   ├── UnsupportedValue (400 unsupported_value)
+    │   └── ContextLengthExceeded (400 validation_error; on /v1 OpenAI's context_length_exceeded)
     ├── AuthenticationFailed (401 unauthorized)
     ├── PermissionDenied (403 forbidden)
     ├── NotFound (404 not_found)
@@ -31,6 +32,7 @@ class WinnowError(Exception):
 
     status_code: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
+    openai_code: ClassVar[str | None] = None  # the code /v1 gives it, where OpenAI has its own
 
     def __init__(
         self,
@@ -72,6 +74,13 @@ class UnsupportedValue(InvalidRequest):
     def __init__(self, param: str, value: object, model: str) -> None:
         message = f"Unsupported value: {param!r} does not support {value!r} with model {model!r}"
         super().__init__(message, param=param)
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """A prompt that leaves no room in the model's context (``/api/v1`` keeps its validation_error;
+    ``/v1`` answers OpenAI's ``context_length_exceeded`` with ``param`` messages or prompt)."""
+
+    openai_code = "context_length_exceeded"
 
 
 class AuthenticationFailed(WinnowError):

@@ -60,7 +60,8 @@ def test_api_conforms_to_its_openapi(case) -> None:  # type: ignore[no-untyped-d
     # negative_data_rejection is left out: like OpenAI's API, Winnow ignores unknown query
     # parameters and headers on purpose. Strict body typing is tested in test_errors.py.
     excluded = [schemathesis.checks.negative_data_rejection]
-    if case.operation.path in SEMANTIC:
+    # A list's ``after`` cursor must name a row of that list (a 400 otherwise), which no schema says.
+    if case.operation.path in SEMANTIC or (case.query or {}).get("after") is not None:
         excluded.append(schemathesis.checks.positive_data_acceptance)
     case.call_and_validate(headers={"Authorization": f"Bearer {_keys['admin']}"}, excluded_checks=excluded)
 

@@ -18,10 +18,10 @@ from tests.spec import assert_error
 from winnow.api import create_app
 from winnow.config import Settings
 from winnow.errors import InvalidRequest
-from winnow.models.base import engine_seed
+from winnow.models.base import choice_seed, engine_seed
 from winnow.models.prompts import PromptEncoder
 from winnow.runtime import Runtime
-from winnow.sdg.runner import chunk_seed
+from winnow.sdg.stages import row_seeds
 
 SUBMIT = "/api/v1/synthetic_data_generation/submit_job"
 CHAT = "/v1/chat/completions"
@@ -156,11 +156,11 @@ def test_every_accepted_seed_derives_engine_seeds_torch_takes() -> None:
 
     for seed in (0, *BIG_SEEDS):
         for index in (0, 1, 10_000):
-            derived = chunk_seed(seed, index)
-            assert derived is not None and 0 <= derived < 2**63
-            torch.manual_seed(derived)
+            for derived in (*row_seeds(seed, [(f"row-{index}",)]), choice_seed(seed, index)):
+                assert derived is not None and 0 <= derived < 2**63
+                torch.manual_seed(derived)
             assert 0 <= engine_seed(seed, index) < 2**63
-    assert chunk_seed(7, 3) == 7 * 1_000_003 + 3  # seeds below 2**63 keep the samples they always gave
+    assert choice_seed(7, 0) == 7  # a seed below 2**63 is its first choice's own
     assert engine_seed(-5) == 2**63 - 5
 
 
@@ -335,9 +335,9 @@ def test_huge_prompt_is_refused_without_tokenizing_it(
     tokenized: list[int] = []
     original = PromptEncoder.encode
 
-    def encode(self: PromptEncoder, texts: list[str]) -> list[list[int]]:
+    def encode(self: PromptEncoder, texts: list[str], raw: bool = False) -> list[list[int]]:
         tokenized.extend(len(t) for t in texts)
-        return original(self, texts)
+        return original(self, texts, raw)
 
     monkeypatch.setattr(PromptEncoder, "encode", encode)
     huge = "What is 1+1? " * 320_000  # 4.2 MB

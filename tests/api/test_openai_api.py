@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from transformers import AutoTokenizer
 
-from tests.conftest import LiveServer, bearer, closed_port
+from tests.conftest import DEMO_LM, LiveServer, bearer, closed_port
 from tests.spec import assert_error, assert_valid
 
 pytestmark = pytest.mark.slow  # real `winnow serve` processes (an upstream and a gateway)
@@ -79,11 +80,13 @@ def test_chat_streaming(oai: openai.OpenAI) -> None:
 
 def test_completions_with_prompt_list_and_stop(oai: openai.OpenAI) -> None:
     response = oai.completions.create(
-        model="demo-lm", prompt=["What is 1+1?", "What is 2+2?"], max_tokens=4, temperature=0
+        model="demo-lm", prompt=[templated("What is 1+1?"), templated("What is 2+2?")], max_tokens=4, temperature=0
     )
     assert [c.index for c in response.choices] == [0, 1]
     streamed = list(
-        oai.completions.create(model="demo-lm", prompt="What is 1+1?", max_tokens=4, temperature=0, stream=True)
+        oai.completions.create(
+            model="demo-lm", prompt=templated("What is 1+1?"), max_tokens=4, temperature=0, stream=True
+        )
     )
     assert "".join(c.choices[0].text for c in streamed if c.choices) == response.choices[0].text
 
@@ -278,7 +281,41 @@ def test_streams_of_finished_responses_carry_every_choice(oai: openai.OpenAI) ->
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     texts = list(
         oai.completions.create(
-            model="demo-lm", prompt=["What is 1+1?", "What is 2+2?"], max_tokens=4, temperature=0, stream=True
+            model="demo-lm",
+            prompt=[templated("What is 1+1?"), templated("What is 2+2?")],
+            max_tokens=4,
+            temperature=0,
+            stream=True,
         )
     )
     assert [(c.choices[0].index, c.choices[0].text) for c in texts if c.choices] == [(0, "2"), (1, "4")]
+
+
+def templated(question: str) -> str:
+    """demo-lm's chat template written out by hand, as a raw completions client writes it."""
+    return f"<bos><|user|>{question}<|assistant|>"
+
+
+def test_completions_send_the_prompt_as_written_and_take_token_ids(oai: openai.OpenAI) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(DEMO_LM)
+    question = "What is 13+54?"
+    chat = oai.chat.completions.create(
+        model="demo-lm", messages=[{"role": "user", "content": question}], max_tokens=8, temperature=0
+    )
+    raw = oai.completions.create(model="demo-lm", prompt=templated(question), max_tokens=8, temperature=0)
+    # written out by hand, the template gives the chat's tokens and answer: it was not templated twice
+    assert raw.choices[0].text == chat.choices[0].message.content == "67"
+    assert raw.usage is not None and chat.usage is not None
+    assert raw.usage.prompt_tokens == chat.usage.prompt_tokens
+    bare = oai.completions.create(model="demo-lm", prompt=question, max_tokens=8, temperature=0)
+    assert bare.usage is not None and bare.usage.prompt_tokens == len(tokenizer(question)["input_ids"])
+    # token ids: one prompt, or a list of them
+    ids = tokenizer(templated(question), add_special_tokens=False)["input_ids"]
+    one = oai.completions.create(model="demo-lm", prompt=ids, max_tokens=8, temperature=0)
+    assert one.choices[0].text == "67" and one.usage is not None and one.usage.prompt_tokens == len(ids)
+    other = tokenizer(templated("What is 2+2?"), add_special_tokens=False)["input_ids"]
+    two = oai.completions.create(model="demo-lm", prompt=[ids, other], max_tokens=8, temperature=0)
+    assert [c.text for c in two.choices] == ["67", "4"]
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.completions.create(model="demo-lm", prompt=[ids, [len(tokenizer) + 5]], max_tokens=8)
+    assert caught.value.param == "prompt" and "vocabulary" in caught.value.message

@@ -286,8 +286,6 @@ def test_upstream_bodies_are_openai_valid(server: LiveServer, key: str, fake: Fa
 @pytest.mark.parametrize(
     ("path", "fields", "param", "code"),
     [
-        ("/chat/completions", {"logprobs": True}, "logprobs", "unsupported_parameter"),
-        ("/chat/completions", {"top_logprobs": 3}, "top_logprobs", "unsupported_parameter"),
         (
             "/chat/completions",
             {"tools": [{"type": "function", "function": {"name": "add"}}]},
@@ -297,8 +295,6 @@ def test_upstream_bodies_are_openai_valid(server: LiveServer, key: str, fake: Fa
         ("/chat/completions", {"tool_choice": "required"}, "tool_choice", "unsupported_parameter"),
         ("/chat/completions", {"functions": [{"name": "add"}]}, "functions", "unsupported_parameter"),
         ("/chat/completions", {"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
-        ("/chat/completions", {"logit_bias": {"42": 100}}, "logit_bias", "unsupported_parameter"),
-        ("/chat/completions", {"frequency_penalty": 1.5}, "frequency_penalty", "unsupported_parameter"),
         ("/chat/completions", {"reasoning_effort": "high"}, "reasoning_effort", "unsupported_parameter"),
         (
             "/chat/completions",
@@ -306,11 +302,10 @@ def test_upstream_bodies_are_openai_valid(server: LiveServer, key: str, fake: Fa
             "messages[0].content[0].type",
             "unsupported_value",
         ),
-        ("/completions", {"logprobs": 2}, "logprobs", "unsupported_parameter"),
-        ("/completions", {"echo": True}, "echo", "unsupported_parameter"),
         ("/completions", {"suffix": "!"}, "suffix", "unsupported_parameter"),
         ("/completions", {"best_of": 3}, "best_of", "unsupported_parameter"),
-        ("/completions", {"presence_penalty": -1}, "presence_penalty", "unsupported_parameter"),
+        ("/chat/completions", {"guided_choice": ["a", "b"]}, "guided_choice", "unsupported_parameter"),
+        ("/completions", {"extra_body": {"use_beam_search": True}}, "use_beam_search", "unsupported_parameter"),
     ],
 )
 def test_parameters_a_local_model_cannot_honour_are_a_400_naming_them(
@@ -475,3 +470,150 @@ def _budget_rejections(server: LiveServer) -> float:
     metrics = httpx.get(f"{server.url}/metrics").text
     found = re.search(r'^winnow_budget_rejections_total\{model="demo-lm"\} (\S+)$', metrics, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
+
+
+def test_a_prompt_over_the_context_is_context_length_exceeded_naming_its_field(
+    server: LiveServer, key: str, client: openai.OpenAI
+) -> None:
+    # demo-lm is served here with a 64-token context; a huge prompt is refused from its length alone.
+    for long in ("What is 1+1? " * 20, "What is 1+1? " * 40_000):
+        long_chat: list[ChatCompletionMessageParam] = [{"role": "user", "content": long}]
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.chat.completions.create(model="demo-lm", messages=long_chat, stream=stream)
+            error = caught.value
+            assert (error.type, error.code, error.param) == (
+                "invalid_request_error",
+                "context_length_exceeded",
+                "messages",
+            )
+            assert "context length" in error.message
+            assert_openai("ErrorResponse", error.response.json())
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.completions.create(model="demo-lm", prompt=["1+1=", long], stream=stream)
+            assert (caught.value.code, caught.value.param) == ("context_length_exceeded", "prompt")
+    # /api/v1 keeps its documented validation_error
+    native = httpx.post(
+        f"{server.url}/api/v1/generate",
+        json={"model_id": "demo-lm", "prompt": "What is 1+1? " * 20, "max_tokens": 4},
+        headers=bearer(key),
+    )
+    assert native.status_code == 400 and native.json()["error"] == "validation_error"
+
+
+VLLM_FIELDS: dict[str, Any] = {
+    "top_k": 1,
+    "min_p": 0.05,
+    "repetition_penalty": 1.1,
+    "presence_penalty": 0.5,
+    "frequency_penalty": 0.5,
+    "min_tokens": 1,
+    "ignore_eos": False,
+    "stop_token_ids": [2],
+    "logit_bias": {"7": 1.5},
+}
+
+
+def test_vllms_sampling_fields_work_top_level_or_in_extra_body_and_reach_upstreams_as_sent(
+    server: LiveServer, key: str, client: openai.OpenAI, fake: FakeUpstream
+) -> None:
+    greedy = client.chat.completions.create(model="demo-lm", messages=USER, max_tokens=8, temperature=0)
+    # the openai SDK sends extra_body's fields at the top level
+    top_k = client.chat.completions.create(
+        model="demo-lm", messages=USER, max_tokens=8, temperature=1.5, n=4, extra_body={"top_k": 1}
+    )
+    assert [c.message.content for c in top_k.choices] == [greedy.choices[0].message.content] * 4
+    # a client that sends an extra_body object itself
+    nested = _post(
+        server,
+        key,
+        "/completions",
+        {
+            "model": "demo-lm",
+            "prompt": "<bos><|user|>What is 17+25?<|assistant|>",
+            "max_tokens": 8,
+            "temperature": 1.5,
+            "n": 4,
+            "extra_body": {"top_k": 1, "ignore_eos": True},
+        },
+    )
+    assert nested.status_code == 200, nested.text
+    choices = nested.json()["choices"]
+    assert {c["text"] for c in choices} == {choices[0]["text"]} and choices[0]["text"].startswith("42")
+    assert nested.json()["usage"]["completion_tokens"] == 4 * 8  # ignore_eos: every choice ran to max_tokens
+    every = client.chat.completions.create(
+        model="demo-lm", messages=USER, max_tokens=8, temperature=0.8, seed=1, extra_body=VLLM_FIELDS
+    )
+    assert every.choices[0].message.content
+    # out of range, or not a token id: a 400 naming the field
+    for fields, param in (
+        ({"top_k": -2}, "top_k"),
+        ({"min_p": 1.5}, "min_p"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"min_tokens": 9}, "min_tokens"),
+        ({"logit_bias": {"seven": 1}}, "logit_bias"),
+        ({"stop_token_ids": [-1]}, "stop_token_ids[0]"),
+    ):
+        refused = _post(
+            server, key, "/chat/completions", {"model": "demo-lm", "messages": USER, "max_tokens": 8, **fields}
+        )
+        assert refused.status_code == 400, (fields, refused.text)
+        assert refused.json()["error"]["param"] == param, refused.json()
+    # an upstream model gets them as sent, top level or nested
+    for body in ({**VLLM_FIELDS}, {"extra_body": VLLM_FIELDS}):
+        fake.received.clear()
+        sent = {"model": "fake", "messages": USER, "max_tokens": 4, **body}
+        assert _post(server, key, "/chat/completions", sent).status_code == 200
+        assert fake.received[-1]["body"] == {**sent, "model": "up-model-1"}
+
+
+def test_logprobs_come_in_openais_shapes_streamed_or_not(server: LiveServer, key: str, client: openai.OpenAI) -> None:
+    chat = client.chat.completions.create(
+        model="demo-lm", messages=USER, max_tokens=8, temperature=0, logprobs=True, top_logprobs=3
+    )
+    assert_openai("CreateChatCompletionResponse", chat.model_dump(mode="json", exclude_unset=True))
+    content = chat.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None and "".join(t.token for t in content).startswith(chat.choices[0].message.content or "?")
+    assert all(len(t.top_logprobs) == 3 and t.top_logprobs[0].logprob >= t.logprob - 1e-6 for t in content)
+    assert all(t.bytes == list(t.token.encode()) for t in content)
+    chunks = list(
+        client.chat.completions.create(
+            model="demo-lm", messages=USER, max_tokens=8, temperature=0, logprobs=True, top_logprobs=3, stream=True
+        )
+    )
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or []]
+    assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
+    for chunk in chunks:
+        assert_openai("CreateChatCompletionStreamResponse", chunk.model_dump(mode="json", exclude_unset=True))
+    plain = client.chat.completions.create(model="demo-lm", messages=USER, max_tokens=8, temperature=0, logprobs=True)
+    assert plain.choices[0].logprobs is not None and plain.choices[0].logprobs.content
+    assert all(t.top_logprobs == [] for t in plain.choices[0].logprobs.content)
+
+    prompt = "<bos><|user|>What is 17+25?<|assistant|>"
+    text = client.completions.create(model="demo-lm", prompt=prompt, max_tokens=4, temperature=0, logprobs=2)
+    assert_openai("CreateCompletionResponse", text.model_dump(mode="json", exclude_unset=True))
+    logprobs = text.choices[0].logprobs
+    assert logprobs is not None and logprobs.tokens and logprobs.token_logprobs and logprobs.top_logprobs
+    assert all(len(top) <= 2 for top in logprobs.top_logprobs)
+    echoed = client.completions.create(
+        model="demo-lm", prompt=prompt, max_tokens=4, temperature=0, logprobs=2, echo=True
+    )
+    choice = echoed.choices[0]
+    assert choice.text == prompt + text.choices[0].text
+    assert choice.logprobs is not None and choice.logprobs.token_logprobs is not None
+    assert choice.logprobs.token_logprobs[0] is None and choice.logprobs.top_logprobs[0] is None  # type: ignore[index]
+    assert "".join(choice.logprobs.tokens or []) == choice.text
+    assert choice.logprobs.text_offset == [
+        sum(len(t) for t in (choice.logprobs.tokens or [])[:i]) for i in range(len(choice.logprobs.tokens or []))
+    ]
+    assert choice.logprobs.token_logprobs[-len(logprobs.token_logprobs) :] == logprobs.token_logprobs
+    only_echo = client.completions.create(model="demo-lm", prompt=prompt, max_tokens=4, temperature=0, echo=True)
+    assert only_echo.choices[0].text == choice.text and only_echo.choices[0].logprobs is None
+    for fields, param in (
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+    ):
+        refused = _post(server, key, "/chat/completions", {"model": "demo-lm", "messages": USER, **fields})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
+    refused = _post(server, key, "/completions", {"model": "demo-lm", "prompt": "1", "logprobs": 21})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "logprobs"

@@ -77,7 +77,7 @@ def test_chat_choices_take_feedback_by_response_id_and_index(client: TestClient,
     messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 5+5?"}]
     # Seeded, so the same choices every run; of several samples, judge the first and the first
     # that differs from it, so the preference pair below always exists.
-    body = {"model": "demo-lm", "messages": messages, "n": 6, "max_tokens": 8, "temperature": 1.0, "seed": 1}
+    body = {"model": "demo-lm", "messages": messages, "n": 6, "max_tokens": 8, "temperature": 1.0, "seed": 4}
     chat = client.post("/v1/chat/completions", json=body, headers=bearer(user_key)).json()
     contents = [choice["message"]["content"] for choice in chat["choices"]]
     first = contents[0]

@@ -149,8 +149,11 @@ async def _winnow_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, WinnowError)
     if exc.status_code >= 500:
         log.warning("%s: %s (%s)", exc.code, exc.message, exc.details)
+    code = exc.code
+    if exc.openai_code is not None and request.url.path.startswith(OPENAI_PREFIX):
+        code = exc.openai_code
     return error_response(
-        request, exc.status_code, exc.code, exc.message, exc.details, exc.headers, exc.param, exc.upstream
+        request, exc.status_code, code, exc.message, exc.details, exc.headers, exc.param, exc.upstream
     )
 
 

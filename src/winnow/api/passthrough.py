@@ -53,7 +53,7 @@ def prompt_of(body: ChatCompletionRequest | CompletionRequest) -> list[ChatMessa
     """What the request bills and stores as its prompt."""
     if isinstance(body, ChatCompletionRequest):
         return [ChatMessage("system" if m.role == "developer" else m.role, m.text()) for m in body.messages]
-    return body.prompt if isinstance(body.prompt, str) else "\n".join(body.prompt)
+    return "\n".join(p if p.token_ids is None else " ".join(map(str, p.token_ids)) for p in body.prompts())
 
 
 # Fields of a /v1 body that are Winnow's, not the upstream's: read, then taken out before forwarding.

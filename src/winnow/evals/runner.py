@@ -21,7 +21,7 @@ from winnow.schemas.evals import ComparisonRow, EvaluationCounts
 from winnow.sdg import stages
 from winnow.sdg.inputs import read_rows
 from winnow.sdg.rows import Candidate, PromptRow
-from winnow.sdg.runner import Checkpoint, chunk_seed, open_work, publish, snapshot, take
+from winnow.sdg.runner import Checkpoint, open_work, publish, snapshot, take
 from winnow.usage.recorder import UsageEvent
 
 FILES = ("results",)
@@ -91,13 +91,14 @@ class EvalRunner:
         self, chunk: list[PromptRow], index: int, counts: EvaluationCounts, usage: list[UsageEvent]
     ) -> list[bytes]:
         plan, spec = self.plan, self.plan.spec
-        params = SamplingParams(
+        items = [(t, PromptRow(row.id, render(t, row), row.fields, row.line)) for row in chunk for t in spec.templates]
+        params = SamplingParams(  # each prompt seeded from the job's seed, its row and its template
             max_tokens=spec.max_tokens,
             temperature=spec.temperature,
             top_p=spec.top_p,
-            seed=chunk_seed(spec.seed, index),
+            seed=spec.seed,
+            prompt_seeds=None if spec.seed is None else stages.row_seeds(spec.seed, [(r.id, t.name) for t, r in items]),
         )
-        items = [(t, PromptRow(row.id, render(t, row), row.fields, row.line)) for row in chunk for t in spec.templates]
         lines: list[bytes] = []
         for model in spec.models:
             results = await _generate_each(

@@ -7,6 +7,7 @@ under the ``winnow.providers`` entry-point group — implements ``Provider``.
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -23,7 +24,22 @@ class ChatMessage:
     content: str
 
 
-# A plain prompt (sent as-is or wrapped by a chat template, per model) or a chat.
+class RawPrompt(str):
+    """A prompt a local model sees exactly as written, never wrapped in a chat template (OpenAI's
+    and vLLM's ``/v1/completions``), or given as token ids (then the text is empty)."""
+
+    token_ids: tuple[int, ...] | None
+
+    def __new__(cls, text: str = "", token_ids: Sequence[int] | None = None) -> RawPrompt:
+        prompt = super().__new__(cls, text)
+        prompt.token_ids = None if token_ids is None else tuple(token_ids)
+        return prompt
+
+    def __reduce__(self) -> tuple[type[RawPrompt], tuple[str, tuple[int, ...] | None]]:
+        return (RawPrompt, (str(self), self.token_ids))
+
+
+# A plain prompt (sent as-is or wrapped by a chat template, per model; a RawPrompt as-is), or a chat.
 Prompt = str | Sequence[ChatMessage]
 
 
@@ -38,6 +54,21 @@ def engine_seed(seed: int, offset: int = 0) -> int:
     return (seed + offset) % 2**63
 
 
+def derived_seed(seed: int, *parts: object) -> int:
+    """A seed of its own for a part of something seeded (a choice of n, a job's prompt): a hash of
+    the seed and the parts, the same in every process, in the range engines take."""
+    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 2**63
+
+
+def choice_seed(seed: int | None, index: int) -> int | None:
+    """The seed of choice ``index`` of ``n`` of a prompt seeded with ``seed``: the first choice uses the
+    seed itself (so n=1 and the first of n agree), the others seeds derived from it."""
+    if seed is None:
+        return None
+    return engine_seed(seed) if index == 0 else derived_seed(seed, "choice", index)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 100
@@ -46,19 +77,52 @@ class SamplingParams:
     n: int = 1
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Each prompt's own seed, in order (SDG and evaluation rows: from the job's seed and the prompt's
+    # id); without it prompt i of a seeded call is seeded with seed + i.
+    prompt_seeds: tuple[int | None, ...] | None = None
+    # vLLM's sampling controls (0 / 1 / empty: off)
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    stop_token_ids: tuple[int, ...] = ()
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: int | None = None  # the sampled tokens' log-probabilities, with this many top ones
+    prompt_logprobs: int | None = None  # the prompt's too (completions' echo)
 
     @property
     def greedy(self) -> bool:
         return self.temperature < GREEDY_BELOW
 
+    def prompt_seed(self, index: int) -> int | None:
+        """The seed of prompt ``index`` of a call: its own, or the call's seed + index."""
+        if self.prompt_seeds is not None:
+            seed = self.prompt_seeds[index]
+            return None if seed is None else engine_seed(seed)
+        return None if self.seed is None else engine_seed(self.seed, index)
+
+
+@dataclass
+class TokenLogprob:
+    """A token's text and log-probability, and the most likely tokens at its position (OpenAI's shape).
+    A prompt's first token has none (``logprob`` None)."""
+
+    token: str
+    logprob: float | None
+    top: list[tuple[str, float]] = field(default_factory=list)
+
 
 @dataclass
 class Completion:
-    """One generated continuation."""
+    """One generated continuation (with its tokens' log-probabilities, when asked for)."""
 
     text: str
     finish_reason: FinishReason
     output_tokens: int
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -67,6 +131,7 @@ class GenerationResult:
 
     completions: list[Completion] = field(default_factory=list)
     input_tokens: int = 0
+    prompt_logprobs: list[TokenLogprob] | None = None  # echo: the prompt's tokens
     error: Exception | None = None
     latency_ms: float | None = None  # set by providers that time each prompt on its own
     generation_id: str | None = None  # set by the generation service (usage rows, feedback)

@@ -5,9 +5,10 @@ Requests queue up while a batch runs; the next batch takes everything compatible
 for as many rows as the last batch had or left waiting (the clients of a batch send their next
 requests together, a few at a time as the server reads them): the first up to ``max_wait_ms`` (or
 5% of the last batch's run, if longer), then until 2 ms pass without an arrival. So a wave of
-concurrent clients lands in one batch and a lone client waits for no one. Requests batch together
-when they share the sampling distribution (temperature, top_p, seed); items carry their own
-max_tokens, n and stop, and the batch runs to the longest max_tokens among them.
+concurrent clients lands in one batch and a lone client waits for no one. Items carry their own
+max_tokens, n, stop and (for the local engines) sampling parameters and seeds, so any requests may
+batch together unless the engine gives a ``key`` that parts them; the batch runs to the longest
+max_tokens among them.
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ Item = TypeVar("Item")
 Out = TypeVar("Out")
 
 
-def batch_key(params: SamplingParams) -> tuple[object, ...]:
-    if params.greedy:
-        return ("greedy", params.seed)
-    return (params.temperature, params.top_p, params.seed)
+def any_batch(_params: SamplingParams) -> tuple[object, ...]:
+    """The default batch key: every request may share a batch."""
+    return ()
 
 
 @dataclass
@@ -61,10 +61,9 @@ class BatchingEngine(Generic[Item, Out]):
         rows_of: Callable[[Item], int],
         max_batch_rows: int = 64,
         max_wait_ms: float = 2.0,
-        key: Callable[[SamplingParams], tuple[object, ...]] = batch_key,
+        key: Callable[[SamplingParams], tuple[object, ...]] = any_batch,
     ) -> None:
-        """``key``: requests whose params share it may run in one batch (an engine that takes
-        sampling parameters per item batches everything: ``key=lambda params: ()``)."""
+        """``key``: requests whose params share it may run in one batch (by default, all)."""
         self._run = run
         self._key = key
         self._executor = executor
@@ -177,7 +176,8 @@ class BatchingEngine(Generic[Item, Out]):
 
 
 def merge_params(params: list[SamplingParams]) -> SamplingParams:
-    """One distribution for the batch (they share batch_key); the longest max_tokens bounds it."""
+    """The batch's parameters as one (the first's distribution; the longest max_tokens bounds it):
+    engines that sample per item read their items' own."""
     first = params[0]
     return SamplingParams(
         max_tokens=max(p.max_tokens for p in params),

@@ -45,8 +45,8 @@ from winnow import errors
 from winnow.config import ModelConfig, Settings
 from winnow.errors import ServiceUnavailable, WinnowError
 from winnow.models.base import GenerationResult, Prompt, SamplingParams, StreamDelta
-from winnow.models.batching import BatchStats, batch_key, merge_params
-from winnow.models.prompts import PromptRequest
+from winnow.models.batching import BatchStats, merge_params
+from winnow.models.prompts import requests_for
 
 log = logging.getLogger("winnow.models")
 
@@ -290,24 +290,24 @@ Call = tuple[int, list[Prompt], SamplingParams]
 
 
 class _Engine:
-    """The child's side: the generate calls a frame brought that share a sampling distribution go
-    to the batching engine as one submission (one future, not a task per call), and their results
-    go back split per call; streams run one task each."""
+    """The child's side: the generate calls a frame brought go to the batching engine as one
+    submission (one future, not a task per call; each request keeps its own sampling parameters
+    and seed), and their results go back split per call; streams run one task each."""
 
     def __init__(self, model: Any, done: asyncio.Future[None]) -> None:
         self.model = model
         self.done = done
         self.channel = Channel(self.on_message, self.on_lost)
         self.streams: dict[int, asyncio.Task[None]] = {}
-        self.groups: dict[tuple[object, ...], list[Call]] = {}
+        self.calls: list[Call] = []
 
     def on_message(self, message: Message) -> None:
         kind, rid = message[0], message[1]
         loop = asyncio.get_running_loop()
         if kind == "generate":
-            if not self.groups:
-                loop.call_soon(self._submit_groups)  # after the rest of this frame's messages
-            self.groups.setdefault(batch_key(message[3]), []).append((rid, message[2], message[3]))
+            if not self.calls:
+                loop.call_soon(self._submit_calls)  # after the rest of this frame's messages
+            self.calls.append((rid, message[2], message[3]))
         elif kind == "stream":
             self.streams[rid] = loop.create_task(self.stream(rid, message[2], message[3]))
         elif kind == "abort" and (task := self.streams.pop(rid, None)) is not None:
@@ -317,14 +317,13 @@ class _Engine:
         if not self.done.done():
             self.done.set_result(None)
 
-    def _submit_groups(self) -> None:
-        groups, self.groups = self.groups, {}
-        for calls in groups.values():
-            asyncio.get_running_loop().create_task(self.generate(calls))
+    def _submit_calls(self) -> None:
+        calls, self.calls = self.calls, []
+        asyncio.get_running_loop().create_task(self.generate(calls))
 
     async def generate(self, calls: list[Call]) -> None:
         stats, send = self.model.engine.stats, self.channel.put
-        requests = [PromptRequest(p, params.max_tokens, params.n, params.stop) for _, ps, params in calls for p in ps]
+        requests = [request for _, prompts, params in calls for request in requests_for(prompts, params)]
         try:
             results = await self.model.submit(requests, merge_params([params for _, _, params in calls]))
         except Exception as exc:

@@ -7,13 +7,13 @@ same tokens, the same token counts and the same errors whichever engine serves t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from winnow.config import ModelConfig
-from winnow.errors import InvalidRequest
-from winnow.models.base import Prompt
+from winnow.errors import ContextLengthExceeded, InvalidRequest
+from winnow.models.base import Prompt, RawPrompt, SamplingParams
 
 # Prompts longer than this (in characters) are tokenized before they reach a model's queue, on a
 # thread of their own, so that one large prompt never holds up the batch other callers wait in.
@@ -26,14 +26,24 @@ _NORMALIZER_MARGIN = 4
 
 @dataclass(frozen=True)
 class PromptRequest:
-    """One prompt as an engine queues it, with its own per-request limits (and its token ids, when
-    they were computed before it was queued)."""
+    """One prompt as an engine queues it, with its own per-request limits, sampling parameters and
+    seed (and its token ids, when they were computed before it was queued)."""
 
     prompt: Prompt
     max_tokens: int
     n: int
     stop: tuple[str, ...]
     input_ids: list[int] | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    seed: int | None = None
+
+
+def requests_for(prompts: Sequence[Prompt], params: SamplingParams) -> list[PromptRequest]:
+    """A call's prompts as queued requests, each with the call's parameters and its own seed."""
+    return [
+        PromptRequest(p, params.max_tokens, params.n, params.stop, sampling=params, seed=params.prompt_seed(i))
+        for i, p in enumerate(prompts)
+    ]
 
 
 def prompt_chars(prompt: Prompt) -> int:
@@ -48,6 +58,8 @@ class EncodedPrompt:
     max_tokens: int
     n: int
     stop: tuple[str, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    seed: int | None = None
 
 
 _PROBE = [
@@ -116,7 +128,9 @@ class PromptEncoder:
 
     def render(self, prompt: Prompt) -> str:
         """The text the model sees: chats (and plain prompts, when the model has a chat template)
-        go through the tokenizer's chat template."""
+        go through the tokenizer's chat template; a RawPrompt is sent as written."""
+        if isinstance(prompt, RawPrompt):
+            return str(prompt)
         if isinstance(prompt, str):
             if not self.use_chat_template:
                 return prompt
@@ -130,17 +144,30 @@ class PromptEncoder:
         rendered: str = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return rendered
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of rendered prompts, in one batched (Rust) tokenizer call."""
-        ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=not self.use_chat_template)["input_ids"]
+    def encode(self, texts: list[str], raw: bool = False) -> list[list[int]]:
+        """Token ids of rendered prompts, in one batched (Rust) tokenizer call. A chat template
+        writes its own special tokens; a raw prompt gets the tokenizer's (BOS), as vLLM gives it."""
+        add_special = raw or not self.use_chat_template
+        ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=add_special)["input_ids"]
         return ids
+
+    def token_ids(self, prompt: RawPrompt) -> list[int]:
+        """A prompt given as token ids, each checked against the vocabulary."""
+        assert prompt.token_ids is not None
+        size = len(self.tokenizer)
+        bad = next((t for t in prompt.token_ids if not 0 <= t < size), None)
+        if bad is not None:
+            raise InvalidRequest(
+                "Prompt has a token id outside the vocabulary", f"{bad} (vocabulary: {size})", param="prompt"
+            )
+        return list(prompt.token_ids)
 
     def check_size(self, text: str) -> None:
         """InvalidRequest for a text that cannot fit the context whatever its tokens: found from its
         length alone, so a multi-megabyte prompt costs no tokenization at all."""
         fewest = len(text) // (self.max_token_chars * _NORMALIZER_MARGIN)
         if fewest > self.context_length:
-            raise InvalidRequest(
+            raise ContextLengthExceeded(
                 "Prompt exceeds the model's context length",
                 f"{len(text)} characters make at least {fewest} tokens; context length is {self.context_length}",
             )
@@ -151,11 +178,13 @@ class PromptEncoder:
             raise InvalidRequest("Prompt is empty after tokenization")
         room = self.context_length - len(ids)
         if room < 1:
-            raise InvalidRequest(
+            raise ContextLengthExceeded(
                 "Prompt exceeds the model's context length",
                 f"{len(ids)} prompt tokens; context length is {self.context_length}",
             )
-        return EncodedPrompt(ids, min(request.max_tokens, room), request.n, request.stop)
+        return EncodedPrompt(
+            ids, min(request.max_tokens, room), request.n, request.stop, request.sampling, request.seed
+        )
 
     def prepare(self, request: PromptRequest) -> EncodedPrompt:
         result = self.prepare_all([request])[0]
@@ -167,24 +196,30 @@ class PromptEncoder:
         """Every request encoded (those not encoded yet in one batched tokenizer call); a prompt that
         cannot be served gets its error."""
         ids: list[list[int] | InvalidRequest] = []
-        todo: list[int] = []
-        texts: list[str] = []
+        todo: dict[bool, list[int]] = {False: [], True: []}  # templated or plain, and raw prompts
+        texts: dict[bool, list[str]] = {False: [], True: []}
         for i, request in enumerate(requests):
             if request.input_ids is not None:
                 ids.append(request.input_ids)
                 continue
+            prompt = request.prompt
+            raw = isinstance(prompt, RawPrompt)
             try:
-                text = self.render(request.prompt)
+                if isinstance(prompt, RawPrompt) and prompt.token_ids is not None:
+                    ids.append(self.token_ids(prompt))
+                    continue
+                text = self.render(prompt)
                 self.check_size(text)
             except InvalidRequest as exc:
                 ids.append(exc)
                 continue
             ids.append([])
-            todo.append(i)
-            texts.append(text)
-        if texts:
-            for i, encoded in zip(todo, self.encode(texts), strict=True):
-                ids[i] = encoded
+            todo[raw].append(i)
+            texts[raw].append(text)
+        for raw, batch in texts.items():
+            if batch:
+                for i, encoded in zip(todo[raw], self.encode(batch, raw), strict=True):
+                    ids[i] = encoded
         return [self._check_or_error(item, request) for item, request in zip(ids, requests, strict=True)]
 
     def _check_or_error(
@@ -216,7 +251,7 @@ class PromptEncoder:
                 except InvalidRequest:
                     out.append(request)
                     continue
-                request = replace(request, input_ids=self.encode([text])[0])
+                request = replace(request, input_ids=self.encode([text], isinstance(request.prompt, RawPrompt))[0])
             out.append(request)
         return out
 

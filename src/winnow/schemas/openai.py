@@ -1,8 +1,9 @@
 """OpenAI wire format for Winnow's ``/v1`` surface (requests validated; unknown fields kept for upstreams).
 
-Upstream models get every field as sent. Local models implement the sampling fields declared here;
-a field of OpenAI's request that would change the answer and that they do not implement (tools,
-logprobs, a JSON response format, penalties, ...) is refused with a 400 naming it
+Upstream models get every field as sent. Local models implement the sampling fields declared here
+(OpenAI's, and vLLM's: ``top_k``, ``min_p``, ``repetition_penalty``, ``min_tokens``, ``ignore_eos``,
+``stop_token_ids``); a field of OpenAI's request that would change the answer and that they do not
+implement (tools, a JSON response format, ...) is refused with a 400 naming it
 (``refuse_unsupported``), never ignored. Fields that do not change the answer (``user``,
 ``metadata``, ``store``, ``service_tier``, ``prediction``, ``parallel_tool_calls`` without tools)
 are accepted.
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from winnow.errors import UnsupportedParameter, UnsupportedValue
+from winnow.errors import InvalidRequest, UnsupportedParameter, UnsupportedValue
+from winnow.models.base import RawPrompt, TokenLogprob
 from winnow.schemas.common import Int, integral
 
 
@@ -45,17 +47,26 @@ class StreamOptions(OpenAIModel):
     include_usage: bool = False
 
 
-# OpenAI's request fields that change the answer and that local models do not implement, each with
-# the values that ask for nothing (a client may send those).
-_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
-    "logit_bias": (None, {}),
-    "frequency_penalty": (None, 0),
-    "presence_penalty": (None, 0),
+# OpenAI's (and vLLM's) request fields that change the answer and that local models do not
+# implement, each with the values that ask for nothing (a client may send those).
+_VLLM_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
+    "guided_json": (None,),
+    "guided_regex": (None,),
+    "guided_choice": (None,),
+    "guided_grammar": (None,),
+    "structured_outputs": (None,),
+    "use_beam_search": (None, False),
+    "length_penalty": (None, 1.0),
+    "bad_words": (None, []),
+    "allowed_token_ids": (None,),
+    "truncate_prompt_tokens": (None,),
+    "include_stop_str_in_output": (None, False),
+    "skip_special_tokens": (None, True),
+    "spaces_between_special_tokens": (None, True),
+    "prompt_logprobs": (None,),
 }
 _CHAT_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
-    **_UNSUPPORTED_LOCALLY,
-    "logprobs": (None, False),
-    "top_logprobs": (None, 0),
+    **_VLLM_UNSUPPORTED_LOCALLY,
     "tools": (None, []),
     "tool_choice": (None, "none", "auto"),
     "functions": (None, []),
@@ -67,9 +78,7 @@ _CHAT_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
     "web_search_options": (None,),
 }
 _COMPLETION_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
-    **_UNSUPPORTED_LOCALLY,
-    "logprobs": (None,),
-    "echo": (None, False),
+    **_VLLM_UNSUPPORTED_LOCALLY,
     "suffix": (None, ""),
 }
 
@@ -91,6 +100,36 @@ class _Sampling(OpenAIModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = Field(
+        default=None, description="Token id (as a string) -> bias added to its logit"
+    )
+    # vLLM's sampling fields (top level, or in an ``extra_body`` object)
+    top_k: Annotated[int, Field(ge=-1), integral] | None = Field(default=None, description="vLLM: -1 or 0: all")
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0, description="vLLM")
+    repetition_penalty: float | None = Field(default=None, gt=0.0, description="vLLM: 1 is none")
+    min_tokens: Annotated[int, Field(ge=0), integral] | None = Field(default=None, description="vLLM")
+    ignore_eos: bool | None = Field(default=None, description="vLLM")
+    stop_token_ids: list[Annotated[int, Field(ge=0), integral]] | None = Field(default=None, description="vLLM")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _extra_body(cls, data: Any) -> Any:
+        """Fields sent inside an ``extra_body`` object count as top-level ones (the openai SDK
+        merges its ``extra_body`` into the top level; other clients send the object itself)."""
+        if isinstance(data, dict) and isinstance(data.get("extra_body"), dict):
+            data = {**data["extra_body"], **{k: v for k, v in data.items() if k != "extra_body"}}
+        return data
+
+    def bias(self) -> tuple[tuple[int, float], ...]:
+        """``logit_bias`` as (token id, bias) pairs; a key that is not a token id is a 400 naming it."""
+        pairs = []
+        for key, value in (self.logit_bias or {}).items():
+            if not key.isdigit():
+                raise InvalidRequest("logit_bias keys are token ids", f"{key!r} is not one", param="logit_bias")
+            pairs.append((int(key), value))
+        return tuple(pairs)
 
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -101,6 +140,14 @@ class _Sampling(OpenAIModel):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: Annotated[int, Field(ge=1), integral] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20), integral] | None = None
+
+    def logprobs_wanted(self) -> int | None:
+        """How many top tokens each sampled token's log-probability comes with (None: no logprobs)."""
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def refuse_unsupported(self) -> None:
         """Raise UnsupportedParameter (or UnsupportedValue) for the first field a local model cannot honour."""
@@ -118,8 +165,25 @@ class ChatCompletionRequest(_Sampling):
                     raise UnsupportedValue(f"messages[{i}].content[{j}].type", part.type, self.model)
 
 
+TokenIds = Annotated[list[Annotated[int, Field(ge=0), integral]], Field(min_length=1)]
+
+
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
+    prompt: str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+
+    logprobs: Annotated[int, Field(ge=0, le=20), integral] | None = None
+    echo: bool | None = None
+
+    def prompts(self) -> list[RawPrompt]:
+        """Each prompt as written (local models send it without a chat template), or as token ids."""
+        if isinstance(self.prompt, str):
+            return [RawPrompt(self.prompt)]
+        out = []
+        for item in self.prompt:
+            if isinstance(item, int):  # one prompt of token ids
+                return [RawPrompt(token_ids=[t for t in self.prompt if isinstance(t, int)])]
+            out.append(RawPrompt(item) if isinstance(item, str) else RawPrompt(token_ids=item))
+        return out
 
     def refuse_unsupported(self) -> None:
         """Raise UnsupportedParameter for the first field a local model cannot honour."""
@@ -145,6 +209,43 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+
+def _bytes(text: str) -> list[int]:
+    return list(text.encode("utf-8"))
+
+
+def chat_logprobs(tokens: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    """A chat choice's ``logprobs`` in OpenAI's shape (content tokens with their top alternatives)."""
+    if tokens is None:
+        return None
+    return {
+        "content": [
+            {
+                "token": t.token,
+                "logprob": t.logprob,
+                "bytes": _bytes(t.token),
+                "top_logprobs": [{"token": s, "logprob": v, "bytes": _bytes(s)} for s, v in t.top],
+            }
+            for t in tokens
+        ],
+        "refusal": None,
+    }
+
+
+def completion_logprobs(tokens: list[TokenLogprob]) -> dict[str, Any]:
+    """A completion choice's ``logprobs`` in OpenAI's legacy shape; a prompt's first token (echo)
+    has no log-probability (None), as in OpenAI's and vLLM's answers."""
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += len(t.token)
+    return {
+        "tokens": [t.token for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [None if t.logprob is None else dict(t.top) for t in tokens],
+        "text_offset": offsets,
+    }
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:

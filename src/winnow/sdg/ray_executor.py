@@ -5,7 +5,7 @@
     model -> the driver writes, checkpoints and filters exactly as the local runner does.
 
 One chunk is one batch all the way through, generated with the chunk's own seed
-(``runner.chunk_params``), so with fixed seeds the rows are the local executor's, byte for byte.
+(``runner.job_params``), so with fixed seeds the rows are the local executor's, byte for byte.
 The driver is the worker (or ``winnow sdg run``) that holds the job: it writes chunks in order and
 checkpoints after each, so progress, cancel and crash-resume behave as with the local executor;
 after a crash, the chunks in flight on the cluster are simply done again.
@@ -30,7 +30,7 @@ from winnow.schemas.sdg import SubmitJobRequest
 from winnow.sdg import stages
 from winnow.sdg.inputs import parse_line
 from winnow.sdg.rows import Candidate, PromptRow
-from winnow.sdg.runner import LocalRunner, Progress, Save, chunk_params
+from winnow.sdg.runner import LocalRunner, Progress, Save, job_params
 
 
 def ray_module() -> Any:
@@ -117,12 +117,10 @@ class Generate(_Stage):
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         outcomes, seconds = [], []
-        for index, text in zip(batch["chunk"], batch["rows"], strict=True):
+        for text in batch["rows"]:
             rows = _rows(text)
             started = time.perf_counter()
-            outcome = self.loop.run_until_complete(
-                stages.generate(rows, self.provider, chunk_params(self.spec, int(index)))
-            )
+            outcome = self.loop.run_until_complete(stages.generate(rows, self.provider, job_params(self.spec)))
             seconds.append(time.perf_counter() - started)
             outcomes.append(_outcome_json(rows, outcome))
         return {"chunk": batch["chunk"], "rows": batch["rows"], "outcome": outcomes, "generate_s": seconds}

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 
 from winnow.errors import WinnowError
-from winnow.models.base import Provider, SamplingParams, engine_seed
+from winnow.models.base import Provider, SamplingParams
 from winnow.schemas.sdg import JobCounts, SubmitJobRequest
 from winnow.sdg import stages
 from winnow.sdg.filters import GlobalFilter
@@ -196,21 +196,16 @@ def open_files(work: Path, offsets: dict[str, int], names: tuple[str, ...] = FIL
     return handles
 
 
-def chunk_seed(seed: int | None, index: int) -> int | None:
-    """The sampling seed of chunk ``index`` of a job seeded with ``seed`` (None: unseeded); any seed
-    the API accepts gives every chunk a seed every engine takes."""
-    return None if seed is None else engine_seed(seed * 1_000_003, index)
-
-
-def chunk_params(spec: SubmitJobRequest, index: int) -> SamplingParams:
-    """Sampling for chunk ``index`` of a job: the seed is the chunk's own, so any executor, worker or
-    shard layout that gives the model the same chunk gets the same responses."""
+def job_params(spec: SubmitJobRequest) -> SamplingParams:
+    """Sampling for a job's chunks: with the job's seed, each prompt is seeded from it and the
+    prompt's id (``stages.generate``), so any batch size, executor, worker, shard layout or resume
+    gets the same responses."""
     return SamplingParams(
         max_tokens=spec.max_gen_len,
         temperature=spec.temperature,
         top_p=spec.top_p,
         n=spec.num_generations,
-        seed=chunk_seed(spec.seed, index),
+        seed=spec.seed,
     )
 
 
@@ -388,7 +383,7 @@ class LocalRunner:
         """Start generating chunk ``index`` (the next ``batch_size`` rows) as a task."""
         spec, plan = self.plan.spec, self.plan
         chunk = take(rows, spec.batch_size)
-        params = chunk_params(spec, index)
+        params = job_params(spec)
 
         async def run() -> tuple[list[PromptRow], stages.GenerateOutcome, float]:
             if not chunk:

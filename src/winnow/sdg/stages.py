@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from winnow.models.base import GenerationResult, Prompt, Provider, SamplingParams
+from winnow.models.base import GenerationResult, Prompt, Provider, SamplingParams, derived_seed
 from winnow.sdg.reward import RewardModel
 from winnow.sdg.rows import Candidate, PromptRow
 from winnow.sdg.scoring import ScoringFn, apply_scoring
@@ -45,8 +45,11 @@ async def generate(
     rows: Sequence[PromptRow], provider: Provider, params: SamplingParams, meter: Meter | None = None
 ) -> GenerateOutcome:
     """``params.n`` responses per row; a row the model cannot serve is reported, not fatal.
-    ``meter`` may refuse the call (BudgetExceeded) before the model runs."""
+    ``meter`` may refuse the call (BudgetExceeded) before the model runs. With a seed (and no
+    ``prompt_seeds``), each row's seed comes from it and the row's id, never from its chunk."""
     prompts: list[Prompt] = [row.chat() for row in rows]
+    if params.seed is not None and params.prompt_seeds is None:
+        params = replace(params, prompt_seeds=row_seeds(params.seed, [(row.id,) for row in rows]))
     if meter is not None:
         meter.check(prompts)
     started = time.perf_counter()
@@ -67,6 +70,12 @@ async def generate(
                 Candidate(row, index, completion.text, STOP_REASONS[completion.finish_reason], completion.output_tokens)
             )
     return outcome
+
+
+def row_seeds(seed: int, keys: Sequence[tuple[object, ...]]) -> tuple[int | None, ...]:
+    """Each job row's seed, from the job's seed and what names the row (its prompt's id, ...);
+    the seeds of its n samples derive from it (``choice_seed``)."""
+    return tuple(derived_seed(seed, "row", *key) for key in keys)
 
 
 async def score(

@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Protocol
 
 from winnow.config import ModelConfig
-from winnow.errors import InvalidRequest
+from winnow.errors import ContextLengthExceeded, InvalidRequest
 from winnow.models.base import Prompt
 
 log = logging.getLogger("winnow.usage")
@@ -83,7 +83,7 @@ class Estimate:
             tokens = upstream_estimate(prompt)
             if self.context_length is not None and tokens >= self.context_length:
                 out.append(
-                    InvalidRequest(
+                    ContextLengthExceeded(
                         "Prompt exceeds the model's context length",
                         f"estimated {tokens} prompt tokens (UTF-8 bytes + chat overhead); "
                         f"context length is {self.context_length}",

@@ -21,14 +21,23 @@ from winnow.api.errors import openai_error_payload
 from winnow.api.passthrough import forward, prompt_of, sse
 from winnow.api.routing import Router
 from winnow.config import ModelConfig
-from winnow.errors import InvalidRequest, ModelNotFound, WinnowError
+from winnow.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, WinnowError
 from winnow.ids import hex_id
 from winnow.models.base import Prompt, SamplingParams, StreamDelta
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.router import PIN_HEADER
 from winnow.runtime import Runtime
 from winnow.schemas.common import OpenAIErrorResponse
-from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, ScoreRequest, usage
+from winnow.schemas.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+    ScoreRequest,
+    chat_logprobs,
+    completion_logprobs,
+    usage,
+)
 from winnow.sdg.rows import Candidate, PromptRow, user_prompt
 from winnow.usage.service import estimate_tokens
 
@@ -50,15 +59,36 @@ router = Router(
 _UNBOUNDED = 1 << 30
 
 
-def _params(body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None) -> SamplingParams:
-    return SamplingParams(
+def _params(
+    body: ChatCompletionRequest | CompletionRequest,
+    max_tokens: int | None,
+    logprobs: int | None = None,
+    prompt_logprobs: int | None = None,
+) -> SamplingParams:
+    params = SamplingParams(
         max_tokens=max_tokens or _UNBOUNDED,
         temperature=body.temperature,
         top_p=body.top_p,
         n=body.n,
         stop=body.stop_list(),
         seed=body.seed,
+        top_k=max(body.top_k or 0, 0),
+        min_p=body.min_p or 0.0,
+        repetition_penalty=body.repetition_penalty or 1.0,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        min_tokens=body.min_tokens or 0,
+        ignore_eos=bool(body.ignore_eos),
+        stop_token_ids=tuple(body.stop_token_ids or ()),
+        logit_bias=body.bias(),
+        logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
     )
+    if params.min_tokens > params.max_tokens:
+        raise InvalidRequest(
+            "min_tokens must not exceed max_tokens", f"{params.min_tokens} > {params.max_tokens}", param="min_tokens"
+        )
+    return params
 
 
 async def _stream_response(
@@ -71,10 +101,13 @@ async def _stream_response(
     chat: bool,
 ) -> StreamingResponse:
     provider = runtime.models.provider(model)
-    runtime.usage.check(key_id, model, [prompt])
     deltas = aiter(provider.stream(prompt, params))
     started = time.perf_counter()
-    first = await deltas.__anext__()  # errors before the first token still become HTTP errors
+    try:
+        runtime.usage.check(key_id, model, [prompt])
+        first = await deltas.__anext__()  # errors before the first token still become HTTP errors
+    except ContextLengthExceeded as exc:
+        raise _naming(exc, "messages" if chat else "prompt") from None
     runtime.metrics.first_token.labels(model).observe(time.perf_counter() - started)
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{hex_id()}"
     created = int(time.time())
@@ -145,6 +178,13 @@ async def _stream_response(
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
+def _naming(exc: Exception, param: str) -> Exception:
+    """A prompt over the context names the field that holds it (OpenAI's ``param``)."""
+    if isinstance(exc, ContextLengthExceeded) and exc.param is None:
+        exc.param = param
+    return exc
+
+
 def _card(runtime: Runtime, config: ModelConfig) -> ModelCard:
     owner = "winnow" if config.provider == "transformers" else config.provider
     return ModelCard(id=config.id, created=int(runtime.started_at), owned_by=owner)
@@ -179,14 +219,17 @@ async def chat_completion(
     body.refuse_unsupported()
     prompt = prompt_of(body)
     assert not isinstance(prompt, str)  # a chat's prompt is its messages
-    params = _params(body, body.max_completion_tokens or body.max_tokens)
+    params = _params(body, body.max_completion_tokens or body.max_tokens, body.logprobs_wanted())
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    if body.stream and body.n == 1:
+    if body.stream and body.n == 1 and params.logprobs is None:  # with logprobs: sent whole, as n > 1
         return await _stream_response(runtime, key_id, body.model, prompt, params, include_usage, chat=True)
     ident = f"chatcmpl-{hex_id()}"
-    (result,), _ = await runtime.generation.run(body.model, [prompt], params, key_id, "v1", ident)
+    try:
+        (result,), _ = await runtime.generation.run(body.model, [prompt], params, key_id, "v1", ident)
+    except ContextLengthExceeded as exc:
+        raise _naming(exc, "messages") from None
     if result.error is not None:
-        raise result.error
+        raise _naming(result.error, "messages")
     response: dict[str, Any] = {
         "id": ident,
         "object": "chat.completion",
@@ -196,7 +239,7 @@ async def chat_completion(
             {
                 "index": i,
                 "message": {"role": "assistant", "content": c.text, "refusal": None},
-                "logprobs": None,
+                "logprobs": chat_logprobs(c.logprobs),
                 "finish_reason": c.finish_reason,
             }
             for i, c in enumerate(result.completions)
@@ -209,7 +252,7 @@ async def chat_completion(
             {
                 "index": c["index"],
                 "delta": {"role": "assistant", "content": c["message"]["content"], "refusal": None},
-                "logprobs": None,
+                "logprobs": c["logprobs"],
                 "finish_reason": c["finish_reason"],
             }
             for c in response["choices"]
@@ -237,22 +280,35 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
         sent, pin = await request.json(), request.headers.get(PIN_HEADER)
         return await forward(runtime, key.id, provider, "/completions", body, sent, pin)
     body.refuse_unsupported()
-    prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
-    params = _params(body, body.max_tokens or 16)  # OpenAI's default for /completions
+    prompts: list[Prompt] = list(body.prompts())  # as written: no chat template
+    # echo: the prompt's tokens (and their log-probabilities, with logprobs) come back before each choice
+    echo = None if not body.echo else (body.logprobs or 0)
+    params = _params(body, body.max_tokens or 16, body.logprobs, echo)  # 16: OpenAI's default for /completions
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    if body.stream and body.n == 1 and len(prompts) == 1:
+    whole = params.logprobs is not None or body.echo  # streamed as one chunk per choice, as n > 1
+    if body.stream and body.n == 1 and len(prompts) == 1 and not whole:
         return await _stream_response(runtime, key.id, body.model, prompts[0], params, include_usage, chat=False)
     ident = f"cmpl-{hex_id()}"
-    results, _ = await runtime.generation.run(body.model, list(prompts), params, key.id, "v1", ident)
+    try:
+        results, _ = await runtime.generation.run(body.model, list(prompts), params, key.id, "v1", ident)
+    except ContextLengthExceeded as exc:
+        raise _naming(exc, "prompt") from None
     choices: list[dict[str, Any]] = []
     prompt_tokens = completion_tokens = 0
-    for result in results:
+    for prompt, result in zip(prompts, results, strict=True):
         if result.error is not None:
-            raise result.error
+            raise _naming(result.error, "prompt")
         prompt_tokens += result.input_tokens
         completion_tokens += result.output_tokens
+        echoed = result.prompt_logprobs or []
+        # the prompt as written (token ids: their texts)
+        prefix = "" if not body.echo else (str(prompt) or "".join(t.token for t in echoed))
         for c in result.completions:
-            choices.append({"index": len(choices), "text": c.text, "logprobs": None, "finish_reason": c.finish_reason})
+            logprobs = None if params.logprobs is None else completion_logprobs([*echoed, *(c.logprobs or [])])
+            text = prefix + c.text
+            choices.append(
+                {"index": len(choices), "text": text, "logprobs": logprobs, "finish_reason": c.finish_reason}
+            )
     response: dict[str, Any] = {
         "id": ident,
         "object": "text_completion",

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +24,16 @@ from winnow.models.base import (
     Prompt,
     SamplingParams,
     StreamDelta,
-    engine_seed,
+    TokenLogprob,
+    choice_seed,
 )
 from winnow.models.batching import BatchingEngine
 from winnow.models.engine_process import EngineProcess
 from winnow.models.pool import ModelPool
-from winnow.models.prompts import EncodedPrompt, PromptEncoder, PromptRequest, truncate_at_stop
+from winnow.models.prompts import EncodedPrompt, PromptEncoder, PromptRequest, requests_for, truncate_at_stop
 from winnow.models.providers.local import LocalProvider
 
 log = logging.getLogger("winnow.models")
-
-
-def _sampling(params: SamplingParams) -> dict[str, Any]:
-    if params.greedy:
-        return {"do_sample": False}
-    # top_k=0 switches off transformers' default top-k of 50: temperature and top_p mean what they say.
-    return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
 
 
 class LoadedModel:
@@ -47,6 +42,8 @@ class LoadedModel:
     def __init__(self, config: ModelConfig, settings: Settings) -> None:
         import torch
         from transformers import AutoModelForCausalLM
+
+        from winnow.models import sampling
 
         configure_torch_threads(settings.local_torch_threads)
         source = config.path or config.base_model
@@ -78,15 +75,20 @@ class LoadedModel:
             rows_of=lambda item: item.n,
             max_batch_rows=int(config.options.get("max_batch_rows", settings.local_max_batch_rows)),
             max_wait_ms=float(config.options.get("max_wait_ms", settings.local_batch_wait_ms)),
+            key=lambda _params: (),  # each row samples with its own parameters and seed: any rows batch
         )
+        self.vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        self._token_texts: dict[int, str] = {}  # token id -> its text (logprobs)
         self._torch = torch
+        self._sampling = sampling
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)
 
     # -- inference (runs on the model's thread) -------------------------------------------------
-    def run_batch(self, requests: list[PromptRequest], params: SamplingParams) -> list[GenerationResult]:
-        """Render, tokenize, generate and decode a whole batch: all of it off the event loop."""
+    def run_batch(self, requests: list[PromptRequest], _params: SamplingParams) -> list[GenerationResult]:
+        """Render, tokenize, generate and decode a whole batch: all of it off the event loop. Each
+        row samples with its own request's parameters and seed (``_params`` is the batch's merge)."""
         results = [GenerationResult() for _ in requests]
         encoded: list[tuple[int, EncodedPrompt]] = []
         for i, item in enumerate(self.prompts.prepare_all(requests)):
@@ -96,56 +98,90 @@ class LoadedModel:
                 encoded.append((i, item))
         if not encoded:
             return results
-        rows = [item for _, item in encoded for _ in range(item.n)]
-        generated = self._generate(rows, params)
+        rows = [self._row(item, j) for _, item in encoded for j in range(item.n)]
+        generated, logprobs = self._generate(rows)
         offset = 0
         for i, item in encoded:
             results[i].input_tokens = len(item.input_ids)
-            results[i].completions = [self._completion(tokens, item) for tokens in generated[offset : offset + item.n]]
+            results[i].completions = [
+                self._completion(generated[k], rows[k], item.stop, logprobs[k]) for k in range(offset, offset + item.n)
+            ]
+            if item.sampling.prompt_logprobs is not None:
+                results[i].prompt_logprobs = self.prompt_logprobs(item.input_ids, item.sampling.prompt_logprobs)
             offset += item.n
         return results
 
-    def _generate(self, rows: list[EncodedPrompt], params: SamplingParams) -> list[list[int]]:
+    def _row(self, item: EncodedPrompt, choice: int) -> Any:
+        return self._sampling.DecodeRow(item.input_ids, item.sampling, choice_seed(item.seed, choice), item.max_tokens)
+
+    def _generate(self, rows: list[Any], **kwargs: Any) -> tuple[list[list[int]], list[Any]]:
+        """Every row's new tokens (and recorded log-probabilities), from one padded ``generate``."""
         torch = self._torch
         width = max(len(r.input_ids) for r in rows)
         input_ids = torch.tensor([[self.pad_id] * (width - len(r.input_ids)) + r.input_ids for r in rows])
         attention = torch.tensor([[0] * (width - len(r.input_ids)) + [1] * len(r.input_ids) for r in rows])
         # Left padding aligns every row's end at ``width``: the longest prompt bounds the room.
         max_new = max(1, min(max(r.max_tokens for r in rows), self.prompts.context_length - width))
-        if params.seed is not None:
-            torch.manual_seed(engine_seed(params.seed))
+        sampler = self._sampling.RowSampler(rows, width, self.vocab, self.eos_ids)
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention.to(self.device),
                 max_new_tokens=max_new,
                 pad_token_id=self.pad_id,
-                eos_token_id=list(self.eos_ids),
-                **_sampling(params),
+                eos_token_id=None,  # each row stops at its own stop tokens (RowStops)
+                do_sample=False,  # RowSampler has chosen each row's token: generate takes the argmax
+                logits_processor=[sampler],
+                stopping_criteria=[self._sampling.RowStops(sampler)],
+                **kwargs,
             )
         generated: list[list[int]] = output[:, width:].tolist()
-        return generated
+        return generated, sampler.row_logprobs(generated)
 
-    def _completion(self, tokens: list[int], row: EncodedPrompt) -> Completion:
-        tokens = tokens[: row.max_tokens]
-        finish = "length"
-        for i, token in enumerate(tokens):
-            if token in self.eos_ids:
-                tokens, finish = tokens[: i + 1], "stop"
-                break
-        text = self.prompts.decode(tokens)
-        if row.stop:
-            text, stopped = truncate_at_stop(text, row.stop)
-            if stopped:
+    def _completion(self, tokens: list[int], row: Any, stop: tuple[str, ...], logprobs: Any) -> Completion:
+        kept, stopped = self._sampling.finish(tokens, row, self._sampling.stop_ids(row.params, self.eos_ids))
+        finish = "stop" if stopped else "length"
+        content = kept[:-1] if stopped else kept  # a stop token is counted, but is no part of the text
+        text = self.prompts.decode(content)
+        if stop:
+            text, cut = truncate_at_stop(text, stop)
+            if cut:
                 finish = "stop"
-        return Completion(text=text, finish_reason=finish, output_tokens=len(tokens))  # type: ignore[arg-type]
+        return Completion(
+            text=text,
+            finish_reason=finish,  # type: ignore[arg-type]
+            output_tokens=len(kept),
+            logprobs=None if logprobs is None else [self._logprob(entry) for entry in logprobs[: len(content)]],
+        )
 
-    def stream_thread(self, item: EncodedPrompt, params: SamplingParams, push: Any, cancel: threading.Event) -> None:
-        """Generate one row, pushing each new token id list through ``push``; None at the end."""
-        from transformers import StoppingCriteria, StoppingCriteriaList
-        from transformers.generation.streamers import BaseStreamer
+    def _logprob(self, entry: tuple[int, float, list[tuple[int, float]]]) -> TokenLogprob:
+        token, logprob, top = entry
+        return TokenLogprob(self.token_text(token), logprob, [(self.token_text(t), v) for t, v in top])
 
+    def token_text(self, token: int) -> str:
+        text = self._token_texts.get(token)
+        if text is None:
+            text = self._token_texts[token] = str(self.prompts.tokenizer.decode([token]))
+        return text
+
+    def prompt_logprobs(self, ids: list[int], top: int) -> list[TokenLogprob]:
+        """Each prompt token's log-probability given the tokens before it (the first has none)."""
         torch = self._torch
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0, :-1].float()
+        logprobs = torch.log_softmax(logits[:, : self.vocab], dim=-1)
+        picked = logprobs.gather(1, torch.tensor(ids[1:], device=logprobs.device).unsqueeze(1)).squeeze(1).tolist()
+        values, indices = logprobs.topk(top, dim=-1)
+        out = [TokenLogprob(self.token_text(ids[0]), None)]
+        for k, token in enumerate(ids[1:]):
+            pairs = zip(indices[k].tolist(), values[k].tolist(), strict=True)
+            out.append(TokenLogprob(self.token_text(token), picked[k], [(self.token_text(t), v) for t, v in pairs]))
+        return out
+
+    def stream_thread(self, item: EncodedPrompt, push: Any, cancel: threading.Event) -> None:
+        """Generate one row, pushing each new token id list through ``push``; None at the end."""
+        from transformers import StoppingCriteria
+        from transformers.generation.streamers import BaseStreamer
 
         class _Push(BaseStreamer):
             first = True
@@ -159,40 +195,49 @@ class LoadedModel:
             def end(self) -> None:
                 pass
 
-        class _Cancelled(StoppingCriteria):
-            def __call__(self, *_: Any, **__: Any) -> bool:
-                return cancel.is_set()
+        torch = self._torch
 
-        if params.seed is not None:
-            torch.manual_seed(engine_seed(params.seed))
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, *_: Any, **__: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
+
         try:
-            with torch.inference_mode():
-                self.model.generate(
-                    input_ids=torch.tensor([item.input_ids], device=self.device),
-                    attention_mask=torch.ones((1, len(item.input_ids)), dtype=torch.long, device=self.device),
-                    max_new_tokens=item.max_tokens,
-                    pad_token_id=self.pad_id,
-                    eos_token_id=list(self.eos_ids),
-                    streamer=_Push(),
-                    stopping_criteria=StoppingCriteriaList([_Cancelled()]),
-                    **_sampling(params),
-                )
+            self._generate_one(item, _Push(), _Cancelled())
         finally:
             push(None)
+
+    def _generate_one(self, item: EncodedPrompt, streamer: Any, cancelled: Any) -> None:
+        torch = self._torch
+        row = self._row(item, 0)
+        sampler = self._sampling.RowSampler([row], len(item.input_ids), self.vocab, self.eos_ids)
+        with torch.inference_mode():
+            self.model.generate(
+                input_ids=torch.tensor([item.input_ids], device=self.device),
+                attention_mask=torch.ones((1, len(item.input_ids)), dtype=torch.long, device=self.device),
+                max_new_tokens=item.max_tokens,
+                pad_token_id=self.pad_id,
+                eos_token_id=None,
+                do_sample=False,
+                logits_processor=[sampler],
+                stopping_criteria=[self._sampling.RowStops(sampler), cancelled],
+                streamer=streamer,
+            )
 
     # -- the provider interface (runs on the event loop) ----------------------------------------
     async def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
         """One result per prompt, through the batching engine (the provider's interface)."""
-        return await self.submit([PromptRequest(p, params.max_tokens, params.n, params.stop) for p in prompts], params)
+        return await self.submit(requests_for(prompts, params), params)
 
     async def submit(self, requests: list[PromptRequest], params: SamplingParams) -> list[GenerationResult]:
-        """Requests that carry their own max_tokens, n and stop, under one sampling distribution
-        (an engine process submits several callers' requests at once)."""
+        """Requests that carry their own max_tokens, n, stop, sampling parameters and seeds (an engine
+        process submits several callers' requests at once)."""
         return await self.engine.submit(await self.prompts.pre_encode(requests), params)
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamDelta]:
         """One completion token by token, on the model's thread beside the batches."""
-        item = await self.prompts.prepare_async(PromptRequest(prompt, params.max_tokens, 1, params.stop))
+        (request,) = requests_for([prompt], replace(params, n=1))
+        item = await self.prompts.prepare_async(request)
+        stops = self._sampling.stop_ids(params, self.eos_ids)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
         cancel = threading.Event()
@@ -200,7 +245,7 @@ class LoadedModel:
         def push(tokens: list[int] | None) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, tokens)
 
-        task = loop.run_in_executor(self.executor, self.stream_thread, item, params, push, cancel)
+        task = loop.run_in_executor(self.executor, self.stream_thread, item, push, cancel)
         tokens: list[int] = []
         sent = ""
         finish = "length"
@@ -208,7 +253,7 @@ class LoadedModel:
         try:
             while (chunk := await queue.get()) is not None:
                 for token in chunk:
-                    if token in self.eos_ids:
+                    if token in stops and len(tokens) >= params.min_tokens:
                         finish, eos_seen = "stop", True
                         cancel.set()
                         break

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from winnow.config import ModelConfig, Settings
-from winnow.errors import InvalidRequest, ServiceUnavailable, WinnowError
-from winnow.models.base import Completion, GenerationResult, Prompt, SamplingParams, StreamDelta, engine_seed
+from winnow.errors import InvalidRequest, ServiceUnavailable, UnsupportedParameter, WinnowError
+from winnow.models.base import Completion, GenerationResult, Prompt, SamplingParams, StreamDelta
 from winnow.models.batching import BatchingEngine, BatchStats
 from winnow.models.pool import ModelPool
 from winnow.models.prompts import EncodedPrompt, PromptEncoder, PromptRequest
@@ -95,12 +95,17 @@ def sampling_params(params: SamplingParams, item: EncodedPrompt, seed: int | Non
         seed=None if params.greedy else seed,
         stop=list(item.stop) or None,
         output_kind=kind.DELTA if delta else kind.FINAL_ONLY,
+        # vLLM's own sampling controls, under their own names
+        top_k=params.top_k if params.top_k > 0 else -1,
+        min_p=params.min_p,
+        repetition_penalty=params.repetition_penalty,
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        min_tokens=min(params.min_tokens, item.max_tokens),
+        ignore_eos=params.ignore_eos,
+        stop_token_ids=list(params.stop_token_ids) or None,
+        logit_bias=dict(params.logit_bias) or None,
     )
-
-
-def prompt_seed(params: SamplingParams, index: int) -> int | None:
-    """Each prompt of a seeded call gets its own seed, so prompts do not share one random stream."""
-    return None if params.seed is None else engine_seed(params.seed, index)
 
 
 def to_result(output: Any, item: EncodedPrompt) -> GenerationResult:
@@ -227,7 +232,7 @@ class VLLMModel:
                 return GenerationResult(error=item)
             final = None
             request = {"prompt_token_ids": item.input_ids}
-            sp = sampling_params(params, item, prompt_seed(params, index))
+            sp = sampling_params(params, item, params.prompt_seed(index))
             async for output in self.async_engine.generate(request, sp, uuid.uuid4().hex, lora_request=self.lora):
                 final = output
             return to_result(final, item)
@@ -270,10 +275,12 @@ class VLLMProvider(LocalProvider[VLLMModel]):
         return [PromptRequest(p, params.max_tokens, params.n, params.stop) for p in prompts]
 
     async def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
+        if params.logprobs is not None or params.prompt_logprobs is not None:  # not mapped back yet
+            raise UnsupportedParameter("logprobs", self.config.id, "the vllm provider returns no logprobs yet")
         model = await self._model()
         requests = await model.prompts.pre_encode(self._requests(prompts, params))
         if model.mode == "llm":
-            jobs = [_Job(request, params, prompt_seed(params, i)) for i, request in enumerate(requests)]
+            jobs = [_Job(request, params, params.prompt_seed(i)) for i, request in enumerate(requests)]
             results: list[GenerationResult] = await model.engine.submit(jobs, params)
             return results
         if len(requests) <= _INLINE_PROMPTS:
