@@ -2,6 +2,6 @@
 deleting them. The HTTP routes, the CLI and the console share it (and, later, OpenAI's /v1/files)."""
 
 from winnow.files.service import FileService
-from winnow.files.upload import receive_upload
+from winnow.files.upload import StagedUpload, receive_upload, stage_upload
 
-__all__ = ["FileService", "receive_upload"]
+__all__ = ["FileService", "StagedUpload", "receive_upload", "stage_upload"]

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from winnow.errors import InvalidRequest, PayloadTooLarge
+from winnow.files.service import FileService, quota_exceeded
 
 FILE_FIELD = "file"
 _MAX_FIELD_BYTES = 1024
@@ -140,6 +141,24 @@ async def receive_upload(
         target.unlink(missing_ok=True)
         raise InvalidRequest("Invalid request parameters", f"{FILE_FIELD}: Field required")
     return ReceivedUpload(collector.filename, collector.size, collector.fields)
+
+
+@dataclass
+class StagedUpload:
+    """An upload received under a new file id, as ``<id>.jsonl.part``, for ``FileService.add``."""
+
+    file_id: str
+    part: Path
+    received: ReceivedUpload
+
+
+async def stage_upload(request: Request, files: FileService, key_id: int) -> StagedUpload:
+    """Receive ``request``'s upload for the key under a new file id, stopping at the key's quota."""
+    used, quota = await run_in_threadpool(files.usage, key_id)
+    file_id, target = files.new_file(key_id)
+    part = target.with_name(target.name + ".part")
+    received = await receive_upload(request, part, quota - used, lambda _: quota_exceeded(used, quota))
+    return StagedUpload(file_id, part, received)
 
 
 def _sync(out: BinaryIO) -> None:

@@ -10,8 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from winnow.api.deps import OtherKey, RuntimeDep
 from winnow.api.routing import Router
-from winnow.files import receive_upload
-from winnow.files.service import quota_exceeded
+from winnow.files import stage_upload
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.files import FileDeleted, FileInfo, FileList
 
@@ -62,14 +61,10 @@ _NO_FILE: dict[int | str, dict[str, Any]] = {
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload_file(request: Request, runtime: RuntimeDep, key: OtherKey) -> FileInfo:
-    files = runtime.files
-    used, quota = await run_in_threadpool(files.usage, key.id)
-    file_id, target = files.new_file(key.id)
-    part = target.with_name(target.name + ".part")
-    received = await receive_upload(request, part, quota - used, lambda _: quota_exceeded(used, quota))
-    purpose = received.fields.get("purpose", "prompts")
-    filename = received.filename or f"{file_id}.jsonl"
-    return await run_in_threadpool(files.add, key.id, file_id, part, filename, purpose)
+    staged = await stage_upload(request, runtime.files, key.id)
+    purpose = staged.received.fields.get("purpose", "prompts")
+    filename = staged.received.filename or f"{staged.file_id}.jsonl"
+    return await run_in_threadpool(runtime.files.add, key.id, staged.file_id, staged.part, filename, purpose)
 
 
 @router.get("", summary="The key's files, newest first, a page at a time", response_model=FileList)

@@ -41,18 +41,22 @@ from winnow.schemas.openai import (
 from winnow.sdg.rows import Candidate, PromptRow, user_prompt
 from winnow.usage.service import estimate_tokens
 
-router = Router(
-    prefix="/v1",
-    tags=["OpenAI-compatible"],
-    responses={
+
+def generation_errors(not_found: str) -> dict[int | str, dict[str, Any]]:
+    """The error answers a /v1 route that generates documents, ``not_found`` describing its 404."""
+    return {
         status: {"model": OpenAIErrorResponse, "description": description}
         for status, description in (
-            (404, "Model not found (model_not_found)"),
+            (404, not_found),
             (502, "The upstream provider failed"),
             (503, "The model cannot be loaded"),
             (504, "The upstream provider timed out"),
         )
-    },
+    }
+
+
+router = Router(
+    prefix="/v1", tags=["OpenAI-compatible"], responses=generation_errors("Model not found (model_not_found)")
 )
 
 # With no max_tokens, a local model may generate up to the rest of its context (as vLLM does).

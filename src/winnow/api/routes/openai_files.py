@@ -12,8 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from winnow.api.deps import OtherKey, RuntimeDep
 from winnow.api.routing import Router
 from winnow.errors import InvalidRequest
-from winnow.files import receive_upload
-from winnow.files.service import OPENAI_PURPOSES, quota_exceeded
+from winnow.files import stage_upload
+from winnow.files.service import OPENAI_PURPOSES
 from winnow.schemas.common import OpenAIErrorResponse
 from winnow.schemas.openai_files import OpenAIFile, OpenAIFileDeleted, OpenAIFileList
 
@@ -58,17 +58,14 @@ _UPLOAD_BODY: dict[str, Any] = {
     openapi_extra=_UPLOAD_BODY,
 )
 async def create_file(request: Request, runtime: RuntimeDep, key: OtherKey) -> OpenAIFile:
-    files = runtime.files
-    used, quota = await run_in_threadpool(files.usage, key.id)
-    file_id, target = files.new_file(key.id)
-    part = target.with_name(target.name + ".part")
-    received = await receive_upload(request, part, quota - used, lambda _: quota_exceeded(used, quota))
-    purpose = received.fields.get("purpose")
+    staged = await stage_upload(request, runtime.files, key.id)
+    purpose = staged.received.fields.get("purpose")
     if purpose is None:
-        part.unlink(missing_ok=True)
+        staged.part.unlink(missing_ok=True)
         raise InvalidRequest("Missing required parameter: 'purpose'", param="purpose")
-    filename = received.filename or f"{file_id}.jsonl"
-    info = await run_in_threadpool(files.add, key.id, file_id, part, filename, purpose, OPENAI_PURPOSES)
+    filename = staged.received.filename or f"{staged.file_id}.jsonl"
+    add = runtime.files.add
+    info = await run_in_threadpool(add, key.id, staged.file_id, staged.part, filename, purpose, OPENAI_PURPOSES)
     return OpenAIFile.of(info)
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from winnow.api.deps import GenerationKey, OtherKey, RuntimeDep
-from winnow.api.routes.openai import chat_completion
+from winnow.api.routes.openai import chat_completion, generation_errors
 from winnow.api.routing import Router
 from winnow.errors import InvalidRequest
 from winnow.ids import hex_id
@@ -24,23 +24,10 @@ from winnow.models.router import ATTEMPTS_HEADER, PIN_HEADER
 from winnow.responses import ResponseStore, Turn, chat_turn
 from winnow.responses.stream import chat_chunks, response_events
 from winnow.responses.translate import finished, now, rename_param
-from winnow.schemas.common import OpenAIErrorResponse
 from winnow.schemas.openai import ChatCompletionRequest
 from winnow.schemas.responses import ResponseCreateRequest
 
-router = Router(
-    prefix="/v1",
-    tags=["OpenAI-compatible"],
-    responses={
-        status: {"model": OpenAIErrorResponse, "description": description}
-        for status, description in (
-            (404, "Model or response not found"),
-            (502, "The upstream provider failed"),
-            (503, "The model cannot be loaded"),
-            (504, "The upstream provider timed out"),
-        )
-    },
-)
+router = Router(prefix="/v1", tags=["OpenAI-compatible"], responses=generation_errors("Model or response not found"))
 
 _PASSED_HEADERS = (PIN_HEADER, ATTEMPTS_HEADER, CACHE_HEADER)
 
