@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -141,6 +141,14 @@ async def receive_upload(
         target.unlink(missing_ok=True)
         raise InvalidRequest("Invalid request parameters", f"{FILE_FIELD}: Field required")
     return ReceivedUpload(collector.filename, collector.size, collector.fields)
+
+
+def upload_form(purpose: dict[str, Any], required: tuple[str, ...] = (FILE_FIELD,)) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its upload with ``receive_upload`` (FastAPI
+    cannot describe it: it would read a Form/UploadFile body in full before the route runs)."""
+    file = {"type": "string", "format": "binary", "description": "A JSONL file"}
+    schema = {"type": "object", "required": list(required), "properties": {FILE_FIELD: file, "purpose": purpose}}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
 @dataclass

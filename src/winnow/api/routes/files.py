@@ -11,34 +11,15 @@ from starlette.concurrency import run_in_threadpool
 from winnow.api.deps import OtherKey, RuntimeDep
 from winnow.api.routing import Router
 from winnow.files import stage_upload
+from winnow.files.upload import upload_form
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.files import FileDeleted, FileInfo, FileList
 
 router = Router(prefix="/files", tags=["Files"])
 
-# The form the upload reads as it streams (FastAPI would read a Form/UploadFile body in full first).
-_UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "A JSONL file"},
-                        "purpose": {
-                            "type": "string",
-                            "enum": ["prompts", "fine-tune"],
-                            "default": "prompts",
-                            "description": "What the file is for",
-                        },
-                    },
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = upload_form(
+    {"type": "string", "enum": ["prompts", "fine-tune"], "default": "prompts", "description": "What the file is for"}
+)
 _NO_FILE: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No file of this key has this id"}
 }

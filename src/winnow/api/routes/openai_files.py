@@ -3,7 +3,7 @@ read back a key's files. One store with ``/api/v1/files``: a file has one id whi
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import Query, Request
 from fastapi.responses import FileResponse
@@ -14,6 +14,7 @@ from winnow.api.routing import Router
 from winnow.errors import InvalidRequest
 from winnow.files import stage_upload
 from winnow.files.service import OPENAI_PURPOSES
+from winnow.files.upload import upload_form
 from winnow.schemas.common import OpenAIErrorResponse
 from winnow.schemas.openai_files import OpenAIFile, OpenAIFileDeleted, OpenAIFileList
 
@@ -26,23 +27,7 @@ router = Router(
     },
 )
 
-_UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "purpose"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "purpose": {"type": "string", "enum": list(OPENAI_PURPOSES)},
-                    },
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = upload_form({"type": "string", "enum": list(OPENAI_PURPOSES)}, required=("file", "purpose"))
 
 
 @router.post(
