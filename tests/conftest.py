@@ -157,6 +157,17 @@ def reachable(host: str, port: int) -> bool:
         return False
 
 
+def in_one_rate_window(burst_s: float = 40.0) -> None:
+    """Return once the current minute has ``burst_s`` seconds left, waiting for the next one if need
+    be. A real server's rate limiter counts per-minute windows on the wall clock, which a test cannot
+    set (in-process tests freeze the limiter's own clock instead); a burst that straddled a boundary
+    would be counted against two windows, and the sliding window counter lets through more than the
+    limit then, by design. Call it right before a burst whose 429s a test counts."""
+    left = 60.0 - time.time() % 60.0
+    if left < burst_s:
+        time.sleep(left + 0.01)  # to a point on the clock, not a wait for some event
+
+
 class LiveServer:
     """A real ``winnow serve`` process on a free loopback port."""
 

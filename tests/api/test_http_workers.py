@@ -18,7 +18,16 @@ import psutil
 import pytest
 
 from tests.api.test_passthrough import ECHO_USAGE, FakeUpstream
-from tests.conftest import REDIS_URL, TEST_KEY_LIMITS, LiveServer, bearer, closed_port, reachable, until
+from tests.conftest import (
+    REDIS_URL,
+    TEST_KEY_LIMITS,
+    LiveServer,
+    bearer,
+    closed_port,
+    in_one_rate_window,
+    reachable,
+    until,
+)
 
 pytestmark = pytest.mark.slow  # `winnow serve --http-workers 2` processes
 
@@ -91,6 +100,7 @@ def test_two_http_workers_share_one_rate_limit_and_one_budget(tmp_path: Path, fa
                 f"{server.url}/v1/chat/completions", json=CHAT, headers=bearer(key), timeout=30
             ).status_code
 
+        in_one_rate_window()
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(call, range(21)))
         assert statuses.count(200) == 20 and statuses.count(429) == 1, statuses

@@ -21,7 +21,7 @@ litellm = pytest.importorskip("litellm")
 
 from tests.api.test_openai_fidelity import USER, _key, admin, fake, key, server  # noqa: E402,F401
 from tests.api.test_passthrough import Answer, FakeUpstream  # noqa: E402
-from tests.conftest import LiveServer  # noqa: E402
+from tests.conftest import LiveServer, in_one_rate_window  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a real `winnow serve`
 
@@ -109,6 +109,7 @@ def test_each_error_is_litellms_exception(server: LiveServer, admin: str, key: s
     bad = raised(litellm.BadRequestError, model="openai/demo-lm", messages=USER, max_tokens=0)
     assert bad.status_code == 400 and "max_tokens" in str(bad)
     limited = _key(server, admin, "litellm-limited", rate_limits={"generation": "1/minute"})
+    in_one_rate_window(10)
     _call(server, limited, model="openai/demo-lm", messages=USER, max_tokens=2)
     busy = raised(litellm.RateLimitError, model="openai/demo-lm", messages=USER, api_key=limited)
     assert busy.status_code == 429, str(busy)

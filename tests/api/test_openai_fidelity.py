@@ -25,7 +25,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from tests.api.test_passthrough import Answer, FakeUpstream
-from tests.conftest import ROOT, LiveServer, bearer
+from tests.conftest import ROOT, LiveServer, bearer, in_one_rate_window
 
 pytestmark = pytest.mark.slow  # a real `winnow serve` in front of the fake upstream
 
@@ -405,6 +405,7 @@ def test_each_error_is_the_official_clients_exception_with_openais_type_code_and
         api_key=_key(server, admin, "limited", rate_limits={"generation": "1/minute"}),
         max_retries=0,
     )
+    in_one_rate_window(10)
     limited.chat.completions.create(model="demo-lm", messages=USER, max_tokens=2)
     busy = raised(openai.RateLimitError, lambda: limited.chat.completions.create(model="demo-lm", messages=USER))
     assert (busy.type, busy.code) == ("requests", "rate_limit_exceeded")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.api.test_passthrough import ECHO_USAGE, FakeUpstream
-from tests.conftest import LiveServer, bearer
+from tests.conftest import LiveServer, bearer, in_one_rate_window
 
 pytestmark = pytest.mark.slow  # a real `winnow serve` in front of the fake upstream
 
@@ -75,6 +75,7 @@ def test_refused_bodies_keep_the_routes_errors_and_count_one_hit(server: LiveSer
     key = _key(server, "strict", "--rate-limits", '{"generation": "3/minute"}')
     fake.received.clear()
     url = f"{server.url}/v1/chat/completions"
+    in_one_rate_window(10)
     invalid = httpx.post(url, json={**CHAT, "temperature": "hot"}, headers=bearer(key))
     assert invalid.status_code == 400
     error = invalid.json()["error"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL, LiveServer, bearer, reachable
+from tests.conftest import REDIS_URL, LiveServer, bearer, in_one_rate_window, reachable
 
 pytestmark = [
     pytest.mark.slow,  # two `winnow serve` processes
@@ -28,6 +28,7 @@ def test_101_generations_across_two_servers_sharing_redis_get_exactly_one_429(tm
             server = one if i % 2 else two
             return httpx.post(f"{server.url}/api/v1/generate", json=body, headers=bearer(key), timeout=60).status_code
 
+        in_one_rate_window()
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(call, range(101)))
         assert statuses.count(200) == 100 and statuses.count(429) == 1, statuses
