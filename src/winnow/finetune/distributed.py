@@ -109,8 +109,20 @@ def _rank_main(rank: int, world: int, port: int, conn: Connection | None, job: d
             with contextlib.suppress(OSError):
                 conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         raise
+    _leave_process_group()
     if conn is not None:
         conn.send(("done", result))
+
+
+def _leave_process_group() -> None:
+    """Every rank waits for the others, then takes the process group down, before it exits: a rank
+    that exited with the group still up while its peer was mid-teardown could die of gloo's abort
+    (a CI run saw rank 1 exit with SIGABRT after the last checkpoint, failing a finished job)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _free_port() -> int:
