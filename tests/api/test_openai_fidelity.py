@@ -603,7 +603,9 @@ def test_logprobs_come_in_openais_shapes_streamed_or_not(server: LiveServer, key
     assert choice.text == prompt + text.choices[0].text
     assert choice.logprobs is not None and choice.logprobs.token_logprobs is not None
     assert choice.logprobs.token_logprobs[0] is None and choice.logprobs.top_logprobs[0] is None  # type: ignore[index]
-    assert "".join(choice.logprobs.tokens or []) == choice.text
+    # the stop token (EOS) ends the tokens with its entry, as in vLLM's answers, but not the text
+    assert choice.finish_reason == "stop" and (choice.logprobs.tokens or [])[-1] == "<eos>"
+    assert "".join(choice.logprobs.tokens or []) == choice.text + "<eos>"
     assert choice.logprobs.text_offset == [
         sum(len(t) for t in (choice.logprobs.tokens or [])[:i]) for i in range(len(choice.logprobs.tokens or []))
     ]

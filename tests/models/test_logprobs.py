@@ -59,9 +59,8 @@ def test_logprobs_equal_a_direct_forward_pass_inside_a_batch(model: LoadedModel)
             if i % 2 == 0:
                 assert completion.logprobs is None
                 continue
-            # the text's tokens: a stop token (EOS) is counted in output_tokens but has no text
-            text_tokens = completion.output_tokens - (completion.finish_reason == "stop")
-            assert completion.logprobs is not None and len(completion.logprobs) == text_tokens
+            # every generated token, a stop token (EOS) too: it has no text but an entry, as in vLLM
+            assert completion.logprobs is not None and len(completion.logprobs) == completion.output_tokens
             tokens = [ids_of[t.token] for t in completion.logprobs]
             expected = direct(model, prompt + tokens)[len(prompt) - 1 :]
             for step, entry in enumerate(completion.logprobs):

@@ -151,7 +151,9 @@ class LoadedModel:
             text=text,
             finish_reason=finish,  # type: ignore[arg-type]
             output_tokens=len(kept),
-            logprobs=None if logprobs is None else [self._logprob(entry) for entry in logprobs[: len(content)]],
+            # a stop token keeps its entry, as in vLLM's answers: lm-eval's loglikelihood drops the last
+            # entry of an echo as the generated token, whatever that token is
+            logprobs=None if logprobs is None else [self._logprob(entry) for entry in logprobs[: len(kept)]],
         )
 
     def _logprob(self, entry: tuple[int, float, list[tuple[int, float]]]) -> TokenLogprob:
