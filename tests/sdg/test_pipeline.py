@@ -227,16 +227,14 @@ def test_a_takeover_works_in_its_own_directory_and_fences_out_the_old_owner(tmp_
 
 def test_a_job_gives_the_same_rows_whatever_its_batch_size(tmp_path: Path) -> None:
     # Each row's seed comes from the job's seed and the prompt's id (its samples' from that), never
-    # from the chunk it was batched in: at temperature 1, batch sizes 1, 3 and 8 write the same rows.
-    # (The reward model's scores are compared to a relative 1e-5: its batched forward pass differs in the last
-    # bits of a float with the number of texts it scores at once.)
+    # from the chunk it was batched in, and the reward model scores each text in a pass of one fixed
+    # shape: at temperature 1, batch sizes 1, 3 and 8 write the same bytes.
     outputs = []
     for batch_size in (1, 3, 8):
         output = tmp_path / f"out-{batch_size}.jsonl"
         _run(_spec(batch_size=batch_size, temperature=1.0), tmp_path / f"work-{batch_size}", output)
-        outputs.append(_rows(output))
-    scores = [[v for r in rows for v in (r.pop("score"), r.pop("raw_score"))] for rows in outputs]
+        outputs.append(output.read_bytes())
     assert outputs[0] == outputs[1] == outputs[2]
-    for other in scores[1:]:
-        assert other == pytest.approx(scores[0], rel=1e-5)
-    assert len(outputs[0]) == 80 and len({r["response"]["content"] for r in outputs[0]}) > 10  # sampled
+    rows = [json.loads(line) for line in outputs[0].splitlines()]
+    assert len(rows) == 80 and len({r["response"]["content"] for r in rows}) > 10  # sampled
+    assert len({r["score"] for r in rows}) > 10  # scored, each its own

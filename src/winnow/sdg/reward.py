@@ -28,6 +28,8 @@ from winnow.plugins import load_group
 from winnow.sdg.rows import Candidate
 
 ENTRY_POINT_GROUP = "winnow.reward_models"
+SCORE_LENGTH_STEP = 16  # a local classifier's passes are this many tokens wide, or a multiple
+SCORE_ROWS = 16  # and this many rows tall at most
 
 
 class RewardModel(abc.ABC):
@@ -88,22 +90,32 @@ class ClassifierRewardModel(RewardModel):
         return "\n".join(str(m["content"]) for m in conversation)
 
     def score_texts(self, texts: list[str]) -> list[float]:
-        """Blocking: one batched forward per ``batch_size`` texts."""
+        """Blocking. Texts of about one length (rounded up to ``SCORE_LENGTH_STEP`` tokens) are
+        scored together, in forward passes of one fixed shape (``batch_size`` rows, at most
+        ``SCORE_ROWS``; rows left over are padding): a batched forward pass differs in a float's last
+        bits with its shape, never with what the other rows hold, so a text's score is the same bits
+        whatever shares its pass (a job's rows are the same at any batch size, after any resume)."""
         tokenizer, model, torch = self._load()
-        scores: list[float] = []
-        size = self.config.batch_size
         add_special = not tokenizer.chat_template
-        for start in range(0, len(texts), size):
-            batch = tokenizer(
-                texts[start : start + size],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                add_special_tokens=add_special,
-            ).to(model.device)
-            with torch.inference_mode():
-                logits = model(**batch).logits
-            scores.extend(logits[:, 0].float().tolist())
+        encoded = tokenizer(texts, truncation=True, add_special_tokens=add_special)["input_ids"]
+        buckets: dict[int, list[int]] = {}
+        for i, ids in enumerate(encoded):
+            buckets.setdefault(-(-len(ids) // SCORE_LENGTH_STEP) * SCORE_LENGTH_STEP, []).append(i)
+        rows = min(self.config.batch_size, SCORE_ROWS)
+        left = tokenizer.padding_side == "left"
+        scores = [0.0] * len(texts)
+        for width, members in buckets.items():
+            for start in range(0, len(members), rows):
+                part = members[start : start + rows]
+                ids = torch.full((rows, width), tokenizer.pad_token_id)
+                mask = torch.zeros((rows, width), dtype=torch.long)
+                for row, i in enumerate(part):
+                    span = slice(width - len(encoded[i]), width) if left else slice(0, len(encoded[i]))
+                    ids[row, span], mask[row, span] = torch.tensor(encoded[i]), 1
+                with torch.inference_mode():
+                    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+                for row, value in zip(part, logits[: len(part), 0].float().tolist(), strict=True):
+                    scores[row] = value
         return scores
 
     def _score_sync(self, candidates: Sequence[Candidate]) -> list[float]:
