@@ -65,8 +65,24 @@ _VLLM_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
     "spaces_between_special_tokens": (None, True),
     "prompt_logprobs": (None,),
 }
+# vLLM's fields that change how a prompt is rendered or what comes back, on either route
+_VLLM_RENDERING_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
+    "chat_template": (None,),
+    "chat_template_kwargs": (None, {}),
+    "add_generation_prompt": (None, True),
+    "continue_final_message": (None, False),
+    "documents": (None,),
+    "mm_processor_kwargs": (None, {}),
+    "logits_processors": (None, []),
+    "return_tokens_as_token_ids": (None, False),
+    "return_token_ids": (None, False),
+    "prompt_embeds": (None,),
+}
 _CHAT_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
     **_VLLM_UNSUPPORTED_LOCALLY,
+    **_VLLM_RENDERING_UNSUPPORTED_LOCALLY,
+    "echo": (None, False),  # vLLM's chat echo: the last message before the answer
+    "add_special_tokens": (None, False),  # a chat template writes its own
     "tools": (None, []),
     "tool_choice": (None, "none", "auto"),
     "functions": (None, []),
@@ -79,6 +95,8 @@ _CHAT_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
 }
 _COMPLETION_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
     **_VLLM_UNSUPPORTED_LOCALLY,
+    **_VLLM_RENDERING_UNSUPPORTED_LOCALLY,
+    "add_special_tokens": (None, True),  # a prompt is sent as written, with the tokenizer's own
     "suffix": (None, ""),
 }
 
@@ -87,6 +105,12 @@ def _refuse(model: str, extra: dict[str, Any] | None, unsupported: dict[str, tup
     for name, value in (extra or {}).items():
         if name in unsupported and value not in unsupported[name]:
             raise UnsupportedParameter(name, model)
+
+
+def _refuse_best_of(model: str, extra: dict[str, Any] | None, n: int) -> None:
+    best_of = (extra or {}).get("best_of")
+    if best_of is not None and best_of != n:  # best_of == n is n samples, as here
+        raise UnsupportedParameter("best_of", model, "local models return n samples, none ranked")
 
 
 class _Sampling(OpenAIModel):
@@ -152,6 +176,7 @@ class ChatCompletionRequest(_Sampling):
     def refuse_unsupported(self) -> None:
         """Raise UnsupportedParameter (or UnsupportedValue) for the first field a local model cannot honour."""
         _refuse(self.model, self.model_extra, _CHAT_UNSUPPORTED_LOCALLY)
+        _refuse_best_of(self.model, self.model_extra, self.n)
         response_format = (self.model_extra or {}).get("response_format")
         if response_format is not None:
             kind = response_format.get("type") if isinstance(response_format, dict) else response_format
@@ -188,9 +213,7 @@ class CompletionRequest(_Sampling):
     def refuse_unsupported(self) -> None:
         """Raise UnsupportedParameter for the first field a local model cannot honour."""
         _refuse(self.model, self.model_extra, _COMPLETION_UNSUPPORTED_LOCALLY)
-        best_of = (self.model_extra or {}).get("best_of")
-        if best_of is not None and best_of != self.n:  # best_of == n is n samples, as here
-            raise UnsupportedParameter("best_of", self.model, "local models return n samples, none ranked")
+        _refuse_best_of(self.model, self.model_extra, self.n)
 
 
 class ModelCard(BaseModel):
