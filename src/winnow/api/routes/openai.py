@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -191,7 +191,8 @@ def _naming(exc: Exception, param: str) -> Exception:
 
 def _card(runtime: Runtime, config: ModelConfig) -> ModelCard:
     owner = "winnow" if config.provider == "transformers" else config.provider
-    return ModelCard(id=config.id, created=int(runtime.started_at), owned_by=owner)
+    task: Literal["generation", "embedding"] = "embedding" if config.type == "embedding" else "generation"
+    return ModelCard(id=config.id, created=int(runtime.started_at), owned_by=owner, task=task)
 
 
 @router.get("/models", summary="List models (OpenAI format)", response_model=ModelList)
