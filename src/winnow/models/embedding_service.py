@@ -21,7 +21,8 @@ def _encoded(vector: Any, encoding: str) -> list[float] | str:
     """One embedding as OpenAI sends it: floats, or base64 of its little-endian float32 bytes."""
     if encoding == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode()
-    return [float(x) for x in vector]
+    floats: list[float] = vector.tolist()
+    return floats
 
 
 def embedding_response(model: str, vectors: Vectors, encoding: str, tokens: int) -> dict[str, Any]:

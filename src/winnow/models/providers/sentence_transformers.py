@@ -10,7 +10,7 @@ for billing and an input over the model's limit is refused rather than silently 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,10 @@ from winnow.models.pool import ModelPool
 from winnow.models.providers.local import LocalProvider
 from winnow.models.providers.transformers import configure_torch_threads, resolve_device
 
-# One item of a batch: its token ids, or the error that keeps it out.
-_Item = tuple[int, ...] | InvalidRequest
-_Out = np.ndarray[Any, np.dtype[np.float32]] | None
+# One item of a batch: its position in its request and the input; out: its vector and token count,
+# or the error that keeps it out.
+_Item = tuple[int, EmbedInput]
+_Out = tuple[np.ndarray[Any, np.dtype[np.float32]], int] | InvalidRequest
 
 
 class LoadedEncoder:
@@ -60,31 +61,31 @@ class LoadedEncoder:
     def close(self) -> None:
         self.executor.shutdown(wait=False)
 
-    def token_ids(self, inputs: Sequence[EmbedInput]) -> list[_Item]:
-        """Each input's token ids (texts tokenized with special tokens), or why it cannot be embedded."""
-        texts = [(i, text) for i, text in enumerate(inputs) if isinstance(text, str)]
-        ids: list[Any] = list(inputs)
+    def token_ids(self, items: Sequence[_Item]) -> list[tuple[int, ...] | InvalidRequest]:
+        """Each input's token ids (texts tokenized with special tokens, in one call), or why it
+        cannot be embedded."""
+        texts = [(i, text) for i, (_, text) in enumerate(items) if isinstance(text, str)]
+        ids: list[Any] = [text for _, text in items]
         if texts:
             encoded = self.tokenizer([t for _, t in texts], add_special_tokens=True, truncation=False)["input_ids"]
             for (i, _), row in zip(texts, encoded, strict=True):
                 ids[i] = tuple(row)
-        items: list[_Item] = []
-        for index, row in enumerate(ids):
+        checked: list[tuple[int, ...] | InvalidRequest] = []
+        for (index, _), row in zip(items, ids, strict=True):
             if len(row) > self.max_tokens:
-                items.append(_too_long(index, len(row), self.max_tokens))
+                checked.append(_too_long(index, len(row), self.max_tokens))
             elif not row:
-                items.append(InvalidRequest(f"input[{index}] is empty", "give a non-empty text or token list"))
+                checked.append(InvalidRequest(f"input[{index}] is empty", "give a non-empty text or token list"))
             else:
-                items.append(row)
-        return items
+                checked.append(row)
+        return checked
 
     def run_batch(self, items: list[_Item], _params: SamplingParams) -> list[_Out]:
-        """One padded forward pass over the batch's valid items (on the model's thread)."""
-        rows = [item for item in items if not isinstance(item, InvalidRequest)]
-        if not rows:
-            return [None] * len(items)
-        vectors = iter(self.forward(rows))
-        return [None if isinstance(item, InvalidRequest) else next(vectors) for item in items]
+        """Tokenize, then one padded forward pass over the batch's valid items (on the model's thread)."""
+        checked = self.token_ids(items)
+        rows = [row for row in checked if not isinstance(row, InvalidRequest)]
+        vectors: Iterator[Any] = iter(self.forward(rows) if rows else [])
+        return [row if isinstance(row, InvalidRequest) else (next(vectors), len(row)) for row in checked]
 
     def forward(self, rows: Sequence[tuple[int, ...]]) -> Vectors:
         torch = self._torch
@@ -175,13 +176,13 @@ class SentenceTransformersProvider(LocalProvider[LoadedEncoder]):
         """Unit-length embeddings of ``inputs``, batched with whatever else is waiting; an input over
         the model's limit (or empty) raises InvalidRequest naming it."""
         loaded = await self._model()
-        items = loaded.token_ids(inputs)
-        for item in items:
-            if isinstance(item, InvalidRequest):
-                raise item
-        vectors = await loaded.engine.submit(items, SamplingParams())
-        matrix = np.stack([v for v in vectors if v is not None]) if inputs else np.zeros((0, loaded.dimensions))
-        return Embedded(matrix.astype(np.float32), [len(item) for item in items if isinstance(item, tuple)])
+        outs = await loaded.engine.submit(list(enumerate(inputs)), SamplingParams())
+        for out in outs:
+            if isinstance(out, InvalidRequest):
+                raise out
+        done = [out for out in outs if not isinstance(out, InvalidRequest)]
+        matrix = np.stack([v for v, _ in done]) if done else np.zeros((0, loaded.dimensions), dtype=np.float32)
+        return Embedded(matrix.astype(np.float32), [tokens for _, tokens in done])
 
     def embed_blocking(self, texts: Sequence[str]) -> Vectors:
         return self.loaded().encode_texts(texts)
