@@ -168,8 +168,10 @@ def test_dimensions_shorten_where_the_model_allows_it(served: Served) -> None:
         ({"input": ["x"] * 2049}, "input"),
         ({"input": "word " * 400}, "input"),
         ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
+        ({"input": [101, 99999999, 102]}, "input"),
+        ({"input": [[101, -1, 102]]}, "input"),
     ],
-    ids=["empty", "no-inputs", "an-empty-one", "2049-inputs", "too-long", "bad-format"],
+    ids=["empty", "no-inputs", "an-empty-one", "2049-inputs", "too-long", "bad-format", "id-past-vocab", "negative-id"],
 )
 def test_bad_input_is_a_400_naming_it(served: Served, body: dict[str, object], param: str) -> None:
     response = served.http.post("/v1/embeddings", json={"model": "minilm-l6", **body}, headers=bearer(served.key))

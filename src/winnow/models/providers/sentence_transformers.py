@@ -48,6 +48,7 @@ class LoadedEncoder:
         self.dimensions: int = model.get_embedding_dimension()
         self.nbytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self._inputs = set(self.tokenizer.model_input_names)
+        self.vocab = len(self.tokenizer)
         self._torch = torch
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"winnow-{config.id}")
         self.engine: BatchingEngine[_Item, _Out] = BatchingEngine(
@@ -75,7 +76,12 @@ class LoadedEncoder:
             if len(row) > self.max_tokens:
                 checked.append(_too_long(index, len(row), self.max_tokens))
             elif not row:
-                checked.append(InvalidRequest(f"input[{index}] is empty", "give a non-empty text or token list"))
+                checked.append(InvalidRequest(f"input[{index}] is empty", "give a text or token list", param="input"))
+            elif min(row) < 0 or max(row) >= self.vocab:
+                bad = next(t for t in row if t < 0 or t >= self.vocab)
+                checked.append(
+                    InvalidRequest(f"input[{index}] has token id {bad}", f"ids are 0..{self.vocab - 1}", param="input")
+                )
             else:
                 checked.append(row)
         return checked
