@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +45,11 @@ class Embedder(Protocol):
 
 def is_embedding(config: ModelConfig) -> bool:
     return config.type == "embedding"
+
+
+def task_of(config: ModelConfig) -> Literal["generation", "embedding"]:
+    """What /models says a model serves (Winnow's ``task`` field beside the spec's ``type``)."""
+    return "embedding" if is_embedding(config) else "generation"
 
 
 def refuse_generation(config: ModelConfig, param: str = "model") -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from winnow.config import ModelConfig, Settings
 from winnow.errors import ModelNotFound
 from winnow.models.base import Provider
+from winnow.models.embedding import task_of
 from winnow.models.pool import ModelPool
 from winnow.models.router import Router
 from winnow.plugins import load_group
@@ -167,7 +168,7 @@ class ModelRegistry:
             id=config.id,
             name=config.name or config.id,
             type=spec_type(config),
-            task="embedding" if config.type == "embedding" else "generation",
+            task=task_of(config),
             provider="local" if config.provider == "transformers" else config.provider,
             description=config.description,
             status="available" if available else "unavailable",

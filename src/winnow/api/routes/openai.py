@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -24,6 +24,7 @@ from winnow.config import ModelConfig
 from winnow.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, WinnowError
 from winnow.ids import hex_id
 from winnow.models.base import Prompt, SamplingParams, StreamDelta
+from winnow.models.embedding import task_of
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.router import PIN_HEADER
 from winnow.runtime import Runtime
@@ -191,8 +192,7 @@ def _naming(exc: Exception, param: str) -> Exception:
 
 def _card(runtime: Runtime, config: ModelConfig) -> ModelCard:
     owner = "winnow" if config.provider == "transformers" else config.provider
-    task: Literal["generation", "embedding"] = "embedding" if config.type == "embedding" else "generation"
-    return ModelCard(id=config.id, created=int(runtime.started_at), owned_by=owner, task=task)
+    return ModelCard(id=config.id, created=int(runtime.started_at), owned_by=owner, task=task_of(config))
 
 
 @router.get("/models", summary="List models (OpenAI format)", response_model=ModelList)
