@@ -58,14 +58,23 @@ def embedder(model: str) -> Embedder:
 def leaders(vectors: Vectors, threshold: float, bank: Bank | None = None) -> list[int]:
     """Greedy leader clustering in the given order: the rows of ``vectors`` (unit length) whose cosine
     with every earlier leader, and with every row of ``bank``, is below ``threshold``."""
+    near_bank = _closest(bank, vectors) >= threshold if bank is not None and len(bank) else np.zeros(len(vectors), bool)
     kept: list[int] = []
     for i, vector in enumerate(vectors):
-        if bank is not None and len(bank) and float(np.max(bank @ vector.astype(bank.dtype))) >= threshold:
-            continue
-        if kept and float(np.max(vectors[kept] @ vector)) >= threshold:
+        if near_bank[i] or (kept and float(np.max(vectors[kept] @ vector)) >= threshold):
             continue
         kept.append(i)
     return kept
+
+
+def _closest(bank: Bank, vectors: Vectors, block: int = 8192) -> npt.NDArray[np.float32]:
+    """Each row's highest cosine with any row of ``bank``: float32 matrix products over blocks of the
+    bank (numpy has no fast float16 product), so the extra memory stays one block."""
+    best = np.full(len(vectors), -np.inf, dtype=np.float32)
+    for start in range(0, len(bank), block):
+        sims = bank[start : start + block].astype(np.float32) @ vectors.T
+        best = np.maximum(best, sims.max(axis=0))
+    return best
 
 
 @dataclass
