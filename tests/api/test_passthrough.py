@@ -5,8 +5,10 @@ stream passes through and is billed from the upstream's usage chunk."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import struct
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -116,8 +118,29 @@ class FakeUpstream:
         self.server.server_close()
 
 
+EMBED_TOKENS = 3  # per input of an embeddings request
+
+
+def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's answer to /embeddings: input i gets the unit vector [0.6, 0.8] turned by i quarter turns
+    (floats or base64 float32, as asked), and the request as received beside it."""
+    raw = body.get("input")
+    count = 1 if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else len(raw or [])
+    turns = [[0.6, 0.8], [-0.8, 0.6], [-0.6, -0.8], [0.8, -0.6]]
+    data = []
+    for i in range(count):
+        vector: Any = turns[i % 4]
+        if body.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack("<2f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": vector})
+    usage = {"prompt_tokens": EMBED_TOKENS * count, "total_tokens": EMBED_TOKENS * count}
+    return {"object": "list", "data": data, "model": body.get("model"), "usage": usage, "echo": body}
+
+
 def _echo(path: str, body: dict[str, Any]) -> dict[str, Any]:
     """A valid completion whose content (and a field of its own) is the request body as received."""
+    if path.endswith("/embeddings"):
+        return _embeddings(body)
     text = json.dumps(body, sort_keys=True)
     if path.endswith("/chat/completions"):
         choice = {

@@ -33,6 +33,7 @@ from winnow.auth import Principal
 from winnow.errors import InvalidRequest, WinnowError
 from winnow.models.base import ChatMessage
 from winnow.models.cache import CACHE_HEADER, cache_key
+from winnow.models.embedding import refuse_generation
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.router import ATTEMPTS_HEADER, PIN_HEADER, Routed
 from winnow.runtime import Runtime
@@ -86,6 +87,7 @@ async def forward(
     """An upstream model's request, forwarded as the client ``sent`` it (unknown fields included,
     Winnow's own taken out) through the model's router; ``pin`` names a deployment to use. The
     budget is checked before the call; usage comes from the upstream's own ``usage`` block."""
+    refuse_generation(provider.config)
     prompt = prompt_of(body)
     runtime.usage.check(key_id, body.model, [prompt])
     sent, fallbacks = _overrides(sent)

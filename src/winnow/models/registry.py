@@ -16,11 +16,12 @@ import logging
 import time
 from contextvars import ContextVar
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from winnow.config import ModelConfig, Settings
 from winnow.errors import ModelNotFound
 from winnow.models.base import Provider
+from winnow.models.embedding import task_of
 from winnow.models.pool import ModelPool
 from winnow.models.router import Router
 from winnow.plugins import load_group
@@ -50,6 +51,14 @@ def provider_classes() -> dict[str, type[Provider]]:
     return load_group(
         ENTRY_POINT_GROUP, lambda c: isinstance(c, type) and issubclass(c, Provider), "a Provider subclass"
     )
+
+
+def spec_type(config: ModelConfig) -> Literal["commercial", "fine-tuned"]:
+    """The platform spec's ``type`` (commercial or fine-tuned): an embedding model is commercial when
+    an upstream serves it, else fine-tuned, as every local model is."""
+    if config.type != "embedding":
+        return config.type
+    return "commercial" if config.provider == "openai" else "fine-tuned"
 
 
 class ModelRegistry:
@@ -158,7 +167,8 @@ class ModelRegistry:
         return Model(
             id=config.id,
             name=config.name or config.id,
-            type=config.type,
+            type=spec_type(config),
+            task=task_of(config),
             provider="local" if config.provider == "transformers" else config.provider,
             description=config.description,
             status="available" if available else "unavailable",

@@ -11,6 +11,7 @@ import time
 from winnow.ids import hex_id
 from winnow.metrics import Metrics
 from winnow.models.base import GenerationResult, Prompt, SamplingParams
+from winnow.models.embedding import refuse_generation
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.platform import (
     BatchGenerateRequest,
@@ -50,6 +51,7 @@ class GenerationService:
         BudgetExceeded before any model call when ``key_id``'s budget is spent. Each result gets a
         generation id (``request_id`` when given) and one usage row."""
         provider = self.registry.provider(model_id)
+        refuse_generation(self.registry.config(model_id))
         if self.usage is not None:
             self.usage.check(key_id, model_id, prompts)
         started = time.perf_counter()

@@ -221,6 +221,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    task: Literal["generation", "embedding"] = "generation"  # Winnow's extension, as on /api/v1/models
 
 
 class ModelList(BaseModel):

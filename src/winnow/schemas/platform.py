@@ -96,6 +96,11 @@ class Model(WireModel):
     deployments: list[DeploymentStatus] | None = Field(
         None, description="Upstream models: each deployment's state (Winnow's router; not in the spec)"
     )
+    task: Literal["generation", "embedding"] = Field(
+        "generation",
+        description="What the model serves: text generation, or embeddings on /v1/embeddings (Winnow's "
+        "extension; the spec's ``type`` keeps its two values, and an embedding model is configured as type embedding)",
+    )
 
 
 class ModelsListResponse(WireModel):

@@ -48,7 +48,12 @@ def _stats(values: np.ndarray[Any, np.dtype[np.float32]]) -> dict[str, float] | 
 
 
 def write_summary(
-    work: Path, output: Path, spec: SubmitJobRequest, counts: JobCounts, timings: dict[str, float]
+    work: Path,
+    output: Path,
+    spec: SubmitJobRequest,
+    counts: JobCounts,
+    timings: dict[str, float],
+    diversity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     generated = counts.responses_generated
     summary = {
@@ -63,6 +68,8 @@ def write_summary(
     }
     if "preference" in spec.outputs:
         summary["preference"] = pair_stats(preference_path(output))
+    if diversity is not None:  # a job with a semantic filter (winnow.sdg.semantic)
+        summary["diversity"] = diversity
     path = summary_path(output)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2))

@@ -39,6 +39,7 @@ from winnow.sdg.report import write_histogram, write_summary
 from winnow.sdg.reward import RewardModel
 from winnow.sdg.rows import Candidate, PromptRow
 from winnow.sdg.scoring import ScoringFn
+from winnow.sdg.semantic import diversity, resume_from
 from winnow.usage.recorder import UsageEvent
 from winnow.usage.service import CLI_KEY_ID, UsageMeter, UsageService
 
@@ -295,6 +296,8 @@ class LocalRunner:
             self.on_progress(progress)
 
         try:
+            # a semantic filter across the job starts from what the checkpointed rows kept
+            resume_from(plan.chunk_filter, self.work / ("partial" if plan.global_filter is None else "spill"))
             await self._chunks(progress, files, save)
             if not self.final:
                 save("shard_done")
@@ -308,7 +311,9 @@ class LocalRunner:
 
     def _report(self, counts: JobCounts, timings: dict[str, float]) -> dict[str, Any]:
         """The summary and histogram beside the output; EveryPromptFailed when no prompt got a response."""
-        summary = write_summary(self.work, self.output, self.plan.spec, counts, timings)
+        summary = write_summary(
+            self.work, self.output, self.plan.spec, counts, timings, diversity(self.plan.chunk_filter, self.output)
+        )
         write_histogram(self.work, self.output, self.plan.spec, self.plan.job_id or self.output.name)
         if counts.prompts_read and counts.errors == counts.prompts_read:
             with errors_path(self.output).open("rb") as handle:

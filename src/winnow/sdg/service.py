@@ -20,6 +20,7 @@ from winnow.config import Settings
 from winnow.db import Database, SdgJob
 from winnow.db.paging import Cursor, Page, keyset_page
 from winnow.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
+from winnow.models.embedding import refuse_generation
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.sdg import EVAL_ID_PATTERN, JOB_ID_PATTERN, JobCounts, JobDetails, JobEstimate, SubmitJobRequest
 from winnow.sdg.filters import GlobalFilter, build_filter, is_global
@@ -64,7 +65,7 @@ def check_spec(
 ) -> PromptFile:
     """Everything that can be wrong with a job, found before it starts (400s, never a failed job)."""
     try:
-        models.config(spec.model)
+        refuse_generation(models.config(spec.model))
     except ModelNotFound as exc:
         raise InvalidRequest(exc.message, exc.details) from None
     rewards.check(spec.reward_model)

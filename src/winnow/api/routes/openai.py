@@ -24,6 +24,7 @@ from winnow.config import ModelConfig
 from winnow.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, WinnowError
 from winnow.ids import hex_id
 from winnow.models.base import Prompt, SamplingParams, StreamDelta
+from winnow.models.embedding import task_of
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.router import PIN_HEADER
 from winnow.runtime import Runtime
@@ -191,7 +192,7 @@ def _naming(exc: Exception, param: str) -> Exception:
 
 def _card(runtime: Runtime, config: ModelConfig) -> ModelCard:
     owner = "winnow" if config.provider == "transformers" else config.provider
-    return ModelCard(id=config.id, created=int(runtime.started_at), owned_by=owner)
+    return ModelCard(id=config.id, created=int(runtime.started_at), owned_by=owner, task=task_of(config))
 
 
 @router.get("/models", summary="List models (OpenAI format)", response_model=ModelList)

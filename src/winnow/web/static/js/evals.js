@@ -157,7 +157,7 @@ $('#new-eval').addEventListener('submit', async (event) => {
 });
 
 const [models, functions] = await Promise.all([api('/api/v1/models'), api('/api/v1/synthetic_data_generation/functions')]);
-$('#e-models').replaceChildren(...models.models.map((m, i) => el('option', { value: m.id, selected: i === 0 }, m.id)));
+$('#e-models').replaceChildren(...models.models.filter((m) => m.task !== 'embedding').map((m, i) => el('option', { value: m.id, selected: i === 0 }, m.id)));
 $('#e-reward').append(...functions.reward_models.map((r) => el('option', { value: r }, r)));
 $('#e-scorings').replaceChildren(...functions.scoring_functions.map((f) => el('option', { value: f })));
 watch();

@@ -145,7 +145,7 @@ async function pickers() {
     api('/api/v1/models'),
     api('/api/v1/synthetic_data_generation/jobs?status=completed&limit=1000'),
   ]);
-  const local = models.models.filter((m) => m.provider === 'local');
+  const local = models.models.filter((m) => m.provider === 'local' && m.task !== 'embedding');
   $('#ft-base').replaceChildren(...local.map((m) => el('option', { value: m.id }, m.id)));
   $('#ft-sdg').replaceChildren(...sdg.jobs.map((j) => el('option', { value: j.job_id },
     `${j.job_id} · ${(j.params || {}).model || ''} · ${number((j.counts || {}).rows_kept)} rows kept · ${when(j.created)}`)));

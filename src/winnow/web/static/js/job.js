@@ -52,6 +52,12 @@ async function results() {
       extra.push([name.replaceAll('_', ' '), `mean ${number(stats.mean, 3)} · min ${number(stats.min, 3)} · max ${number(stats.max, 3)} · n ${number(stats.count)}`]);
     }
   }
+  const d = summary.diversity; // jobs with a semantic filter (winnow.sdg.semantic)
+  if (d) {
+    const sampled = d.sampled < d.responses ? ` (a sample of ${number(d.sampled)} of ${number(d.responses)})` : '';
+    extra.push(['Diversity', `mean pairwise cosine distance ${number(d.mean_pairwise_cosine_distance, 3)}${sampled}`]);
+    extra.push(['Clusters', `${number(d.clusters)} at cosine ${number(d.threshold, 2)} (${d.model})`]);
+  }
   $('#summary').append(...definitions(extra));
   const png = await api(`${BASE}/histogram`, { raw: true });
   $('#histogram').src = URL.createObjectURL(await png.blob());

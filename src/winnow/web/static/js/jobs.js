@@ -164,7 +164,7 @@ form.addEventListener('submit', async (event) => {
 
 async function pickers() {
   const [models, functions] = await Promise.all([api('/api/v1/models'), api(`${JOBS}/functions`)]);
-  fillSelect($('#f-model'), models.models.map((m) => m.id));
+  fillSelect($('#f-model'), models.models.filter((m) => m.task !== 'embedding').map((m) => m.id));
   $('#flt-models').replaceChildren(...models.models.map((m) => el('option', { value: m.id })));
   fillSelect($('#f-reward'), functions.reward_models);
   fillSelect($('#f-scoring'), functions.scoring_functions, 'raw');

@@ -141,5 +141,5 @@ $('#clear').addEventListener('click', () => {
 
 // ?model=<id> preselects a model (the fine-tuning page's "Try it" link).
 api('/api/v1/models')
-  .then((body) => fillSelect($('#p-model'), body.models.map((m) => m.id), new URLSearchParams(location.search).get('model')))
+  .then((body) => fillSelect($('#p-model'), body.models.filter((m) => m.task !== 'embedding').map((m) => m.id), new URLSearchParams(location.search).get('model')))
   .catch((err) => flash(err.message));
