@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from winnow.errors import InvalidRequest, UnsupportedParameter, UnsupportedValue
 from winnow.models.base import RawPrompt, TokenLogprob
 from winnow.schemas.common import Int, integral
+from winnow.schemas.prompts import EXTENSION, PromptRef
 
 
 class OpenAIModel(BaseModel):
@@ -112,6 +113,15 @@ class _Sampling(OpenAIModel):
     min_tokens: Annotated[int, Field(ge=0), integral] | None = Field(default=None, description="vLLM")
     ignore_eos: bool | None = Field(default=None, description="vLLM")
     stop_token_ids: list[Annotated[int, Field(ge=0), integral]] | None = Field(default=None, description="vLLM")
+    prompt_ref: PromptRef | None = Field(
+        default=None,
+        description=(
+            "Winnow extension: a registered prompt {name, version|label, variables} rendered through that "
+            "version (chat: its system and user messages before the request's; completions: instead of prompt); "
+            "its sampling parameters apply unless the request sets its own"
+        ),
+        json_schema_extra=EXTENSION,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -138,10 +148,18 @@ class _Sampling(OpenAIModel):
 
 
 class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    messages: list[ChatMessageIn] = Field(
+        default_factory=list, description="At least one message, unless prompt_ref gives them"
+    )
     max_completion_tokens: Annotated[int, Field(ge=1), integral] | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20), integral] | None = None
+
+    @model_validator(mode="after")
+    def _has_messages(self) -> ChatCompletionRequest:
+        if not self.messages and self.prompt_ref is None:
+            raise ValueError("messages must hold at least one message (or give prompt_ref)")
+        return self
 
     def logprobs_wanted(self) -> int | None:
         """How many top tokens each sampled token's log-probability comes with (None: no logprobs)."""
@@ -169,13 +187,27 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0), integral]], Field(min_leng
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+    prompt: (
+        str
+        | Annotated[list[str], Field(min_length=1)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1)]
+        | None
+    ) = Field(default=None, description="Required, unless prompt_ref gives it")
 
     logprobs: Annotated[int, Field(ge=0, le=20), integral] | None = None
     echo: bool | None = None
 
+    @model_validator(mode="after")
+    def _one_prompt(self) -> CompletionRequest:
+        if (self.prompt is None) == (self.prompt_ref is None):
+            raise ValueError("give prompt or prompt_ref (exactly one)")
+        return self
+
     def prompts(self) -> list[RawPrompt]:
         """Each prompt as written (local models send it without a chat template), or as token ids."""
+        if self.prompt is None:  # prompt_ref: rendered into prompt before it is used
+            return []
         if isinstance(self.prompt, str):
             return [RawPrompt(self.prompt)]
         out = []
