@@ -56,14 +56,15 @@ def test_local_and_remote_commands_share_the_prompts(served: tuple[LiveServer, s
 
 def test_errors_are_one_line(served: tuple[LiveServer, str]) -> None:
     server, key = served
+    assert _run(server, "create", "mine", "-t", "hi", "--key", key).returncode == 0
     other = server.cli("keys", "create", "reader").stdout.split()[-1]
-    for args in (("show", "qa", "--key", other), ("show", "qa", "--remote", "--url", server.url, "--key", other)):
+    for args in (("show", "mine", "--key", other), ("show", "mine", "--remote", "--url", server.url, "--key", other)):
         failed = _run(server, *args)
         assert failed.returncode == 1 and "No prompt of this name" in failed.stderr and "Traceback" not in failed.stderr
     bad = _run(server, "create", "odd", "-t", "{0}", "--key", key)
     assert bad.returncode == 1 and "plain {field}" in bad.stderr
-    neither = _run(server, "label", "qa", "production", "--key", key)
-    assert neither.returncode == 1 and "--remove" in neither.stderr
+    gone = _run(server, "unlabel", "mine", "canary", "--key", key)
+    assert gone.returncode == 1 and "no label 'canary'" in gone.stderr
 
 
 def test_the_sdk_versions_labels_diffs_and_deletes(served: tuple[LiveServer, str]) -> None:

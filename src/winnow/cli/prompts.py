@@ -267,22 +267,36 @@ def versions(
     _print(page, as_json, _version_table(page.data))
 
 
+LabelName = Annotated[str, typer.Argument(help="The label, e.g. production", show_default=False)]
+
+
 @prompts_app.command("label")
 def label(
     name: Name,
-    label: Annotated[str, typer.Argument(help="The label, e.g. production", show_default=False)],
-    version: Annotated[int | None, typer.Argument(help="The version it points at from now on", min=1)] = None,
-    remove: Annotated[bool, typer.Option("--remove", help="Remove the label instead")] = False,
+    label: LabelName,
+    version: Annotated[int, typer.Argument(help="The version it points at from now on", min=1, show_default=False)],
     remote: RemoteOption = False,
     url: UrlOption = None,
     key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Point a label at a version (it leaves the version it was on), or --remove it."""
-    if (version is None) != remove:
-        raise fail("give the VERSION the label moves to, or --remove (one of them)")
+    """Point a label at a version (made if new; it leaves the version it was on)."""
     with backend(remote, url, key, config) as prompts:
-        show(prompts.remove_label(name, label) if version is None else prompts.set_label(name, label, version))
+        show(prompts.set_label(name, label, version))
+
+
+@prompts_app.command("unlabel")
+def unlabel(
+    name: Name,
+    label: LabelName,
+    remote: RemoteOption = False,
+    url: UrlOption = None,
+    key: KeyOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Remove a label from a prompt."""
+    with backend(remote, url, key, config) as prompts:
+        show(prompts.remove_label(name, label))
 
 
 @prompts_app.command("delete")
