@@ -46,6 +46,8 @@ SEMANTIC = {
     "/v1/files",
     "/v1/fine_tuning/jobs",
     "/v1/responses",
+    "/api/v1/prompts",  # a template's placeholders
+    "/api/v1/prompts/{name}/versions",
 }
 
 

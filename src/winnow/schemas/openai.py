@@ -148,6 +148,15 @@ class _Sampling(OpenAIModel):
 
 
 class ChatCompletionRequest(_Sampling):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["messages"], "properties": {"messages": {"minItems": 1}}},
+                {"required": ["prompt_ref"], "properties": {"prompt_ref": {"type": "object"}}},
+            ]
+        }
+    )
+
     messages: list[ChatMessageIn] = Field(
         default_factory=list, description="At least one message, unless prompt_ref gives them"
     )
@@ -187,6 +196,15 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0), integral]], Field(min_leng
 
 
 class CompletionRequest(_Sampling):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["prompt"], "properties": {"prompt": {"not": {"type": "null"}}}},
+                {"required": ["prompt_ref"], "properties": {"prompt_ref": {"type": "object"}}},
+            ]
+        }
+    )
+
     prompt: (
         str
         | Annotated[list[str], Field(min_length=1)]

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from winnow.schemas.common import CursorPage, Int, RequestModel, Timestamp, WireModel
+from winnow.schemas.common import CursorPage, Int, RequestModel, Timestamp, WireModel, integral
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -25,7 +25,7 @@ EXTENSION: dict[str, Any] = {"x-winnow-extension": True}
 class PromptParams(RequestModel):
     """Sampling parameters a version carries; a request that sets its own wins."""
 
-    max_tokens: Annotated[int, Field(ge=1, le=1 << 20)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=1 << 20), integral] | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     stop: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)] | None = None
@@ -62,8 +62,10 @@ class PromptRef(RequestModel):
     """A prompt to render: ``version`` or ``label`` (neither: the latest version), with ``variables``
     for exactly the template's fields (a missing or an unknown one is a 400)."""
 
+    model_config = ConfigDict(json_schema_extra={"not": {"required": ["version", "label"]}})
+
     name: PromptName
-    version: Annotated[int, Field(ge=1)] | None = None
+    version: Annotated[int, Field(ge=1), integral] | None = None
     label: LabelName | None = None
     variables: dict[str, Variable] = Field(default_factory=dict)
 
