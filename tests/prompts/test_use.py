@@ -7,6 +7,7 @@ bad references are 400s and 404s in each surface's error shape."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -153,3 +154,38 @@ def test_the_sdk_generates_through_a_label(served: tuple[LiveServer, str]) -> No
         )
     assert answer.prompt == "What is 2+3?" and answer.metadata["prompt"] == {"name": "add", "version": 1}
     assert answer.parameters.max_tokens == 3
+
+
+def test_an_upstream_model_gets_the_rendered_body(
+    served: tuple[LiveServer, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A gateway whose model 'relay' is the first server's demo-lm: prompt_ref is rendered on the
+    gateway (the fast path leaves it to the route) and the upstream sees plain messages."""
+    upstream, up_key = served
+    data = tmp_path_factory.mktemp("gateway") / "data"
+    config = data.parent / "gateway.yaml"
+    relay = {"id": "relay", "provider": "openai", "base_url": f"{upstream.url}/v1", "upstream_model": "demo-lm"}
+    config.write_text(json.dumps({"models": [{**relay, "api_key_env": "RELAY_KEY"}]}))
+    gateway = LiveServer(data, env={"WINNOW_CONFIG": str(config), "RELAY_KEY": up_key}).start()
+    try:
+        key = gateway.cli("keys", "create", "gw").stdout.split()[-1]
+        made = httpx.post(
+            f"{gateway.url}/api/v1/prompts",
+            headers=bearer(key),
+            json={"name": "add", "template": V1, "system": SYSTEM, "params": {"temperature": 0, "max_tokens": 3}},
+        )
+        assert made.status_code == 201, made.text
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+        by_ref = client.chat.completions.create(model="relay", messages=[], extra_body={"prompt_ref": _ref()})
+        direct = openai.OpenAI(base_url=f"{upstream.url}/v1", api_key=up_key, max_retries=0)
+        by_hand = direct.chat.completions.create(
+            model="demo-lm",
+            messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is 17+25?"}],
+            temperature=0,
+            max_tokens=3,
+        )
+        assert by_ref.choices[0].message.content == by_hand.choices[0].message.content
+        assert by_ref.usage is not None and by_hand.usage is not None
+        assert by_ref.usage.prompt_tokens == by_hand.usage.prompt_tokens
+    finally:
+        gateway.stop()
