@@ -177,3 +177,13 @@ def test_openapi_names_the_prompt_routes_as_extensions(client: TestClient) -> No
             assert op["x-winnow-extension"] is True and "ErrorResponse" in str(op["responses"]["404"])
     generate = doc["components"]["schemas"]["GenerateRequest"]["properties"]["prompt"]
     assert generate["x-winnow-extension"] is True and "PromptRef" in str(generate)
+
+
+def test_versions_past_an_integer_column_are_400s(client: TestClient, alice: dict[str, str]) -> None:
+    _create(client, alice)
+    huge = 2**40
+    assert_error(client.get(f"{P}/qa/versions/{huge}", headers=alice), 400, "validation_error")
+    assert_error(client.put(f"{P}/qa/labels/x", json={"version": huge}, headers=alice), 400, "validation_error")
+    assert_error(client.get(f"{P}/qa/diff?from=1&to={huge}", headers=alice), 400, "validation_error")
+    body = {"model_id": "demo-lm", "prompt": {"name": "qa", "version": huge}}
+    assert_error(client.post("/api/v1/generate", json=body, headers=alice), 400, "validation_error")

@@ -13,6 +13,7 @@ from winnow.schemas.common import CursorPage, Int, RequestModel, Timestamp, Wire
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 MAX_TEMPLATE_CHARS = 100_000
+MAX_VERSION = 2**31 - 1  # an INTEGER column's range
 
 PromptName = Annotated[str, Field(pattern=NAME_PATTERN, description="Letters, digits, _ . - (at most 128)")]
 LabelName = Annotated[
@@ -55,7 +56,7 @@ class PromptCreate(PromptVersionCreate):
 
 
 class LabelMove(RequestModel):
-    version: Int = Field(ge=1, description="The version the label points at from now on")
+    version: Int = Field(ge=1, le=MAX_VERSION, description="The version the label points at from now on")
 
 
 class PromptRef(RequestModel):
@@ -65,7 +66,7 @@ class PromptRef(RequestModel):
     model_config = ConfigDict(json_schema_extra={"not": {"required": ["version", "label"]}})
 
     name: PromptName
-    version: Annotated[int, Field(ge=1), integral] | None = None
+    version: Annotated[int, Field(ge=1, le=MAX_VERSION), integral] | None = None
     label: LabelName | None = None
     variables: dict[str, Variable] = Field(default_factory=dict)
 

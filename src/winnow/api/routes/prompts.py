@@ -14,6 +14,7 @@ from winnow.schemas.common import ErrorResponse
 from winnow.schemas.prompts import (
     EXTENSION,
     LABEL_PATTERN,
+    MAX_VERSION,
     NAME_PATTERN,
     LabelMove,
     PromptCreate,
@@ -34,7 +35,7 @@ router = Router(
 
 NamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="The prompt's name")]
 LabelPath = Annotated[str, Path(pattern=LABEL_PATTERN, description="The label")]
-VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="The version's number")]
+VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION, description="The version's number")]
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "The key has a prompt of this name"}
 }
@@ -122,8 +123,8 @@ async def diff_versions(
     name: NamePath,
     runtime: RuntimeDep,
     key: OtherKey,
-    before: Annotated[int, Query(alias="from", ge=1, le=2**31 - 1, description="The older version")],
-    after: Annotated[int, Query(alias="to", ge=1, le=2**31 - 1, description="The newer version")],
+    before: Annotated[int, Query(alias="from", ge=1, le=MAX_VERSION, description="The older version")],
+    after: Annotated[int, Query(alias="to", ge=1, le=MAX_VERSION, description="The newer version")],
 ) -> PromptDiff:
     return await run_in_threadpool(runtime.prompts.diff, key.id, name, before, after)
 
