@@ -14,6 +14,7 @@ from winnow.finetune.service import FineTuningService
 from winnow.metrics import Metrics
 from winnow.models.registry import ModelRegistry
 from winnow.models.service import GenerationService
+from winnow.prompts import PromptRegistry
 from winnow.schemas.keys import KeyInfo
 from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.service import JobStore
@@ -34,6 +35,7 @@ class Runtime:
     feedback: FeedbackService
     fine_tuning: FineTuningService
     files: FileService
+    prompts: PromptRegistry
     started_at: float = field(default_factory=time.time)
 
     metrics: Metrics = field(default_factory=Metrics)
@@ -65,6 +67,7 @@ class Runtime:
             feedback=FeedbackService(db, usage, jobs),
             fine_tuning=FineTuningService(db, settings, jobs, models),
             files=FileService(db, settings),
+            prompts=PromptRegistry(db),
             metrics=metrics,
         )
         metrics.add_callback(

@@ -47,6 +47,8 @@ SEMANTIC = {
     "/v1/fine_tuning/jobs",
     "/v1/responses",
     "/v1/embeddings",
+    "/api/v1/prompts",  # a template's placeholders
+    "/api/v1/prompts/{name}/versions",
 }
 
 

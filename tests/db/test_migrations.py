@@ -33,6 +33,7 @@ ADMIN_SECRET = "wn-" + "a" * 43
 OLD_SECRET = "wn-" + "b" * 43
 CHECKPOINT = {"work_dir": "/data/jobs/job-running/work-1", "chunks_done": 2, "offsets": {"partial": 10}}
 CONTENT = {"prompt": "What is 2+2?", "responses": ["4"]}
+PROMPT_ID = "prompt-" + "0" * 24
 
 
 def _job(job_id: str, status: str, checkpoint: dict[str, Any], worker: str | None) -> dict[str, Any]:
@@ -177,6 +178,35 @@ ROWS: dict[str, dict[str, list[dict[str, Any]]]] = {
             }
         ]
     },
+    "0011": {  # a prompt with one version and a label on it
+        "prompts": [
+            {
+                "id": PROMPT_ID,
+                "key_id": 1,
+                "name": "qa",
+                "description": None,
+                "latest_version": 1,
+                "created_at": T0,
+                "updated_at": T0,
+            }
+        ],
+        "prompt_versions": [
+            {
+                "id": f"{PROMPT_ID}.v000001",
+                "prompt_id": PROMPT_ID,
+                "version": 1,
+                "template": "Q: {question}",
+                "system": None,
+                "params": {"temperature": 0.0},
+                "model": "demo-lm",
+                "source": "manual",
+                "message": None,
+                "meta": {},
+                "created_at": T0,
+            }
+        ],
+        "prompt_labels": [{"prompt_id": PROMPT_ID, "label": "production", "version": 1, "updated_at": T0}],
+    },
 }
 # Columns an older revision's rows get from a newer revision (server defaults, added nullable columns).
 ADDED = {
@@ -255,7 +285,7 @@ def db(database_url: str) -> Iterator[Database]:
 
 def _upgrade_step_by_step(db: Database) -> dict[str, list[dict[str, Any]]]:
     """base → each revision in turn, writing that revision's rows and checking every earlier row."""
-    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"], (
+    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0011"], (
         "a new migration: give it rows in ROWS"
     )
     expected: dict[str, list[dict[str, Any]]] = {}
@@ -320,6 +350,8 @@ def _assert_served(database_url: str, data_dir: Path) -> None:
         files = client.get("/api/v1/files", headers=admin).json()
         assert [(f["id"], f["bytes"], f["rows"]) for f in files["data"]] == [("file-" + "0" * 24, 1234, 10)]
         assert files["used_bytes"] == 1234
+        prompt = client.get("/api/v1/prompts/qa", headers=admin).json()
+        assert (prompt["labels"], prompt["latest"]["template"]) == ({"production": 1}, "Q: {question}")
         jobs = client.get("/api/v1/synthetic_data_generation/jobs", headers=admin)
         assert jobs.status_code == 200, jobs.text
         assert sorted((j["job_id"], j["status"]) for j in jobs.json()["jobs"]) == [
@@ -341,6 +373,11 @@ def test_every_migration_keeps_the_rows_written_before_it(db: Database, database
 def test_migrations_downgrade_to_base_and_upgrade_again(db: Database, database_url: str, tmp_path: Path) -> None:
     expected = _upgrade_step_by_step(db)
     # Each downgrade drops what its upgrade added and keeps the rest.
+    _downgrade(db, "0008")
+    assert {"prompts", "prompt_versions", "prompt_labels"}.isdisjoint(_tables(db))
+    for table in ("prompts", "prompt_versions", "prompt_labels"):
+        del expected[table]
+    _assert_kept(db, expected)
     _downgrade(db, "0007")
     assert "responses" not in _tables(db)
     del expected["responses"]

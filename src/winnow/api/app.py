@@ -28,6 +28,7 @@ from winnow.api.routes import (
     openai_embeddings,
     openai_files,
     openai_fine_tuning,
+    prompts,
     responses,
     sdg,
     usage,
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(generate.router, prefix=API_PREFIX)
     app.include_router(sdg.router, prefix=API_PREFIX)
     app.include_router(files.router, prefix=API_PREFIX)
+    app.include_router(prompts.router, prefix=API_PREFIX)
     app.include_router(usage.router, prefix=API_PREFIX)
     app.include_router(feedback.router, prefix=API_PREFIX)
     app.include_router(evals.router, prefix=API_PREFIX)

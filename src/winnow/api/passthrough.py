@@ -224,6 +224,8 @@ def _upstream(path: str) -> Handler:
     async def handle(
         runtime: Runtime, scope: Scope, body: ChatCompletionRequest | CompletionRequest, sent: dict[str, Any]
     ) -> Response | None:
+        if body.prompt_ref is not None:
+            return None  # a registered prompt: the route renders it
         try:
             provider = runtime.models.provider(body.model)
         except WinnowError:
@@ -236,7 +238,9 @@ def _upstream(path: str) -> Handler:
     return handle
 
 
-async def _generate(runtime: Runtime, scope: Scope, body: GenerateRequest, _sent: dict[str, Any]) -> Response:
+async def _generate(runtime: Runtime, scope: Scope, body: GenerateRequest, _sent: dict[str, Any]) -> Response | None:
+    if not isinstance(body.prompt, str):
+        return None  # a registered prompt: the route renders it
     principal = await _principal(runtime, scope)
     answer = await runtime.generation.generate(body, principal.id)
     return Response(answer.model_dump_json(), media_type="application/json")

@@ -16,6 +16,7 @@ from winnow.cli.files import files_app
 from winnow.cli.finetune import ft_app
 from winnow.cli.keys import keys_app
 from winnow.cli.models import generate, models_app
+from winnow.cli.prompts import prompts_app
 from winnow.cli.sdg import sdg_app, worker
 from winnow.cli.styling import typer_app
 from winnow.cli.usage import usage
@@ -33,6 +34,7 @@ app.add_typer(models_app, name="models")
 app.command("generate")(generate)
 app.add_typer(sdg_app, name="sdg")
 app.add_typer(files_app, name="files")
+app.add_typer(prompts_app, name="prompts")
 app.command("worker")(worker)
 app.command("usage")(usage)
 app.add_typer(eval_app, name="eval")

@@ -30,6 +30,7 @@ from winnow.client.errors import (
     WinnowAPIError,
 )
 from winnow.client.resources import FeedbackExport
+from winnow.schemas.prompts import PromptRef
 
 __all__ = [
     "APIConnectionError",
@@ -43,6 +44,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
+    "PromptRef",
     "RateLimited",
     "ServerError",
     "UnexpectedResponse",

@@ -9,6 +9,7 @@ from typing import Literal, Unpack
 from winnow.client._http import AsyncAPIClient, Call, SyncAPIClient
 from winnow.client.fine_tuning import AsyncFineTuning, SyncFineTuning
 from winnow.client.params import SamplingParams
+from winnow.client.prompts import AsyncPrompts, Prompts
 from winnow.client.resources import (
     AsyncEvals,
     AsyncFeedback,
@@ -23,6 +24,7 @@ from winnow.client.resources import (
 )
 from winnow.client.sdg import AsyncSDG, SyncSDG
 from winnow.schemas.platform import BatchGenerateResponse, GenerateResponse, HealthResponse
+from winnow.schemas.prompts import PromptRef
 from winnow.schemas.usage import BudgetStatus, UsageReport
 
 GroupBy = Literal["key", "model", "day"]
@@ -36,8 +38,9 @@ def _budget(key: str | None) -> Call[BudgetStatus]:
     return Call("GET", "/usage/budget", BudgetStatus, params={"key": key})
 
 
-def _generate(prompt: str, params: SamplingParams) -> Call[GenerateResponse]:
-    return Call("POST", "/generate", GenerateResponse, body={"prompt": prompt, **params})
+def _generate(prompt: str | PromptRef, params: SamplingParams) -> Call[GenerateResponse]:
+    sent = prompt if isinstance(prompt, str) else prompt.model_dump(exclude_none=True)
+    return Call("POST", "/generate", GenerateResponse, body={"prompt": sent, **params})
 
 
 def _generate_batch(prompts: list[str], params: SamplingParams) -> Call[BatchGenerateResponse]:
@@ -55,6 +58,7 @@ class Winnow(SyncAPIClient):
 
     def _attach(self) -> None:
         self.files = Files(self)
+        self.prompts = Prompts(self)
         self.sdg = SyncSDG(self)
         self.fine_tuning = SyncFineTuning(self)
         self.evals = Evals(self)
@@ -71,8 +75,8 @@ class Winnow(SyncAPIClient):
     def health(self) -> HealthResponse:
         return self.fetch(_HEALTH)
 
-    def generate(self, prompt: str, **params: Unpack[SamplingParams]) -> GenerateResponse:
-        """Generate text for ``prompt`` with ``model_id``."""
+    def generate(self, prompt: str | PromptRef, **params: Unpack[SamplingParams]) -> GenerateResponse:
+        """Generate text for ``prompt`` (or a registered prompt's version, rendered) with ``model_id``."""
         return self.fetch(_generate(prompt, params))
 
     def generate_batch(self, prompts: list[str], **params: Unpack[SamplingParams]) -> BatchGenerateResponse:
@@ -100,6 +104,7 @@ class AsyncWinnow(AsyncAPIClient):
 
     def _attach(self) -> None:
         self.files = AsyncFiles(self)
+        self.prompts = AsyncPrompts(self)
         self.sdg = AsyncSDG(self)
         self.fine_tuning = AsyncFineTuning(self)
         self.evals = AsyncEvals(self)
@@ -116,8 +121,8 @@ class AsyncWinnow(AsyncAPIClient):
     async def health(self) -> HealthResponse:
         return await self.fetch(_HEALTH)
 
-    async def generate(self, prompt: str, **params: Unpack[SamplingParams]) -> GenerateResponse:
-        """Generate text for ``prompt`` with ``model_id``."""
+    async def generate(self, prompt: str | PromptRef, **params: Unpack[SamplingParams]) -> GenerateResponse:
+        """Generate text for ``prompt`` (or a registered prompt's version, rendered) with ``model_id``."""
         return await self.fetch(_generate(prompt, params))
 
     async def generate_batch(self, prompts: list[str], **params: Unpack[SamplingParams]) -> BatchGenerateResponse:

@@ -198,3 +198,56 @@ class StoredResponse(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_responses_key_created", "key_id", "created_at"),)
+
+
+class PromptRecord(Base):
+    """A named prompt of one key: its versions are ``PromptVersionRecord`` rows, its labels
+    ``PromptLabelRecord`` rows. ``latest_version`` numbers the newest one."""
+
+    __tablename__ = "prompts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_prompts_key_name", "key_id", "name", unique=True),
+        Index("ix_prompts_key_created", "key_id", "created_at"),
+    )
+
+
+class PromptVersionRecord(Base):
+    """One immutable version of a prompt (written once, never updated): the template, the system
+    message, the sampling parameters, the model it was made for, where it came from (manual or an
+    optimization job) and free-form metadata such as an optimization's scores."""
+
+    __tablename__ = "prompt_versions"
+
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)  # <prompt id>.v<000001>: sorts by version
+    prompt_id: Mapped[str] = mapped_column(String(40))
+    version: Mapped[int] = mapped_column(Integer)
+    template: Mapped[str] = mapped_column(Text)
+    system: Mapped[str | None] = mapped_column(Text, default=None)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    model: Mapped[str | None] = mapped_column(String(200), default=None)
+    source: Mapped[str] = mapped_column(String(16), default="manual")  # manual|optimization
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_prompt_versions_prompt_version", "prompt_id", "version", unique=True),)
+
+
+class PromptLabelRecord(Base):
+    """A label (``production``, ``staging``, ...) of a prompt: it points at exactly one version and moves."""
+
+    __tablename__ = "prompt_labels"
+
+    prompt_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    label: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

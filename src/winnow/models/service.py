@@ -82,16 +82,20 @@ class GenerationService:
             self.metrics.tokens.labels(model_id, "input").inc(input_tokens)
             self.metrics.tokens.labels(model_id, "output").inc(output_tokens)
 
-    async def generate(self, request: GenerateRequest, key_id: int | None = None) -> GenerateResponse:
+    async def generate(
+        self, request: GenerateRequest, key_id: int | None = None, messages: Prompt | None = None
+    ) -> GenerateResponse:
+        """``messages``: what the model is sent instead of the prompt's text (a registered prompt's chat)."""
         params = SamplingParams(request.max_tokens, request.temperature, request.top_p)
-        (result,), latency = await self.run(request.model_id, [request.prompt], params, key_id)
+        sent = request.text() if messages is None else messages
+        (result,), latency = await self.run(request.model_id, [sent], params, key_id)
         if result.error is not None:
             raise result.error
         completion = result.completions[0]
         return GenerateResponse(
             text=completion.text,
             model_id=request.model_id,
-            prompt=request.prompt,
+            prompt=request.text(),
             parameters=GenerationParameters(
                 max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p
             ),

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from winnow.errors import InvalidRequest, UnsupportedParameter, UnsupportedValue
 from winnow.models.base import RawPrompt, TokenLogprob
 from winnow.schemas.common import Int, integral
+from winnow.schemas.prompts import EXTENSION, PromptRef
 
 
 class OpenAIModel(BaseModel):
@@ -113,6 +115,27 @@ def _refuse_best_of(model: str, extra: dict[str, Any] | None, n: int) -> None:
         raise UnsupportedParameter("best_of", model, "local models return n samples, none ranked")
 
 
+# A field the body left out (told apart from an explicit null, for OpenAI's error codes).
+_ABSENT = object()
+
+
+def _absent_marked(data: Any, name: str) -> Any:
+    """The raw body with ``name`` set to ``_ABSENT`` where the client did not send it."""
+    if isinstance(data, dict) and name not in data and name not in (data.get("extra_body") or {}):
+        return {**data, name: _ABSENT}
+    return data
+
+
+def _present(value: Any, null_type: str, null_message: str) -> Any:
+    """``value`` of a field required unless ``prompt_ref`` is given: OpenAI's missing parameter
+    when it was left out, an invalid type when it is null."""
+    if value is _ABSENT:
+        raise PydanticCustomError("missing", "Field required")
+    if value is None:
+        raise PydanticCustomError(null_type, null_message)
+    return value
+
+
 class _Sampling(OpenAIModel):
     model: str
     max_tokens: Annotated[int, Field(ge=1), integral] | None = None
@@ -136,6 +159,15 @@ class _Sampling(OpenAIModel):
     min_tokens: Annotated[int, Field(ge=0), integral] | None = Field(default=None, description="vLLM")
     ignore_eos: bool | None = Field(default=None, description="vLLM")
     stop_token_ids: list[Annotated[int, Field(ge=0), integral]] | None = Field(default=None, description="vLLM")
+    prompt_ref: PromptRef | None = Field(
+        default=None,
+        description=(
+            "Winnow extension: a registered prompt {name, version|label, variables} rendered through that "
+            "version (chat: its system and user messages before the request's; completions: instead of prompt); "
+            "its sampling parameters apply unless the request sets its own"
+        ),
+        json_schema_extra=EXTENSION,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -162,10 +194,40 @@ class _Sampling(OpenAIModel):
 
 
 class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["messages"], "properties": {"messages": {"minItems": 1}}},
+                {"required": ["prompt_ref"], "properties": {"prompt_ref": {"type": "object"}}},
+            ]
+        }
+    )
+
+    messages: list[ChatMessageIn] = Field(
+        default=None, validate_default=True, description="At least one message, unless prompt_ref gives them"
+    )
     max_completion_tokens: Annotated[int, Field(ge=1), integral] | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20), integral] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mark_absent_messages(cls, data: Any) -> Any:
+        return _absent_marked(data, "messages")
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _messages_unless_ref(cls, value: Any, info: ValidationInfo) -> Any:
+        """Required and not empty (OpenAI's errors for each), unless ``prompt_ref`` gives them."""
+        if info.data.get("prompt_ref") is not None:
+            return [] if value is None or value is _ABSENT else value
+        if value == []:
+            raise PydanticCustomError(
+                "too_short",
+                "List should have at least 1 item after validation, not 0",
+                {"field_type": "List", "min_length": 1, "actual_length": 0},
+            )
+        return _present(value, "list_type", "Input should be a valid list")
 
     def logprobs_wanted(self) -> int | None:
         """How many top tokens each sampled token's log-probability comes with (None: no logprobs)."""
@@ -194,13 +256,45 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0), integral]], Field(min_leng
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["prompt"], "properties": {"prompt": {"not": {"type": "null"}}}},
+                {"required": ["prompt_ref"], "properties": {"prompt_ref": {"type": "object"}}},
+            ]
+        }
+    )
+
+    prompt: (
+        str
+        | Annotated[list[str], Field(min_length=1)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1)]
+        | None
+    ) = Field(default=None, validate_default=True, description="Required, unless prompt_ref gives it")
 
     logprobs: Annotated[int, Field(ge=0, le=20), integral] | None = None
     echo: bool | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _mark_absent_prompt(cls, data: Any) -> Any:
+        return _absent_marked(data, "prompt")
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_unless_ref(cls, value: Any, info: ValidationInfo) -> Any:
+        """Required (OpenAI's errors), unless ``prompt_ref`` gives it; not both."""
+        if info.data.get("prompt_ref") is not None:
+            if value is not None and value is not _ABSENT:
+                raise PydanticCustomError("prompt_and_prompt_ref", "give prompt or prompt_ref, not both")
+            return None
+        return _present(value, "string_type", "Input should be a valid string")
+
     def prompts(self) -> list[RawPrompt]:
         """Each prompt as written (local models send it without a chat template), or as token ids."""
+        if self.prompt is None:  # prompt_ref: rendered into prompt before it is used
+            return []
         if isinstance(self.prompt, str):
             return [RawPrompt(self.prompt)]
         out = []

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from winnow.schemas.common import Int, RequestModel, Timestamp, WireModel, now_utc
+from winnow.schemas.prompts import EXTENSION, PromptRef
 
 
 class HealthResponse(WireModel):
@@ -125,8 +126,21 @@ MAX_PROMPT_CHARS = 10_000
 
 
 class GenerateRequest(SamplingFields):
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="Input prompt for text generation")
+    prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)] | PromptRef = Field(
+        description=(
+            "Input prompt for text generation; or (a Winnow extension) a registered prompt "
+            "{name, version|label, variables}, rendered through that version: its system message applies, "
+            "and its sampling parameters unless the request sets its own"
+        ),
+        json_schema_extra=EXTENSION,
+    )
     model_id: str = Field(description="Model identifier to use for generation")
+
+    def text(self) -> str:
+        """The prompt's text (a reference must have been rendered first: ``winnow.prompts.use``)."""
+        if not isinstance(self.prompt, str):
+            raise TypeError("a prompt reference is rendered before generation")
+        return self.prompt
 
 
 class GenerationParameters(WireModel):

@@ -27,6 +27,8 @@ PAGES: dict[str, tuple[str, str, str]] = {
     "/jobs/{job_id}": ("job.html", "job", "Synthetic-data job"),
     "/feedback": ("feedback.html", "feedback", "Human feedback"),
     "/evals": ("evals.html", "evals", "Prompt evaluations"),
+    "/prompts": ("prompts.html", "prompts", "Prompts"),
+    "/prompts/{name}": ("prompt.html", "prompt", "Prompt"),
     "/fine-tuning": ("finetune.html", "finetune", "Fine-tuning"),
     "/fine-tuning/{job_id}": ("finetune_job.html", "finetune_job", "Fine-tuning job"),
     "/playground": ("playground.html", "playground", "Playground"),

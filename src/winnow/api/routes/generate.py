@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from winnow.api.deps import BatchKey, GenerationKey, RuntimeDep
 from winnow.api.routing import Router
+from winnow.prompts import use
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.platform import BatchGenerateRequest, BatchGenerateResponse, GenerateRequest, GenerateResponse
 
@@ -30,6 +31,11 @@ def _json(model: BaseModel) -> Response:
 
 @router.post("", summary="Generate text", response_model=GenerateResponse)
 async def generate(body: GenerateRequest, runtime: RuntimeDep, key: GenerationKey) -> Response:
+    if not isinstance(body.prompt, str):  # a registered prompt (Winnow's extension)
+        request, sent, rendered = await use.for_generate(runtime.prompts, key.id, body)
+        answer = await runtime.generation.generate(request, key.id, sent)
+        answer.metadata["prompt"] = rendered.reference()
+        return _json(answer)
     return _json(await runtime.generation.generate(body, key.id))
 
 

@@ -27,6 +27,7 @@ from winnow.models.base import Prompt, SamplingParams, StreamDelta
 from winnow.models.embedding import task_of
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.router import PIN_HEADER
+from winnow.prompts import use
 from winnow.runtime import Runtime
 from winnow.schemas.common import OpenAIErrorResponse
 from winnow.schemas.openai import (
@@ -218,6 +219,8 @@ async def chat_completion(
     """A chat completion (JSON, or an SSE stream of chunks) for a local or an upstream model, billed
     once; ``sent`` is the body as the client sent it (forwarded as-is to an upstream). /v1/responses
     calls this too."""
+    if body.prompt_ref is not None:  # a registered prompt (Winnow's extension)
+        body, sent = await use.for_openai(runtime.prompts, key_id, body, sent)
     provider = runtime.models.provider(body.model)
     if isinstance(provider, OpenAIProvider):  # usually answered before routing (api/passthrough.py)
         return await forward(runtime, key_id, provider, "/chat/completions", body, sent, pin)
@@ -280,9 +283,12 @@ async def _whole_as_stream(
 
 @router.post("/completions", summary="Text completion (OpenAI format)")
 async def completions(body: CompletionRequest, request: Request, runtime: RuntimeDep, key: GenerationKey) -> Any:
+    sent: dict[str, Any] | None = None
+    if body.prompt_ref is not None:  # a registered prompt (Winnow's extension)
+        body, sent = await use.for_openai(runtime.prompts, key.id, body, await request.json())
     provider = runtime.models.provider(body.model)
     if isinstance(provider, OpenAIProvider):  # usually answered before routing (api/passthrough.py)
-        sent, pin = await request.json(), request.headers.get(PIN_HEADER)
+        sent, pin = sent or await request.json(), request.headers.get(PIN_HEADER)
         return await forward(runtime, key.id, provider, "/completions", body, sent, pin)
     body.refuse_unsupported()
     prompts: list[Prompt] = list(body.prompts())  # as written: no chat template
