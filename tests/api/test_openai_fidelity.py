@@ -294,7 +294,12 @@ def test_upstream_bodies_are_openai_valid(server: LiveServer, key: str, fake: Fa
         ),
         ("/chat/completions", {"tool_choice": "required"}, "tool_choice", "unsupported_parameter"),
         ("/chat/completions", {"functions": [{"name": "add"}]}, "functions", "unsupported_parameter"),
-        ("/chat/completions", {"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
+        (
+            "/chat/completions",
+            {"extra_body": {"allowed_token_ids": [7, 8]}},
+            "allowed_token_ids",
+            "unsupported_parameter",
+        ),
         ("/chat/completions", {"reasoning_effort": "high"}, "reasoning_effort", "unsupported_parameter"),
         (
             "/chat/completions",
@@ -304,7 +309,7 @@ def test_upstream_bodies_are_openai_valid(server: LiveServer, key: str, fake: Fa
         ),
         ("/completions", {"suffix": "!"}, "suffix", "unsupported_parameter"),
         ("/completions", {"best_of": 3}, "best_of", "unsupported_parameter"),
-        ("/chat/completions", {"guided_choice": ["a", "b"]}, "guided_choice", "unsupported_parameter"),
+        ("/completions", {"bad_words": ["a"]}, "bad_words", "unsupported_parameter"),
         ("/completions", {"extra_body": {"use_beam_search": True}}, "use_beam_search", "unsupported_parameter"),
     ],
 )

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from winnow.config import ModelConfig, Settings
 from winnow.models.pool import ModelPool
 
 FinishReason = Literal["stop", "length"]
+GuideKind = Literal["json_schema", "json_object", "regex", "choice", "grammar"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,31 @@ def choice_seed(seed: int | None, index: int) -> int | None:
 
 
 @dataclass(frozen=True)
+class Guide:
+    """What a row's output must match: ``spec`` is the schema as JSON text, the regex, the grammar,
+    or the choices as a JSON list; ``param`` is the request field that asked for it (its 400s name it)."""
+
+    kind: GuideKind
+    spec: str = ""
+    param: str = "response_format"
+
+    @staticmethod
+    def json_schema(schema: object, param: str = "response_format") -> Guide:
+        return Guide("json_schema", schema if isinstance(schema, str) else json.dumps(schema), param)
+
+    def upstream_fields(self) -> dict[str, Any]:
+        """The guide as an OpenAI-compatible upstream takes it: ``response_format`` for JSON, vLLM's
+        ``guided_*`` fields (in ``extra_body``) for the rest."""
+        if self.kind == "json_object":
+            return {"response_format": {"type": "json_object"}}
+        if self.kind == "json_schema":
+            schema = {"name": "output", "schema": json.loads(self.spec), "strict": True}
+            return {"response_format": {"type": "json_schema", "json_schema": schema}}
+        value: object = json.loads(self.spec) if self.kind == "choice" else self.spec
+        return {"extra_body": {f"guided_{self.kind}": value}}
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 100
     temperature: float = 0.7  # 0 (or anything below GREEDY_BELOW) means greedy
@@ -92,6 +119,7 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()
     logprobs: int | None = None  # the sampled tokens' log-probabilities, with this many top ones
     prompt_logprobs: int | None = None  # the prompt's too (completions' echo)
+    guide: Guide | None = None  # structured outputs: what the text must match (models/guided.py)
 
     @property
     def greedy(self) -> bool:

@@ -2,8 +2,8 @@
 
 Upstream models get every field as sent. Local models implement the sampling fields declared here
 (OpenAI's, and vLLM's: ``top_k``, ``min_p``, ``repetition_penalty``, ``min_tokens``, ``ignore_eos``,
-``stop_token_ids``); a field of OpenAI's request that would change the answer and that they do not
-implement (tools, a JSON response format, ...) is refused with a 400 naming it
+``stop_token_ids``) and structured outputs (``response_format``, vLLM's ``guided_*``); a field of OpenAI's request that would change the answer and that they do not
+implement (tools, ``functions``, audio, ...) is refused with a 400 naming it
 (``refuse_unsupported``), never ignored. Fields that do not change the answer (``user``,
 ``metadata``, ``store``, ``service_tier``, ``prediction``, ``parallel_tool_calls`` without tools)
 are accepted.
@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from winnow.errors import InvalidRequest, UnsupportedParameter, UnsupportedValue
-from winnow.models.base import RawPrompt, TokenLogprob
+from winnow.models.base import Guide, RawPrompt, TokenLogprob
 from winnow.schemas.common import Int, integral
+from winnow.schemas.structured_outputs import guide_of
 
 
 class OpenAIModel(BaseModel):
@@ -50,11 +51,6 @@ class StreamOptions(OpenAIModel):
 # OpenAI's (and vLLM's) request fields that change the answer and that local models do not
 # implement, each with the values that ask for nothing (a client may send those).
 _VLLM_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
-    "guided_json": (None,),
-    "guided_regex": (None,),
-    "guided_choice": (None,),
-    "guided_grammar": (None,),
-    "structured_outputs": (None,),
     "use_beam_search": (None, False),
     "length_penalty": (None, 1.0),
     "bad_words": (None, []),
@@ -131,6 +127,10 @@ class _Sampling(OpenAIModel):
             pairs.append((int(key), value))
         return tuple(pairs)
 
+    def guide(self) -> Guide | None:
+        """The structured output asked for (``response_format``, vLLM's ``guided_*``, ``structured_outputs``)."""
+        return guide_of(self.model_extra or {})
+
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
             return ()
@@ -152,11 +152,6 @@ class ChatCompletionRequest(_Sampling):
     def refuse_unsupported(self) -> None:
         """Raise UnsupportedParameter (or UnsupportedValue) for the first field a local model cannot honour."""
         _refuse(self.model, self.model_extra, _CHAT_UNSUPPORTED_LOCALLY)
-        response_format = (self.model_extra or {}).get("response_format")
-        if response_format is not None:
-            kind = response_format.get("type") if isinstance(response_format, dict) else response_format
-            if kind != "text":
-                raise UnsupportedValue("response_format", kind, self.model)
         for i, message in enumerate(self.messages):
             if (message.model_extra or {}).get("tool_calls"):
                 raise UnsupportedParameter(f"messages[{i}].tool_calls", self.model)

@@ -87,6 +87,7 @@ def _params(
         logit_bias=body.bias(),
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
+        guide=body.guide(),
     )
     if params.min_tokens > params.max_tokens:
         raise InvalidRequest(
