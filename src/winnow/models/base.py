@@ -17,13 +17,30 @@ from winnow.config import ModelConfig, Settings
 from winnow.models.pool import ModelPool
 
 FinishReason = Literal["stop", "length"]
-GuideKind = Literal["json_schema", "json_object", "regex", "choice", "grammar"]
+GuideKind = Literal["json_schema", "json_object", "regex", "choice", "grammar", "tool_call"]
 
 
 @dataclass(frozen=True)
 class ChatMessage:
     role: str
     content: str
+    tool_calls: str | None = None  # an assistant's calls: OpenAI's tool_calls list as JSON text
+    tool_call_id: str | None = None  # a tool message's answer to that call
+
+
+class ToolChat(tuple[ChatMessage, ...]):
+    """A chat sent with tools (OpenAI's ``tools`` list as JSON text), which a local model's chat
+    template renders; a model whose template has no tools refuses it."""
+
+    tools: str
+
+    def __new__(cls, messages: Sequence[ChatMessage], tools: str) -> ToolChat:
+        chat = super().__new__(cls, messages)
+        chat.tools = tools
+        return chat
+
+    def __reduce__(self) -> tuple[type[ToolChat], tuple[tuple[ChatMessage, ...], str]]:
+        return (ToolChat, (tuple(self), self.tools))
 
 
 class RawPrompt(str):
@@ -74,7 +91,8 @@ def choice_seed(seed: int | None, index: int) -> int | None:
 @dataclass(frozen=True)
 class Guide:
     """What a row's output must match: ``spec`` is the schema as JSON text, the regex, the grammar,
-    or the choices as a JSON list; ``param`` is the request field that asked for it (its 400s name it)."""
+    or the choices as a JSON list (``tool_call``: the schema of a call's JSON, written between
+    ``<tool_call>`` and ``</tool_call>``); ``param`` is the request field that asked for it (its 400s name it)."""
 
     kind: GuideKind
     spec: str = ""
@@ -87,6 +105,8 @@ class Guide:
     def upstream_fields(self) -> dict[str, Any]:
         """The guide as an OpenAI-compatible upstream takes it: ``response_format`` for JSON, vLLM's
         ``guided_*`` fields (in ``extra_body``) for the rest."""
+        if self.kind == "tool_call":  # an upstream gets the request's tools and tool_choice as sent
+            return {}
         if self.kind == "json_object":
             return {"response_format": {"type": "json_object"}}
         if self.kind == "json_schema":

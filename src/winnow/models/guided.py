@@ -77,6 +77,11 @@ class GuideCompiler:
             return compiler.compile_regex(guide.spec)
         if guide.kind == "choice":
             return compiler.compile_regex(_choice_regex(guide.spec))
+        if guide.kind == "tool_call":  # Hermes' block: <tool_call>{"name": ..., "arguments": {...}}</tool_call>
+            grammar = self._xgrammar.Grammar
+            call = grammar.from_json_schema(guide.spec, any_whitespace=False)
+            opened, closed = grammar.from_ebnf('root ::= "<tool_call>"'), grammar.from_ebnf('root ::= "</tool_call>"')
+            return compiler.compile_grammar(grammar.concat(opened, call, closed))
         return compiler.compile_grammar(guide.spec)
 
     def rows(self, guides: list[Guide | None]) -> RowGuides | None:

@@ -2,8 +2,9 @@
 
 Upstream models get every field as sent. Local models implement the sampling fields declared here
 (OpenAI's, and vLLM's: ``top_k``, ``min_p``, ``repetition_penalty``, ``min_tokens``, ``ignore_eos``,
-``stop_token_ids``) and structured outputs (``response_format``, vLLM's ``guided_*``); a field of OpenAI's request that would change the answer and that they do not
-implement (tools, ``functions``, audio, ...) is refused with a 400 naming it
+``stop_token_ids``) structured outputs (``response_format``, vLLM's ``guided_*``) and tools (on models whose chat
+template renders them); a field of OpenAI's request that would change the answer and that they do not
+implement (``functions``, audio, ...) is refused with a 400 naming it
 (``refuse_unsupported``), never ignored. Fields that do not change the answer (``user``,
 ``metadata``, ``store``, ``service_tier``, ``prediction``, ``parallel_tool_calls`` without tools)
 are accepted.
@@ -11,6 +12,7 @@ are accepted.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -19,6 +21,7 @@ from winnow.errors import InvalidRequest, UnsupportedParameter, UnsupportedValue
 from winnow.models.base import Guide, RawPrompt, TokenLogprob
 from winnow.schemas.common import Int, integral
 from winnow.schemas.structured_outputs import guide_of
+from winnow.schemas.tool_calls import ToolUse, tool_use
 
 
 class OpenAIModel(BaseModel):
@@ -35,6 +38,13 @@ class ContentPart(OpenAIModel):
 class ChatMessageIn(OpenAIModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+
+    def tool_fields(self) -> tuple[str | None, str | None]:
+        """An assistant's ``tool_calls`` (as JSON text) and a tool message's ``tool_call_id``."""
+        extra = self.model_extra or {}
+        calls = extra.get("tool_calls")
+        call_id = extra.get("tool_call_id")
+        return (json.dumps(calls) if calls else None), (call_id if isinstance(call_id, str) else None)
 
     def text(self) -> str:
         if self.content is None:
@@ -63,8 +73,6 @@ _VLLM_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
 }
 _CHAT_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
     **_VLLM_UNSUPPORTED_LOCALLY,
-    "tools": (None, []),
-    "tool_choice": (None, "none", "auto"),
     "functions": (None, []),
     "function_call": (None, "none", "auto"),
     "audio": (None,),
@@ -143,6 +151,10 @@ class ChatCompletionRequest(_Sampling):
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20), integral] | None = None
 
+    def tool_use(self) -> ToolUse | None:
+        """The tools sent and how the model may use them (``tool_choice``); None without tools."""
+        return tool_use(self.model_extra or {})
+
     def logprobs_wanted(self) -> int | None:
         """How many top tokens each sampled token's log-probability comes with (None: no logprobs)."""
         if self.top_logprobs and not self.logprobs:
@@ -153,8 +165,6 @@ class ChatCompletionRequest(_Sampling):
         """Raise UnsupportedParameter (or UnsupportedValue) for the first field a local model cannot honour."""
         _refuse(self.model, self.model_extra, _CHAT_UNSUPPORTED_LOCALLY)
         for i, message in enumerate(self.messages):
-            if (message.model_extra or {}).get("tool_calls"):
-                raise UnsupportedParameter(f"messages[{i}].tool_calls", self.model)
             for j, part in enumerate(message.content if isinstance(message.content, list) else []):
                 if part.type != "text":
                     raise UnsupportedValue(f"messages[{i}].content[{j}].type", part.type, self.model)
