@@ -198,3 +198,21 @@ def test_langchain_bind_tools_round_trip(server: tuple[LiveServer, str]) -> None
 def test_the_script_writes_a_model_with_a_tools_template(tmp_path: Path) -> None:
     model = write(tmp_path / "m")
     assert "tools" in json.loads((model / "tokenizer_config.json").read_text())["chat_template"]
+
+
+def test_the_responses_api_returns_function_call_items(client: openai.OpenAI) -> None:
+    function = ADD["function"]
+    tool = {"type": "function", "name": function["name"], "parameters": function["parameters"], "strict": True}
+    for stream in (False, True):
+        body: dict[str, Any] = {
+            "model": "demo-lm-tools", "input": "What is 2+3?", "tools": [tool], "max_output_tokens": 120,
+            "tool_choice": {"type": "function", "name": "add"},
+        }  # fmt: skip
+        if stream:
+            with client.responses.create(stream=True, **body) as events:
+                response = [e for e in events][-1].response
+        else:
+            response = client.responses.create(**body)
+        (call,) = [item for item in response.output if item.type == "function_call"]
+        assert call.name == "add"
+        jsonschema.validate(json.loads(call.arguments), _schema("add"))
