@@ -112,7 +112,9 @@ def _message(message: ChatMessage) -> dict[str, Any]:
     if message.tool_calls:
         calls = json.loads(message.tool_calls)
         for call in calls:
-            function = call.get("function") or {}
+            function = call.get("function")
+            if not isinstance(function, dict):
+                continue
             arguments = function.get("arguments")
             if isinstance(arguments, str):
                 with contextlib.suppress(ValueError):  # not JSON: the template gets the text
@@ -164,9 +166,14 @@ class PromptEncoder:
         tools = self._tools(prompt)
         if self._template is not None and tools is None:  # with tools: transformers' own rendering (its tojson)
             return self._template(messages)
-        rendered: str = self.tokenizer.apply_chat_template(
-            messages, tools=tools, add_generation_prompt=True, tokenize=False
-        )
+        try:
+            rendered: str = self.tokenizer.apply_chat_template(
+                messages, tools=tools, add_generation_prompt=True, tokenize=False
+            )
+        except Exception as exc:  # jinja's errors (a malformed tool call, a role it refuses): the request's
+            raise InvalidRequest(
+                "The model's chat template cannot render these messages", str(exc)[:300], param="messages"
+            ) from exc
         return rendered
 
     def _tools(self, prompt: Prompt) -> list[Any] | None:

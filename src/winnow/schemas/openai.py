@@ -44,7 +44,8 @@ class ChatMessageIn(OpenAIModel):
         extra = self.model_extra or {}
         calls = extra.get("tool_calls")
         call_id = extra.get("tool_call_id")
-        return (json.dumps(calls) if calls else None), (call_id if isinstance(call_id, str) else None)
+        calls_ok = isinstance(calls, list) and calls and all(isinstance(c, dict) for c in calls)
+        return (json.dumps(calls) if calls_ok else None), (call_id if isinstance(call_id, str) else None)
 
     def text(self) -> str:
         if self.content is None:
