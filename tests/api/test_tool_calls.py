@@ -216,3 +216,20 @@ def test_the_responses_api_returns_function_call_items(client: openai.OpenAI) ->
         (call,) = [item for item in response.output if item.type == "function_call"]
         assert call.name == "add"
         jsonschema.validate(json.loads(call.arguments), _schema("add"))
+
+
+def test_tool_call_answers_and_chunks_follow_openais_schemas(server: tuple[LiveServer, str]) -> None:
+    from tests.api.test_openai_fidelity import assert_openai
+
+    live, key = server
+    body = {"model": "demo-lm-tools", "messages": ASK, "tools": TOOLS, "tool_choice": "required", "max_tokens": 120}
+    answer = httpx.post(f"{live.url}/v1/chat/completions", json=body, headers=bearer(key), timeout=60)
+    assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["tool_calls"], answer.text
+    assert_openai("CreateChatCompletionResponse", answer.json())
+    with httpx.stream(
+        "POST", f"{live.url}/v1/chat/completions", json={**body, "stream": True}, headers=bearer(key), timeout=60
+    ) as stream:
+        lines = [line[6:] for line in stream.iter_lines() if line.startswith("data: ") and line != "data: [DONE]"]
+    assert len(lines) >= 3
+    for line in lines:
+        assert_openai("CreateChatCompletionStreamResponse", json.loads(line))
