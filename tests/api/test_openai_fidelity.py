@@ -292,9 +292,19 @@ def test_upstream_bodies_are_openai_valid(server: LiveServer, key: str, fake: Fa
             "tools",
             "unsupported_parameter",
         ),
-        ("/chat/completions", {"tool_choice": "required"}, "tool_choice", "unsupported_parameter"),
+        (  # demo-lm's chat template renders no tools
+            "/chat/completions",
+            {"tools": [{"type": "function", "function": {"name": "add"}}], "tool_choice": "required"},
+            "tools",
+            "unsupported_parameter",
+        ),
         ("/chat/completions", {"functions": [{"name": "add"}]}, "functions", "unsupported_parameter"),
-        ("/chat/completions", {"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
+        (
+            "/chat/completions",
+            {"extra_body": {"allowed_token_ids": [7, 8]}},
+            "allowed_token_ids",
+            "unsupported_parameter",
+        ),
         ("/chat/completions", {"reasoning_effort": "high"}, "reasoning_effort", "unsupported_parameter"),
         (
             "/chat/completions",
@@ -304,7 +314,7 @@ def test_upstream_bodies_are_openai_valid(server: LiveServer, key: str, fake: Fa
         ),
         ("/completions", {"suffix": "!"}, "suffix", "unsupported_parameter"),
         ("/completions", {"best_of": 3}, "best_of", "unsupported_parameter"),
-        ("/chat/completions", {"guided_choice": ["a", "b"]}, "guided_choice", "unsupported_parameter"),
+        ("/completions", {"bad_words": ["a"]}, "bad_words", "unsupported_parameter"),
         ("/completions", {"extra_body": {"use_beam_search": True}}, "use_beam_search", "unsupported_parameter"),
     ],
 )

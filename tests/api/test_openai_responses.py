@@ -382,7 +382,6 @@ def test_what_a_local_model_cannot_honour_is_a_400_naming_it(
     server: LiveServer, key: str, client: openai.OpenAI
 ) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"text": {"format": {"type": "json_object"}}}, "text.format"),
         ({"tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}]}, "tools"),
         ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
         (

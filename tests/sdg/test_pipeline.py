@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from typer.testing import CliRunner
 
@@ -240,3 +241,22 @@ def test_a_job_gives_the_same_rows_whatever_its_batch_size(tmp_path: Path) -> No
     rows = [json.loads(line) for line in outputs[0].splitlines()]
     assert len(rows) == 80 and len({r["response"]["content"] for r in rows}) > 10  # sampled
     assert len({r["score"] for r in rows}) > 10  # scored, each its own
+
+
+def test_a_job_with_a_response_format_makes_rows_that_validate(tmp_path: Path) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer", "minimum": 0, "maximum": 999}, "sure": {"type": "boolean"}},
+        "required": ["answer", "sure"],
+        "additionalProperties": False,
+    }
+    form = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    output = tmp_path / "out.jsonl"
+    _run(_spec(response_format=form, max_gen_len=40, num_generations=2), tmp_path / "work", output)
+    rows = _rows(output)
+    assert len(rows) == 20 * 2
+    for row in rows:
+        assert row["response"]["stop_reason"] == "end_of_turn"
+        jsonschema.validate(json.loads(row["response"]["content"]), schema)
+    with pytest.raises(ValueError, match="response_format"):
+        _spec(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": "{"}})

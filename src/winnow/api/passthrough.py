@@ -53,7 +53,10 @@ def sse(payload: dict[str, Any] | str) -> bytes:
 def prompt_of(body: ChatCompletionRequest | CompletionRequest) -> list[ChatMessage] | str:
     """What the request bills and stores as its prompt."""
     if isinstance(body, ChatCompletionRequest):
-        return [ChatMessage("system" if m.role == "developer" else m.role, m.text()) for m in body.messages]
+        return [
+            ChatMessage("system" if m.role == "developer" else m.role, m.text(), *m.tool_fields())
+            for m in body.messages
+        ]
     return "\n".join(p if p.token_ids is None else " ".join(map(str, p.token_ids)) for p in body.prompts())
 
 

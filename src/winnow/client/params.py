@@ -27,6 +27,7 @@ class SubmitJobParams(TypedDict, total=False):
     filtering_function: FilteringFunction | dict[str, Any]
     system_prompt: str | None
     seed: int | None
+    response_format: dict[str, Any] | None
     executor: Literal["local", "ray"] | None
     dry_run: bool
     outputs: list[OutputKind]
@@ -47,6 +48,7 @@ class EvaluationParams(TypedDict, total=False):
     temperature: float
     top_p: float
     seed: int | None
+    response_format: dict[str, Any] | None
     batch_size: int
 
 

@@ -18,6 +18,7 @@ from winnow.evals.plan import EvalPlan, render
 from winnow.evals.table import comparison, read_records
 from winnow.models.base import GenerationResult, Prompt, Provider, SamplingParams
 from winnow.schemas.evals import ComparisonRow, EvaluationCounts
+from winnow.schemas.structured_outputs import response_format_guide
 from winnow.sdg import stages
 from winnow.sdg.inputs import read_rows
 from winnow.sdg.rows import Candidate, PromptRow
@@ -97,6 +98,7 @@ class EvalRunner:
             temperature=spec.temperature,
             top_p=spec.top_p,
             seed=spec.seed,
+            guide=response_format_guide(spec.response_format),
             prompt_seeds=None if spec.seed is None else stages.row_seeds(spec.seed, [(r.id, t.name) for t, r in items]),
         )
         lines: list[bytes] = []

@@ -8,20 +8,39 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from winnow.config import ModelConfig, Settings
 from winnow.models.pool import ModelPool
 
 FinishReason = Literal["stop", "length"]
+GuideKind = Literal["json_schema", "json_object", "regex", "choice", "grammar", "tool_call"]
 
 
 @dataclass(frozen=True)
 class ChatMessage:
     role: str
     content: str
+    tool_calls: str | None = None  # an assistant's calls: OpenAI's tool_calls list as JSON text
+    tool_call_id: str | None = None  # a tool message's answer to that call
+
+
+class ToolChat(tuple[ChatMessage, ...]):
+    """A chat sent with tools (OpenAI's ``tools`` list as JSON text), which a local model's chat
+    template renders; a model whose template has no tools refuses it."""
+
+    tools: str
+
+    def __new__(cls, messages: Sequence[ChatMessage], tools: str) -> ToolChat:
+        chat = super().__new__(cls, messages)
+        chat.tools = tools
+        return chat
+
+    def __reduce__(self) -> tuple[type[ToolChat], tuple[tuple[ChatMessage, ...], str]]:
+        return (ToolChat, (tuple(self), self.tools))
 
 
 class RawPrompt(str):
@@ -70,6 +89,34 @@ def choice_seed(seed: int | None, index: int) -> int | None:
 
 
 @dataclass(frozen=True)
+class Guide:
+    """What a row's output must match: ``spec`` is the schema as JSON text, the regex, the grammar,
+    or the choices as a JSON list (``tool_call``: the schema of a call's JSON, written between
+    ``<tool_call>`` and ``</tool_call>``); ``param`` is the request field that asked for it (its 400s name it)."""
+
+    kind: GuideKind
+    spec: str = ""
+    param: str = "response_format"
+
+    @staticmethod
+    def json_schema(schema: object, param: str = "response_format") -> Guide:
+        return Guide("json_schema", schema if isinstance(schema, str) else json.dumps(schema), param)
+
+    def upstream_fields(self) -> dict[str, Any]:
+        """The guide as an OpenAI-compatible upstream takes it: ``response_format`` for JSON, vLLM's
+        ``guided_*`` fields (in ``extra_body``) for the rest."""
+        if self.kind == "tool_call":  # an upstream gets the request's tools and tool_choice as sent
+            return {}
+        if self.kind == "json_object":
+            return {"response_format": {"type": "json_object"}}
+        if self.kind == "json_schema":
+            schema = {"name": "output", "schema": json.loads(self.spec), "strict": True}
+            return {"response_format": {"type": "json_schema", "json_schema": schema}}
+        value: object = json.loads(self.spec) if self.kind == "choice" else self.spec
+        return {"extra_body": {f"guided_{self.kind}": value}}
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 100
     temperature: float = 0.7  # 0 (or anything below GREEDY_BELOW) means greedy
@@ -92,6 +139,7 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()
     logprobs: int | None = None  # the sampled tokens' log-probabilities, with this many top ones
     prompt_logprobs: int | None = None  # the prompt's too (completions' echo)
+    guide: Guide | None = None  # structured outputs: what the text must match (models/guided.py)
 
     @property
     def greedy(self) -> bool:

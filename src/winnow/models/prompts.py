@@ -7,13 +7,15 @@ same tokens, the same token counts and the same errors whichever engine serves t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from winnow.config import ModelConfig
-from winnow.errors import ContextLengthExceeded, InvalidRequest
-from winnow.models.base import Prompt, RawPrompt, SamplingParams
+from winnow.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
+from winnow.models.base import ChatMessage, Prompt, RawPrompt, SamplingParams, ToolChat
 
 # Prompts longer than this (in characters) are tokenized before they reach a model's queue, on a
 # thread of their own, so that one large prompt never holds up the batch other callers wait in.
@@ -69,7 +71,7 @@ _PROBE = [
 ]
 
 
-def compiled_chat_template(tokenizer: Any) -> Callable[[list[dict[str, str]]], str] | None:
+def compiled_chat_template(tokenizer: Any) -> Callable[..., str] | None:
     """The tokenizer's chat template compiled once with jinja2, when it renders exactly as
     ``apply_chat_template`` does on a few probe conversations; else None (use transformers).
 
@@ -93,7 +95,7 @@ def compiled_chat_template(tokenizer: Any) -> Callable[[list[dict[str, str]]], s
         template = env.from_string(tokenizer.chat_template)
         specials = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
 
-        def render(messages: list[dict[str, str]]) -> str:
+        def render(messages: list[dict[str, Any]]) -> str:
             return template.render(messages=messages, add_generation_prompt=True, **specials)
 
         for probe in _PROBE:
@@ -102,6 +104,25 @@ def compiled_chat_template(tokenizer: Any) -> Callable[[list[dict[str, str]]], s
         return render
     except Exception:  # any template this cannot reproduce exactly goes through transformers
         return None
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    """A message as chat templates read it (tool calls with their arguments as objects, as Hermes' do)."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        calls = json.loads(message.tool_calls)
+        for call in calls:
+            function = call.get("function")
+            if not isinstance(function, dict):
+                continue
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                with contextlib.suppress(ValueError):  # not JSON: the template gets the text
+                    function["arguments"] = json.loads(arguments)
+        out["tool_calls"] = calls
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
 
 
 def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
@@ -125,6 +146,9 @@ class PromptEncoder:
         template = config.options.get("chat_template", "auto")
         self.use_chat_template = bool(self.tokenizer.chat_template) and template in ("auto", True)
         self._template = compiled_chat_template(self.tokenizer)
+        # A template that renders tools reads a ``tools`` variable (Hermes, Qwen, Llama 3.1, ...).
+        self.renders_tools = isinstance(self.tokenizer.chat_template, str) and "tools" in self.tokenizer.chat_template
+        self.model_id = config.id
 
     def render(self, prompt: Prompt) -> str:
         """The text the model sees: chats (and plain prompts, when the model has a chat template)
@@ -136,13 +160,30 @@ class PromptEncoder:
                 return prompt
             messages: list[dict[str, str]] = [{"role": "user", "content": prompt}]
         else:
-            messages = [{"role": m.role, "content": m.content} for m in prompt]
+            messages = [_message(m) for m in prompt]
             if not self.tokenizer.chat_template:
                 return "\n".join(m["content"] for m in messages)
-        if self._template is not None:
+        tools = self._tools(prompt)
+        if self._template is not None and tools is None:  # with tools: transformers' own rendering (its tojson)
             return self._template(messages)
-        rendered: str = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        try:
+            rendered: str = self.tokenizer.apply_chat_template(
+                messages, tools=tools, add_generation_prompt=True, tokenize=False
+            )
+        except Exception as exc:  # jinja's errors (a malformed tool call, a role it refuses): the request's
+            raise InvalidRequest(
+                "The model's chat template cannot render these messages", str(exc)[:300], param="messages"
+            ) from exc
         return rendered
+
+    def _tools(self, prompt: Prompt) -> list[Any] | None:
+        """A ToolChat's tools for the template, or UnsupportedParameter when the template has none."""
+        if not isinstance(prompt, ToolChat):
+            return None
+        if not self.renders_tools:
+            raise UnsupportedParameter("tools", self.model_id, "its chat template does not render tools")
+        tools: list[Any] = json.loads(prompt.tools)
+        return tools
 
     def encode(self, texts: list[str], raw: bool = False) -> list[list[int]]:
         """Token ids of rendered prompts, in one batched (Rust) tokenizer call. A chat template

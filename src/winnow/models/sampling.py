@@ -6,18 +6,22 @@ row's penalties, bias, temperature and top-k / top-p / min-p, draws the row's to
 row's distribution at one uniform number, and leaves only that token finite. A seeded row takes its
 uniform numbers from a ``torch.Generator`` seeded with its own seed, a fixed count per step, so its
 tokens depend on nothing else in the batch; unseeded rows share a generator seeded from the OS.
+A constrained row (structured outputs) draws only among the tokens its grammar allows (``RowGuides``).
 ``RowStops`` ends each row at its own stop tokens and max_tokens.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
 from winnow.models.base import GREEDY_BELOW, SamplingParams
+
+if TYPE_CHECKING:
+    from winnow.models.guided import RowGuides
 
 _BLOCK = 64  # uniform numbers a row draws from its generator at once (one per step)
 _NEG_INF = float("-inf")
@@ -44,8 +48,11 @@ def _column(values: list[float], dtype: Any = torch.float32) -> torch.Tensor:
 class RowSampler(LogitsProcessor):
     """Chooses every row's next token (see the module docstring); ``generate`` then takes the argmax."""
 
-    def __init__(self, rows: list[DecodeRow], width: int, vocab: int, eos_ids: set[int]) -> None:
+    def __init__(
+        self, rows: list[DecodeRow], width: int, vocab: int, eos_ids: set[int], guides: RowGuides | None = None
+    ) -> None:
         self.rows = rows
+        self.guides = guides  # structured outputs: the constrained rows' grammars
         self.width = width
         self.vocab = vocab
         self.step = 0
@@ -116,9 +123,10 @@ class RowSampler(LogitsProcessor):
         self.step += 1
         if step:
             self._count(input_ids[:, -1])
-        logits = scores[:, : self.vocab]
-        raw = torch.log_softmax(logits, dim=-1) if self.top_logprobs >= 0 else None
-        logits = self._adjust(logits, step)
+        raw = torch.log_softmax(scores[:, : self.vocab], dim=-1) if self.top_logprobs >= 0 else None
+        logits = self._adjust(scores[:, : self.vocab], step)
+        if self.guides is not None:
+            logits = self.guides.mask(logits, scores[:, : self.vocab])
         if self.all_greedy:
             chosen = logits.argmax(dim=-1)
         else:
@@ -127,6 +135,8 @@ class RowSampler(LogitsProcessor):
             chosen = self._sample(logits, self._uniform[:, step % _BLOCK])
             if self.any_greedy:
                 chosen = torch.where(self.greedy, logits.argmax(dim=-1), chosen)
+        if self.guides is not None:
+            self.guides.advance(chosen)
         if raw is not None:
             self._record(raw, chosen)
         out = torch.full_like(scores, _NEG_INF)

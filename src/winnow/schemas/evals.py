@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from winnow.schemas.common import CursorPage, Int, RequestModel, Seed, Timestamp, WireModel
+from winnow.schemas.structured_outputs import RESPONSE_FORMAT_DOC, ResponseFormat
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
 
@@ -43,6 +44,7 @@ class EvaluationRequest(RequestModel):
     max_tokens: Int = Field(64, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    response_format: ResponseFormat | None = Field(None, description=RESPONSE_FORMAT_DOC)
     seed: Seed | None = Field(None, description="Makes sampling reproducible: any integer >= 0")
     batch_size: Int = Field(32, ge=1, le=4096, description="Dataset rows per chunk (and checkpoint)")
 

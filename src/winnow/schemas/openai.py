@@ -2,8 +2,9 @@
 
 Upstream models get every field as sent. Local models implement the sampling fields declared here
 (OpenAI's, and vLLM's: ``top_k``, ``min_p``, ``repetition_penalty``, ``min_tokens``, ``ignore_eos``,
-``stop_token_ids``); a field of OpenAI's request that would change the answer and that they do not
-implement (tools, a JSON response format, ...) is refused with a 400 naming it
+``stop_token_ids``) structured outputs (``response_format``, vLLM's ``guided_*``) and tools (on models whose chat
+template renders them); a field of OpenAI's request that would change the answer and that they do not
+implement (``functions``, audio, ...) is refused with a 400 naming it
 (``refuse_unsupported``), never ignored. Fields that do not change the answer (``user``,
 ``metadata``, ``store``, ``service_tier``, ``prediction``, ``parallel_tool_calls`` without tools)
 are accepted.
@@ -11,15 +12,18 @@ are accepted.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from winnow.errors import InvalidRequest, UnsupportedParameter, UnsupportedValue
-from winnow.models.base import RawPrompt, TokenLogprob
+from winnow.models.base import Guide, RawPrompt, TokenLogprob
 from winnow.schemas.common import Int, integral
 from winnow.schemas.prompts import EXTENSION, PromptRef
+from winnow.schemas.structured_outputs import guide_of
+from winnow.schemas.tool_calls import ToolUse, tool_use
 
 
 class OpenAIModel(BaseModel):
@@ -37,6 +41,14 @@ class ChatMessageIn(OpenAIModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
 
+    def tool_fields(self) -> tuple[str | None, str | None]:
+        """An assistant's ``tool_calls`` (as JSON text) and a tool message's ``tool_call_id``."""
+        extra = self.model_extra or {}
+        calls = extra.get("tool_calls")
+        call_id = extra.get("tool_call_id")
+        calls_ok = isinstance(calls, list) and calls and all(isinstance(c, dict) for c in calls)
+        return (json.dumps(calls) if calls_ok else None), (call_id if isinstance(call_id, str) else None)
+
     def text(self) -> str:
         if self.content is None:
             return ""
@@ -52,11 +64,6 @@ class StreamOptions(OpenAIModel):
 # OpenAI's (and vLLM's) request fields that change the answer and that local models do not
 # implement, each with the values that ask for nothing (a client may send those).
 _VLLM_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
-    "guided_json": (None,),
-    "guided_regex": (None,),
-    "guided_choice": (None,),
-    "guided_grammar": (None,),
-    "structured_outputs": (None,),
     "use_beam_search": (None, False),
     "length_penalty": (None, 1.0),
     "bad_words": (None, []),
@@ -85,8 +92,6 @@ _CHAT_UNSUPPORTED_LOCALLY: dict[str, tuple[object, ...]] = {
     **_VLLM_RENDERING_UNSUPPORTED_LOCALLY,
     "echo": (None, False),  # vLLM's chat echo: the last message before the answer
     "add_special_tokens": (None, False),  # a chat template writes its own
-    "tools": (None, []),
-    "tool_choice": (None, "none", "auto"),
     "functions": (None, []),
     "function_call": (None, "none", "auto"),
     "audio": (None,),
@@ -187,6 +192,10 @@ class _Sampling(OpenAIModel):
             pairs.append((int(key), value))
         return tuple(pairs)
 
+    def guide(self) -> Guide | None:
+        """The structured output asked for (``response_format``, vLLM's ``guided_*``, ``structured_outputs``)."""
+        return guide_of(self.model_extra or {})
+
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
             return ()
@@ -229,6 +238,10 @@ class ChatCompletionRequest(_Sampling):
             )
         return _present(value, "list_type", "Input should be a valid list")
 
+    def tool_use(self) -> ToolUse | None:
+        """The tools sent and how the model may use them (``tool_choice``); None without tools."""
+        return tool_use(self.model_extra or {})
+
     def logprobs_wanted(self) -> int | None:
         """How many top tokens each sampled token's log-probability comes with (None: no logprobs)."""
         if self.top_logprobs and not self.logprobs:
@@ -239,14 +252,7 @@ class ChatCompletionRequest(_Sampling):
         """Raise UnsupportedParameter (or UnsupportedValue) for the first field a local model cannot honour."""
         _refuse(self.model, self.model_extra, _CHAT_UNSUPPORTED_LOCALLY)
         _refuse_best_of(self.model, self.model_extra, self.n)
-        response_format = (self.model_extra or {}).get("response_format")
-        if response_format is not None:
-            kind = response_format.get("type") if isinstance(response_format, dict) else response_format
-            if kind != "text":
-                raise UnsupportedValue("response_format", kind, self.model)
         for i, message in enumerate(self.messages):
-            if (message.model_extra or {}).get("tool_calls"):
-                raise UnsupportedParameter(f"messages[{i}].tool_calls", self.model)
             for j, part in enumerate(message.content if isinstance(message.content, list) else []):
                 if part.type != "text":
                     raise UnsupportedValue(f"messages[{i}].content[{j}].type", part.type, self.model)

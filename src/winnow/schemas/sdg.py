@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, RootModel, StrictBool
 
 from winnow.schemas.common import CursorPage, Int, RequestModel, Seed, Timestamp, WireModel
+from winnow.schemas.structured_outputs import RESPONSE_FORMAT_DOC, ResponseFormat
 
 JOB_ID_PATTERN = r"^job-[0-9a-f]{24}$"
 EVAL_ID_PATTERN = r"^eval-[0-9a-f]{24}$"
@@ -107,6 +108,7 @@ class SubmitJobRequest(RequestModel):
     scoring_function: str = Field("raw", description="raw, sigmoid, zscore, rank, exact_match[:field], ...")
     filtering_function: FilteringFunction = Field(default_factory=lambda: FilteringFunction(name="none"))
     system_prompt: str | None = Field(None, description="Sent first with every prompt that has none")
+    response_format: ResponseFormat | None = Field(None, description=RESPONSE_FORMAT_DOC)
     seed: Seed | None = Field(
         None, description="Makes sampling reproducible: any integer >= 0 (each chunk derives its own seed from it)"
     )

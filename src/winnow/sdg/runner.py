@@ -31,6 +31,7 @@ import numpy as np
 from winnow.errors import WinnowError
 from winnow.models.base import Provider, SamplingParams
 from winnow.schemas.sdg import JobCounts, SubmitJobRequest
+from winnow.schemas.structured_outputs import response_format_guide
 from winnow.sdg import stages
 from winnow.sdg.filters import GlobalFilter
 from winnow.sdg.inputs import read_rows
@@ -207,6 +208,7 @@ def job_params(spec: SubmitJobRequest) -> SamplingParams:
         top_p=spec.top_p,
         n=spec.num_generations,
         seed=spec.seed,
+        guide=response_format_guide(spec.response_format),
     )
 
 

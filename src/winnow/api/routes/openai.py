@@ -9,8 +9,10 @@ use OpenAI's error shape, types and codes (``winnow.api.errors``).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
@@ -23,7 +25,7 @@ from winnow.api.routing import Router
 from winnow.config import ModelConfig
 from winnow.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, WinnowError
 from winnow.ids import hex_id
-from winnow.models.base import Prompt, SamplingParams, StreamDelta
+from winnow.models.base import Prompt, SamplingParams, StreamDelta, ToolChat
 from winnow.models.embedding import task_of
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.router import PIN_HEADER
@@ -40,6 +42,7 @@ from winnow.schemas.openai import (
     completion_logprobs,
     usage,
 )
+from winnow.schemas.tool_calls import chat_message, stream_deltas, with_tools
 from winnow.sdg.rows import Candidate, PromptRow, user_prompt
 from winnow.usage.service import estimate_tokens
 
@@ -89,6 +92,7 @@ def _params(
         logit_bias=body.bias(),
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
+        guide=body.guide(),
     )
     if params.min_tokens > params.max_tokens:
         raise InvalidRequest(
@@ -225,11 +229,16 @@ async def chat_completion(
     if isinstance(provider, OpenAIProvider):  # usually answered before routing (api/passthrough.py)
         return await forward(runtime, key_id, provider, "/chat/completions", body, sent, pin)
     body.refuse_unsupported()
-    prompt = prompt_of(body)
+    tools = body.tool_use()
+    prompt: Prompt = prompt_of(body)
     assert not isinstance(prompt, str)  # a chat's prompt is its messages
     params = _params(body, body.max_completion_tokens or body.max_tokens, body.logprobs_wanted())
+    if tools is not None:
+        prompt = ToolChat(prompt, json.dumps(tools.tools))
+        params = replace(params, guide=with_tools(params.guide, tools))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    if body.stream and body.n == 1 and params.logprobs is None:  # with logprobs: sent whole, as n > 1
+    parsed = tools is not None and tools.choice != "none"  # calls are read from the whole text
+    if body.stream and body.n == 1 and params.logprobs is None and not parsed:  # else sent whole, as n > 1
         return await _stream_response(runtime, key_id, body.model, prompt, params, include_usage, chat=True)
     ident = f"chatcmpl-{hex_id()}"
     try:
@@ -238,33 +247,34 @@ async def chat_completion(
         raise _naming(exc, "messages") from None
     if result.error is not None:
         raise _naming(result.error, "messages")
+    choices: list[dict[str, Any]] = []
+    for i, completion in enumerate(result.completions):
+        message, finish = chat_message(completion.text, completion.finish_reason, tools)
+        logprobs = chat_logprobs(completion.logprobs)
+        choices.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish})
     response: dict[str, Any] = {
         "id": ident,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.model,
-        "choices": [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": c.text, "refusal": None},
-                "logprobs": chat_logprobs(c.logprobs),
-                "finish_reason": c.finish_reason,
-            }
-            for i, c in enumerate(result.completions)
-        ],
+        "choices": choices,
         "usage": usage(result.input_tokens, result.output_tokens),
     }
-    if body.stream:  # n > 1: each choice arrives whole, as one chunk
+    if body.stream:  # n > 1, logprobs or tools: each choice arrives whole (its calls as OpenAI's deltas)
         head = {k: response[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
-        deltas = [
-            {
-                "index": c["index"],
-                "delta": {"role": "assistant", "content": c["message"]["content"], "refusal": None},
-                "logprobs": c["logprobs"],
-                "finish_reason": c["finish_reason"],
-            }
-            for c in response["choices"]
-        ]
+        deltas = []
+        for c in choices:
+            parts = stream_deltas(c["message"])
+            for k, part in enumerate(parts):
+                last = k == len(parts) - 1
+                deltas.append(
+                    {
+                        "index": c["index"],
+                        "delta": part,
+                        "logprobs": c["logprobs"] if k == 0 else None,
+                        "finish_reason": c["finish_reason"] if last else None,
+                    }
+                )
         events = _whole_as_stream(head, deltas, response["usage"] if include_usage else None)
         return StreamingResponse(events, media_type="text/event-stream")
     return JSONResponse(response)

@@ -197,6 +197,8 @@ class OpenAIProvider(Provider):
             request["stop"] = list(params.stop)
         if params.seed is not None:
             request["seed"] = params.seed
+        if params.guide is not None:
+            request |= params.guide.upstream_fields()
         if self.use_completions:
             request["prompt"] = prompt if isinstance(prompt, str) else "\n".join(m.content for m in prompt)
         elif isinstance(prompt, str):

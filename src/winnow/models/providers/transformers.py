@@ -79,6 +79,7 @@ class LoadedModel:
         )
         self.vocab = int(self.model.get_output_embeddings().weight.shape[0])
         self._token_texts: dict[int, str] = {}  # token id -> its text (logprobs)
+        self._guides: Any = None  # the GuideCompiler, made at the first constrained request
         self._torch = torch
         self._sampling = sampling
 
@@ -92,8 +93,12 @@ class LoadedModel:
         results = [GenerationResult() for _ in requests]
         encoded: list[tuple[int, EncodedPrompt]] = []
         for i, item in enumerate(self.prompts.prepare_all(requests)):
-            if isinstance(item, InvalidRequest):
-                results[i].error = item
+            try:
+                if isinstance(item, InvalidRequest):
+                    raise item
+                self.compile_guide(item.sampling)
+            except InvalidRequest as exc:
+                results[i].error = exc
             else:
                 encoded.append((i, item))
         if not encoded:
@@ -111,6 +116,19 @@ class LoadedModel:
             offset += item.n
         return results
 
+    def compile_guide(self, params: SamplingParams) -> None:
+        """Compile a request's structured-output grammar (cached), or InvalidRequest naming its field."""
+        if params.guide is None:
+            return
+        if self._guides is None:
+            from winnow.models.guided import GuideCompiler
+
+            self._guides = GuideCompiler(self.prompts.tokenizer, self.vocab, self.eos_ids)
+        self._guides.compile(params.guide)
+
+    def _row_guides(self, rows: list[Any]) -> Any:
+        return None if self._guides is None else self._guides.rows([r.params.guide for r in rows])
+
     def _row(self, item: EncodedPrompt, choice: int) -> Any:
         return self._sampling.DecodeRow(item.input_ids, item.sampling, choice_seed(item.seed, choice), item.max_tokens)
 
@@ -122,7 +140,7 @@ class LoadedModel:
         attention = torch.tensor([[0] * (width - len(r.input_ids)) + [1] * len(r.input_ids) for r in rows])
         # Left padding aligns every row's end at ``width``: the longest prompt bounds the room.
         max_new = max(1, min(max(r.max_tokens for r in rows), self.prompts.context_length - width))
-        sampler = self._sampling.RowSampler(rows, width, self.vocab, self.eos_ids)
+        sampler = self._sampling.RowSampler(rows, width, self.vocab, self.eos_ids, self._row_guides(rows))
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids.to(self.device),
@@ -211,7 +229,8 @@ class LoadedModel:
     def _generate_one(self, item: EncodedPrompt, streamer: Any, cancelled: Any) -> None:
         torch = self._torch
         row = self._row(item, 0)
-        sampler = self._sampling.RowSampler([row], len(item.input_ids), self.vocab, self.eos_ids)
+        guides = self._row_guides([row])
+        sampler = self._sampling.RowSampler([row], len(item.input_ids), self.vocab, self.eos_ids, guides)
         with torch.inference_mode():
             self.model.generate(
                 input_ids=torch.tensor([item.input_ids], device=self.device),
@@ -241,6 +260,7 @@ class LoadedModel:
         item = await self.prompts.prepare_async(request)
         stops = self._sampling.stop_ids(params, self.eos_ids)
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self.compile_guide, params)  # a bad schema: a 400, not a stream
         queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
         cancel = threading.Event()
 

@@ -277,6 +277,8 @@ class VLLMProvider(LocalProvider[VLLMModel]):
     async def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
         if params.logprobs is not None or params.prompt_logprobs is not None:  # not mapped back yet
             raise UnsupportedParameter("logprobs", self.config.id, "the vllm provider returns no logprobs yet")
+        if params.guide is not None:  # not mapped to vLLM's guided decoding yet
+            raise UnsupportedParameter(params.guide.param, self.config.id, "the vllm provider enforces no grammar yet")
         model = await self._model()
         requests = await model.prompts.pre_encode(self._requests(prompts, params))
         if model.mode == "llm":
@@ -290,6 +292,8 @@ class VLLMProvider(LocalProvider[VLLMModel]):
         return await model.generate_async(prepared, params)
 
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[StreamDelta]:
+        if params.guide is not None:
+            raise UnsupportedParameter(params.guide.param, self.config.id, "the vllm provider enforces no grammar yet")
         model = await self._model()
         if model.mode == "llm":
             async for delta in super().stream(prompt, params):
