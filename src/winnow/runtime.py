@@ -14,6 +14,7 @@ from winnow.finetune.service import FineTuningService
 from winnow.metrics import Metrics
 from winnow.models.registry import ModelRegistry
 from winnow.models.service import GenerationService
+from winnow.requests.log import RequestLog
 from winnow.schemas.keys import KeyInfo
 from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.service import JobStore
@@ -34,6 +35,7 @@ class Runtime:
     feedback: FeedbackService
     fine_tuning: FineTuningService
     files: FileService
+    requests: RequestLog
     started_at: float = field(default_factory=time.time)
 
     metrics: Metrics = field(default_factory=Metrics)
@@ -65,6 +67,7 @@ class Runtime:
             feedback=FeedbackService(db, usage, jobs),
             fine_tuning=FineTuningService(db, settings, jobs, models),
             files=FileService(db, settings),
+            requests=RequestLog(db, settings.request_log, [m.id for m in settings.models if m.log_bodies]),
             metrics=metrics,
         )
         metrics.add_callback(
@@ -112,6 +115,7 @@ class Runtime:
         self.jobs.wake_paused(info.id)
 
     def close(self) -> None:
+        self.requests.close()
         self.usage.close()
         self.db.dispose()
 

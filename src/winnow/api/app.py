@@ -27,6 +27,7 @@ from winnow.api.routes import (
     openai,
     openai_files,
     openai_fine_tuning,
+    requests,
     responses,
     sdg,
     usage,
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = runtime
         sys.setswitchinterval(settings.switch_interval_ms / 1000)
         runtime.usage.start()
+        runtime.requests.start()
         prime_cpu_counter()
         workers = WorkerProcesses(settings)
         workers.start()
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sdg.router, prefix=API_PREFIX)
     app.include_router(files.router, prefix=API_PREFIX)
     app.include_router(usage.router, prefix=API_PREFIX)
+    app.include_router(requests.router, prefix=API_PREFIX)
     app.include_router(feedback.router, prefix=API_PREFIX)
     app.include_router(evals.router, prefix=API_PREFIX)
     app.include_router(finetune.router, prefix=API_PREFIX)

@@ -12,6 +12,7 @@ from winnow.db.tables import (
     StoredResponse,
     UsageRecord,
 )
+from winnow.requests.table import RequestRecord
 
 __all__ = [
     "ApiKey",
@@ -20,6 +21,7 @@ __all__ = [
     "Feedback",
     "FineTunedModel",
     "JobShard",
+    "RequestRecord",
     "SdgJob",
     "StoredFile",
     "StoredResponse",
