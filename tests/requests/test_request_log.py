@@ -182,3 +182,23 @@ def test_the_routes_are_in_the_openapi_document(client: TestClient) -> None:
     assert {"400", "401"} <= set(listed["responses"])
     assert listed["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
     assert "404" in paths["/api/v1/requests/{request_id}"]["get"]["responses"]
+
+
+def test_stats_keep_job_traffic_out_of_the_api_latency(tmp_path: Path, upstream: FakeUpstream) -> None:
+    with _client(_settings(tmp_path, upstream.url)) as client:
+        rt, admin, alice, bob = _keys(client)
+        for _ in range(3):
+            assert client.post("/v1/chat/completions", json=CHAT, headers=bearer(alice)).status_code == 200
+        alice_id = rt.keys.authenticate(alice).id
+        rt.usage.recorder.record(rt.usage.event(alice_id, "demo-lm", "job", 100, 100, 4000.0, "job-1"))
+        stats = client.get("/api/v1/requests/stats", headers=bearer(admin)).json()
+        assert stats["api"]["requests"] == 3 and stats["api"]["errors"] == 0
+        assert stats["api"]["p99_ms"] < 4000.0  # the job's generation is not an API call
+        traffic = {t["kind"]: t for t in stats["traffic"]}
+        assert (traffic["api"]["requests"], traffic["jobs"]["requests"]) == (3, 1)
+        assert traffic["jobs"]["cost_usd"] == pytest.approx(200 * PRICE / 1e6)
+        assert {(s["key"], s["model"]) for s in stats["spend"]} == {("alice", "demo-lm")}
+        (alice_row,) = stats["keys"]
+        assert alice_row["key"] == "alice" and alice_row["last_used"] is not None
+        mine = client.get("/api/v1/requests/stats", headers=bearer(bob)).json()
+        assert mine["api"]["requests"] == 0 and mine["keys"] == []

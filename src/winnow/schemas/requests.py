@@ -53,3 +53,44 @@ class RequestDetail(RequestSummary):
 class RequestList(CursorPage):
     object: str = "list"
     data: list[RequestSummary]
+
+
+class ApiLatency(WireModel):
+    """Logged API calls in the window (never job traffic): how many, how many failed, how fast."""
+
+    requests: int
+    errors: int
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    ttft_p50_ms: float | None = None
+
+
+class Traffic(WireModel):
+    kind: str = Field(description="api (/v1 and /generate calls) or jobs (SDG jobs, evaluations, CLI runs)")
+    requests: int = Field(description="Generations billed")
+    cost_usd: float
+
+
+class Spend(WireModel):
+    day: str
+    key: str
+    model: str
+    requests: int
+    cost_usd: float
+
+
+class KeySpend(WireModel):
+    key: str
+    cost_usd: float = Field(description="Spend in the window")
+    last_used: Timestamp | None = Field(default=None, description="The key's newest logged call")
+
+
+class RequestStats(WireModel):
+    """The overview's figures over the window since ``since``; a key sees its own, an admin all."""
+
+    since: Timestamp
+    api: ApiLatency
+    traffic: list[Traffic]
+    spend: list[Spend]
+    keys: list[KeySpend]

@@ -29,6 +29,8 @@ PAGES: dict[str, tuple[str, str, str]] = {
     "/evals": ("evals.html", "evals", "Prompt evaluations"),
     "/fine-tuning": ("finetune.html", "finetune", "Fine-tuning"),
     "/fine-tuning/{job_id}": ("finetune_job.html", "finetune_job", "Fine-tuning job"),
+    "/requests": ("requests.html", "requests", "Requests"),
+    "/requests/{request_id}": ("request.html", "request", "Request"),
     "/playground": ("playground.html", "playground", "Playground"),
     "/keys": ("keys.html", "keys", "API keys"),
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import Query
@@ -12,8 +12,9 @@ from winnow.api.deps import OtherKey, PageDep, RuntimeDep
 from winnow.api.routes.usage import utc
 from winnow.api.routing import Router
 from winnow.requests.query import RequestFilter, RequestQuery
+from winnow.requests.stats import RequestStats as Stats
 from winnow.schemas.common import ErrorResponse
-from winnow.schemas.requests import RequestDetail, RequestList
+from winnow.schemas.requests import RequestDetail, RequestList, RequestStats
 
 router = Router(prefix="/requests", tags=["Request log"])
 
@@ -47,6 +48,21 @@ async def list_requests(
 ) -> RequestList:
     where = RequestFilter(key, model, status, utc(since), utc(until), q or None)
     return await run_in_threadpool(RequestQuery(runtime.db, runtime.requests).list, principal, where, cursor)
+
+
+@router.get(
+    "/stats",
+    summary="API calls apart from job traffic, API latency percentiles, spend by day, key and model",
+    response_model=RequestStats,
+)
+async def request_stats(
+    runtime: RuntimeDep,
+    principal: OtherKey,
+    days: int = Query(14, ge=1, le=366, description="The window: this many days back from now"),
+) -> RequestStats:
+    since = datetime.now(UTC) - timedelta(days=days)
+    stats = Stats(runtime.db, runtime.requests, runtime.usage.recorder.flush)
+    return RequestStats.model_validate(await run_in_threadpool(stats.summary, principal, since))
 
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
