@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from winnow import __version__
+from winnow import __version__, telemetry
 from winnow.api.errors import install_error_handlers
 from winnow.api.middleware import RequestContextMiddleware
 from winnow.api.openapi import API_PREFIX, install_openapi
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sys.setswitchinterval(settings.switch_interval_ms / 1000)
         runtime.usage.start()
         runtime.requests.start()
+        telemetry.configure()  # traces, where an OTLP endpoint is configured
         prime_cpu_counter()
         workers = WorkerProcesses(settings)
         workers.start()
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 supervisor.cancel()
             workers.stop()
             await runtime.aclose()
+            telemetry.shutdown()
 
     app = FastAPI(
         title="Winnow",

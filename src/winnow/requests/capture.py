@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Message, Receive, Scope, Send
 
+from winnow import telemetry
 from winnow.requests.context import CURRENT, Entry
 from winnow.requests.log import ERROR_BODY_BYTES
 
@@ -36,6 +37,8 @@ def begin(scope: Scope, request_id: str, started: float) -> tuple[Entry, Token[E
     if not (path.startswith("/v1/") or path in LOGGED_PATHS) or _log_of(scope) is None:
         return None
     entry = Entry(request_id, str(scope.get("method")), path, started)
+    if telemetry.enabled():
+        entry.trace = telemetry.start_request(entry.method, path, scope.get("headers", []))
     return entry, CURRENT.set(entry)
 
 
@@ -85,6 +88,8 @@ def finish(scope: Scope, opened: tuple[Entry, Token[Entry | None]], status: int,
     entry.closed = True
     entry.status = status
     entry.latency_ms = elapsed_s * 1000
+    if entry.trace is not None:
+        telemetry.end_request(entry.trace, entry)
     requests = _log_of(scope)
     if requests is not None:
         state: dict[str, Any] = scope.get("state", {})

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from winnow import telemetry
+
 
 @dataclass(slots=True)
 class Entry:
@@ -28,7 +30,8 @@ class Entry:
     started: float  # perf_counter at arrival
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     key_id: int | None = None
-    model: str | None = None
+    model: str | None = None  # the one that answered (a fallback's), else the one asked for
+    requested_model: str | None = None
     deployment: str | None = None
     attempts: int | None = None
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
@@ -45,6 +48,7 @@ class Entry:
     request_body: bytes | None = None  # raw, only while bodies are captured
     response_body: bytes | None = None
     closed: bool = False
+    trace: Any = None  # the request's span while tracing is on (winnow.telemetry)
 
 
 CURRENT: ContextVar[Entry | None] = ContextVar("winnow_request_entry", default=None)
@@ -86,34 +90,37 @@ def usage(
 def model(model_id: str) -> None:
     """The model asked for (set before anything is billed, so failed calls name it too)."""
     entry = CURRENT.get()
-    if entry is not None and entry.model is None:
-        entry.model = model_id
+    if entry is not None and entry.requested_model is None:
+        entry.requested_model = model_id
+        entry.model = entry.model or model_id
 
 
 @contextmanager
 def attempt(model_id: str, deployment: str) -> Iterator[None]:
-    """One call to an upstream deployment by the router, timed into the log."""
+    """One call to an upstream deployment by the router: timed into the log, and a span."""
     entry = CURRENT.get()
-    if entry is None:
+    if entry is None and not telemetry.enabled():
         yield
         return
     started = time.perf_counter()
     error: str | None = None
     try:
-        yield
+        with telemetry.span("router.attempt", {"gen_ai.request.model": model_id, "winnow.deployment": deployment}):
+            yield
     except BaseException as exc:
         error = _code(exc)
         raise
     finally:
-        entry.attempt_log.append(
-            {
-                "model": model_id,
-                "deployment": deployment,
-                "start_ms": round((started - entry.started) * 1000, 3),
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                "error": error,
-            }
-        )
+        if entry is not None:
+            entry.attempt_log.append(
+                {
+                    "model": model_id,
+                    "deployment": deployment,
+                    "start_ms": round((started - entry.started) * 1000, 3),
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "error": error,
+                }
+            )
 
 
 def _code(exc: BaseException) -> str:
