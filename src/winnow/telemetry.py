@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -60,16 +60,24 @@ def shutdown() -> None:
     _tracer, _provider = None, None
 
 
-@contextmanager
-def span(name: str, attributes: Mapping[str, Any] | None = None, client: bool = False) -> Iterator[Span | None]:
+_OFF = nullcontext()  # what ``span`` gives while tracing is off: no generator, nothing allocated
+
+
+def span(
+    name: str, attributes: Mapping[str, Any] | None = None, client: bool = False
+) -> AbstractContextManager[Span | None]:
     """A child span of the current one for the block (None when tracing is off)."""
     if _tracer is None:
-        yield None
-        return
+        return _OFF
+    return _span(_tracer, name, attributes, client)
+
+
+@contextmanager
+def _span(tracer: Tracer, name: str, attributes: Mapping[str, Any] | None, client: bool) -> Iterator[Span]:
     from opentelemetry.trace import SpanKind
 
     kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
-    with _tracer.start_as_current_span(name, kind=kind, attributes=attributes) as current:
+    with tracer.start_as_current_span(name, kind=kind, attributes=attributes) as current:
         yield current
 
 
