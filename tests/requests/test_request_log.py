@@ -11,13 +11,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import insert
 
 from tests.api.test_passthrough import FakeUpstream
-from tests.conftest import DEMO_LM, bearer, closed_port
+from tests.conftest import DEMO_LM, bearer, closed_port, until
 from tests.spec import assert_error
 from winnow.api.app import create_app
 from winnow.config import ModelConfig, Settings
 from winnow.requests.config import RequestLogConfig
+from winnow.requests.table import RequestRecord
 from winnow.runtime import Runtime
 
 PRICE = 20.0
@@ -202,3 +204,39 @@ def test_stats_keep_job_traffic_out_of_the_api_latency(tmp_path: Path, upstream:
         assert alice_row["key"] == "alice" and alice_row["last_used"] is not None
         mine = client.get("/api/v1/requests/stats", headers=bearer(bob)).json()
         assert mine["api"]["requests"] == 0 and mine["keys"] == []
+
+
+def test_the_background_task_applies_retention_and_batches_add_up(tmp_path: Path, upstream: FakeUpstream) -> None:
+    settings = _settings(tmp_path, upstream.url, flush_s=0.1, sweep_s=0.2, retention_days=1)
+    with _client(settings) as client:
+        rt, admin, alice, _bob = _keys(client)
+        batch = {"prompts": ["What is 1+1?", "What is 2+2?"], "model_id": "demo-lm", "max_tokens": 2}
+        answer = client.post("/api/v1/generate/batch", json=batch, headers=bearer(alice))
+        assert answer.status_code == 200
+        (row,) = _log(client, alice)
+        assert row["path"] == "/api/v1/generate/batch" and row["input_tokens"] > 0
+        assert row["cost_usd"] == pytest.approx((row["input_tokens"] + row["output_tokens"]) * PRICE / 1e6)
+        with rt.db.session() as session:  # a call from before the retention period
+            session.execute(
+                insert(RequestRecord),
+                [
+                    {
+                        **_old_row(),
+                        "key_id": rt.keys.authenticate(alice).id,
+                        "created_at": datetime.now(UTC) - timedelta(days=2),
+                    }
+                ],
+            )
+        until("the old call swept", lambda: [r["id"] for r in _log(client, admin)] == [row["id"]] or None)
+
+
+def _old_row() -> dict[str, Any]:
+    return {
+        "id": "req_old",
+        "request_id": "r-old",
+        "method": "POST",
+        "path": "/v1/completions",
+        "cached": False,
+        "status": 200,
+        "latency_ms": 1.0,
+    }
