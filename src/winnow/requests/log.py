@@ -9,15 +9,17 @@ applies retention: rows older than ``retention_days`` go, stored bodies older th
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import delete, insert, or_, update
+from sqlalchemy import Dialect, Table, delete, insert, or_, update
+from sqlalchemy.orm import Session
 
 from winnow.db import Database
 from winnow.ids import hex_id
@@ -27,6 +29,8 @@ from winnow.requests.context import Entry
 from winnow.requests.table import RequestRecord
 
 log = logging.getLogger("winnow.requests")
+TABLE = cast(Table, RequestRecord.__table__)
+_SLICE = 32  # rows made and written between two chances for the event loop to run
 ERROR_BODY_BYTES = 4096  # an error body is read for its code, whether bodies are kept or not
 
 
@@ -61,9 +65,13 @@ class RequestLog:
             if not entries:
                 return 0
             try:
-                rows = [self.row(entry, key_name) for entry, key_name in entries]
+                rows = []
+                for start in range(0, len(entries), _SLICE):
+                    if start:
+                        time.sleep(0)  # let the event loop have the GIL between slices
+                    rows += [self.row(entry, key_name) for entry, key_name in entries[start : start + _SLICE]]
                 with self.db.session() as session:
-                    session.execute(insert(RequestRecord), rows)
+                    write_rows(session, rows)
             except Exception:
                 with self._lock:
                     self._buffer[:0] = entries
@@ -143,6 +151,32 @@ class RequestLog:
             self.flush()
         except Exception:
             log.exception("writing the request log at shutdown failed; %d rows lost", len(self._buffer))
+
+
+def write_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Log rows into the caller's transaction. On SQLite, the driver's executemany on tuples made by
+    the columns' own bind processors, a slice at a time with the GIL let go in between: the writer
+    shares the server's GIL, and its Python time is time the event loop waits (as usage rows do,
+    ``winnow.usage.recorder.insert_rows``)."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        session.execute(insert(TABLE), list(rows))
+        return
+    statement, columns = _sqlite_insert(connection.dialect)
+    for start in range(0, len(rows), _SLICE):
+        if start:
+            time.sleep(0)
+        batch = rows[start : start + _SLICE]
+        connection.exec_driver_sql(statement, [tuple(p(r[c]) if p else r[c] for c, p in columns) for r in batch])
+
+
+@functools.cache
+def _sqlite_insert(dialect: Dialect) -> tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]:
+    names = [c.name for c in TABLE.columns]
+    columns: list[tuple[str, Callable[[Any], Any] | None]] = [
+        (n, TABLE.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names
+    ]
+    return f"INSERT INTO {TABLE.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", columns
 
 
 def error_code(body: bytes | None) -> str | None:
