@@ -39,7 +39,9 @@ async def list_requests(
     cursor: PageDep,
     key: str | None = Query(None, max_length=200, description="Admin only: one key's calls (its name)"),
     model: str | None = Query(None, max_length=200, description="Calls to this model"),
-    status: str | None = Query(None, max_length=5, description="ok (< 400), error (>= 400), or a status code"),
+    status: str | None = Query(
+        None, pattern="^(ok|error|[1-5][0-9][0-9])$", description="ok (< 400), error (>= 400), or a status code"
+    ),
     since: datetime | None = Query(None, description="Calls at or after this time (ISO 8601)"),
     until: datetime | None = Query(None, description="Calls before this time (ISO 8601)"),
     q: str | None = Query(
