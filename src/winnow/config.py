@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from winnow.redact import mask_userinfo
+from winnow.requests.config import RequestLogConfig
 
 CONFIG_ENV_VAR = "WINNOW_CONFIG"
 DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -114,6 +115,7 @@ class ModelConfig(BaseModel):
     input_price_per_mtok: float | None = Field(None, ge=0)
     output_price_per_mtok: float | None = Field(None, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    log_bodies: bool = Field(False, description="Store this model's calls' bodies in the request log")
 
 
 class ModelPrice(BaseModel):
@@ -286,6 +288,7 @@ class Settings(BaseSettings):
     store_generations: bool = Field(
         True, description="Keep each generation's prompt and text with its usage row (feedback needs them)"
     )
+    request_log: RequestLogConfig = RequestLogConfig()
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -15,6 +15,7 @@ from winnow.metrics import Metrics
 from winnow.models.registry import ModelRegistry
 from winnow.models.service import GenerationService
 from winnow.prompts import PromptRegistry
+from winnow.requests.log import RequestLog
 from winnow.schemas.keys import KeyInfo
 from winnow.sdg.reward import RewardModelRegistry
 from winnow.sdg.service import JobStore
@@ -36,6 +37,7 @@ class Runtime:
     fine_tuning: FineTuningService
     files: FileService
     prompts: PromptRegistry
+    requests: RequestLog
     started_at: float = field(default_factory=time.time)
 
     metrics: Metrics = field(default_factory=Metrics)
@@ -68,6 +70,7 @@ class Runtime:
             fine_tuning=FineTuningService(db, settings, jobs, models),
             files=FileService(db, settings),
             prompts=PromptRegistry(db),
+            requests=RequestLog(db, settings.request_log, [m.id for m in settings.models if m.log_bodies]),
             metrics=metrics,
         )
         metrics.add_callback(
@@ -115,6 +118,7 @@ class Runtime:
         self.jobs.wake_paused(info.id)
 
     def close(self) -> None:
+        self.requests.close()
         self.usage.close()
         self.db.dispose()
 

@@ -178,6 +178,33 @@ ROWS: dict[str, dict[str, list[dict[str, Any]]]] = {
             }
         ]
     },
+    "0010": {  # a logged call with a failed attempt before the one that answered
+        "request_log": [
+            {
+                "id": "req_" + "0" * 32,
+                "created_at": T0,
+                "request_id": "r-1",
+                "key_id": 1,
+                "method": "POST",
+                "path": "/v1/chat/completions",
+                "model": "demo-lm",
+                "deployment": "b",
+                "attempts": 2,
+                "attempt_log": [{"deployment": "a", "error": "upstream_error"}, {"deployment": "b", "error": None}],
+                "cached": False,
+                "status": 200,
+                "error_code": None,
+                "latency_ms": 12.5,
+                "ttft_ms": 12.0,
+                "input_tokens": 9,
+                "output_tokens": 1,
+                "cost_usd": 0.0001,
+                "generation_id": "chatcmpl-1",
+                "request_body": None,
+                "response_body": None,
+            }
+        ]
+    },
     "0011": {  # a prompt with one version and a label on it
         "prompts": [
             {
@@ -285,7 +312,7 @@ def db(database_url: str) -> Iterator[Database]:
 
 def _upgrade_step_by_step(db: Database) -> dict[str, list[dict[str, Any]]]:
     """base → each revision in turn, writing that revision's rows and checking every earlier row."""
-    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0011"], (
+    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0010", "0011"], (
         "a new migration: give it rows in ROWS"
     )
     expected: dict[str, list[dict[str, Any]]] = {}
@@ -373,10 +400,14 @@ def test_every_migration_keeps_the_rows_written_before_it(db: Database, database
 def test_migrations_downgrade_to_base_and_upgrade_again(db: Database, database_url: str, tmp_path: Path) -> None:
     expected = _upgrade_step_by_step(db)
     # Each downgrade drops what its upgrade added and keeps the rest.
-    _downgrade(db, "0008")
+    _downgrade(db, "0010")
     assert {"prompts", "prompt_versions", "prompt_labels"}.isdisjoint(_tables(db))
     for table in ("prompts", "prompt_versions", "prompt_labels"):
         del expected[table]
+    _assert_kept(db, expected)
+    _downgrade(db, "0008")
+    assert "request_log" not in _tables(db)
+    del expected["request_log"]
     _assert_kept(db, expected)
     _downgrade(db, "0007")
     assert "responses" not in _tables(db)

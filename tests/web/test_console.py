@@ -25,18 +25,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live.stop()
 
 
+# Every page a signed-in admin can open (the sign-in page besides).
+PAGES = (
+    "/ui/",
+    "/ui/jobs",
+    "/ui/feedback",
+    "/ui/evals",
+    "/ui/fine-tuning",
+    "/ui/playground",
+    "/ui/keys",
+    "/ui/requests",
+)
+
+
 def test_console_pages_send_strict_csp_and_deny_framing(server: LiveServer) -> None:
-    pages = (
-        "/ui/",
-        "/ui/signin",
-        "/ui/jobs",
-        "/ui/feedback",
-        "/ui/evals",
-        "/ui/fine-tuning",
-        "/ui/playground",
-        "/ui/keys",
-    )
-    for path in (*pages, "/api/v1/docs"):
+    for path in (*PAGES, "/ui/signin", "/api/v1/docs"):
         response = httpx.get(server.url + path)
         assert response.status_code == 200
         csp = response.headers["content-security-policy"]
@@ -98,7 +101,7 @@ def test_every_page_fits_without_horizontal_scroll(
     context, console = open_console(browser, server, viewport)
     try:
         console.sign_in(admin)
-        for path in ("/ui/", "/ui/jobs", "/ui/feedback", "/ui/evals", "/ui/fine-tuning", "/ui/playground", "/ui/keys"):
+        for path in PAGES:
             page = console.goto(path)
             expect(page.locator("main h1")).to_be_visible()
             page.wait_for_load_state("networkidle")

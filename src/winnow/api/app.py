@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from winnow import __version__
+from winnow import __version__, telemetry
 from winnow.api.errors import install_error_handlers
 from winnow.api.middleware import RequestContextMiddleware
 from winnow.api.openapi import API_PREFIX, install_openapi
@@ -29,6 +29,7 @@ from winnow.api.routes import (
     openai_files,
     openai_fine_tuning,
     prompts,
+    requests,
     responses,
     sdg,
     usage,
@@ -56,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = runtime
         sys.setswitchinterval(settings.switch_interval_ms / 1000)
         runtime.usage.start()
+        runtime.requests.start()
+        telemetry.configure()  # traces, where an OTLP endpoint is configured
         prime_cpu_counter()
         workers = WorkerProcesses(settings)
         workers.start()
@@ -70,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 supervisor.cancel()
             workers.stop()
             await runtime.aclose()
+            telemetry.shutdown()
 
     app = FastAPI(
         title="Winnow",
@@ -97,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(files.router, prefix=API_PREFIX)
     app.include_router(prompts.router, prefix=API_PREFIX)
     app.include_router(usage.router, prefix=API_PREFIX)
+    app.include_router(requests.router, prefix=API_PREFIX)
     app.include_router(feedback.router, prefix=API_PREFIX)
     app.include_router(evals.router, prefix=API_PREFIX)
     app.include_router(finetune.router, prefix=API_PREFIX)

@@ -17,6 +17,7 @@ from winnow.config import Settings
 from winnow.db.paging import Cursor
 from winnow.errors import AuthenticationFailed, PermissionDenied
 from winnow.models.registry import acting_for
+from winnow.requests import context as request_context
 from winnow.runtime import Runtime
 from winnow.sdg.service import JobFilter
 
@@ -48,6 +49,7 @@ async def authenticate(runtime: Runtime, header: str | None) -> Principal:
     if principal is None:
         principal = await run_in_threadpool(runtime.keys.authenticate, secret)
     acting_for(principal.id, principal.is_admin)  # model lookups from here on see what this key may
+    request_context.key(principal.id)  # the request log's caller
     return principal
 
 

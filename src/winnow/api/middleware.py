@@ -1,4 +1,5 @@
-"""One pure-ASGI middleware for every request: request id, body-size cap, access log, last-resort 500.
+"""One pure-ASGI middleware for every request: request id, body-size cap, access log, request log,
+last-resort 500.
 
 Pure ASGI (not BaseHTTPMiddleware) so that streaming responses pass through untouched and the
 per-request cost stays in microseconds.
@@ -20,6 +21,7 @@ from winnow.api.passthrough import LeanRoutes
 from winnow.errors import PayloadTooLarge
 from winnow.ids import hex_id
 from winnow.metrics import Metrics
+from winnow.requests import capture
 
 log = logging.getLogger("winnow.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -89,6 +91,9 @@ class RequestContextMiddleware:
         request_id = incoming if incoming and _SAFE_ID.match(incoming) else hex_id()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
+        logged = capture.begin(scope, request_id, started)  # the request log's entry, if it keeps one
+        if logged is not None:
+            receive, send = capture.watch(logged[0], scope, receive, send)
         status = 500
         response_started = False
 
@@ -136,6 +141,8 @@ class RequestContextMiddleware:
                 raise
         finally:
             elapsed = time.perf_counter() - started
+            if logged is not None:
+                capture.finish(scope, logged, status, elapsed)
             template = _route_template(scope)
             method = str(scope.get("method"))
             self.metrics.requests.labels(method, template, str(status)).inc()

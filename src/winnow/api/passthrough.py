@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from winnow import telemetry
 from winnow.api.deps import authenticate
 from winnow.api.errors import openai_error_payload
 from winnow.api.openapi import API_PREFIX
@@ -107,7 +108,10 @@ async def forward(
         return StreamingResponse(events, media_type="text/event-stream", headers=_routing_headers(opened))
     cache, key = provider.cache, None
     if cache is not None and pin is None and (key := cache_key(body.model, path, sent)) is not None:
-        hit = await cache.get(key)
+        with telemetry.span("cache.lookup") as lookup:
+            hit = await cache.get(key)
+            if lookup is not None:
+                lookup.set_attribute("winnow.cache.hit", hit is not None)
         if hit is not None:
             return _from_cache(runtime, key_id, prompt, hit, started)
     routed = await provider.router.call(lambda d: d.http.forward(path, sent), pin=pin, fallbacks=fallbacks)

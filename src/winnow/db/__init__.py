@@ -15,6 +15,7 @@ from winnow.db.tables import (
     StoredResponse,
     UsageRecord,
 )
+from winnow.requests.table import RequestRecord
 
 __all__ = [
     "ApiKey",
@@ -26,6 +27,7 @@ __all__ = [
     "PromptLabelRecord",
     "PromptRecord",
     "PromptVersionRecord",
+    "RequestRecord",
     "SdgJob",
     "StoredFile",
     "StoredResponse",

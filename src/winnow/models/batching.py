@@ -20,6 +20,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from winnow import telemetry
 from winnow.models.base import SamplingParams
 
 _POLL_S = 0.0005
@@ -41,6 +42,10 @@ class _Pending(Generic[Item, Out]):
     rows: int
     future: asyncio.Future[list[Out]]
     enqueued: float = field(default_factory=time.perf_counter)
+    taken: float = 0.0  # when its batch was made, began generating, ended (for traces)
+    started: float = 0.0
+    ended: float = 0.0
+    batch_rows: int = 0
 
 
 @dataclass
@@ -106,6 +111,9 @@ class BatchingEngine(Generic[Item, Out]):
         assert self._wakeup is not None
         self._wakeup.set()
         results = await asyncio.gather(*(p.future for p in pending))
+        if telemetry.enabled():
+            for p in pending:
+                telemetry.engine_spans(p.enqueued, p.taken, p.started, p.ended, p.batch_rows)
         return [out for part in results for out in part]
 
     async def _gather_company(self) -> None:
@@ -149,6 +157,7 @@ class BatchingEngine(Generic[Item, Out]):
                 self._wakeup.clear()
                 await self._wakeup.wait()
             await self._gather_company()
+            taken = time.perf_counter()
             batch = self._take_batch()
             items = [item for pending in batch for item in pending.items]
             merged = merge_params([p.params for p in batch])
@@ -169,7 +178,9 @@ class BatchingEngine(Generic[Item, Out]):
             # of 32 clients settles into two cohorts of 16 that never meet.
             self._last_rows = rows + self._queued_rows
             offset = 0
+            ended = time.perf_counter()
             for pending in batch:
+                pending.taken, pending.started, pending.ended, pending.batch_rows = taken, started, ended, rows
                 if not pending.future.done():
                     pending.future.set_result(outputs[offset : offset + len(pending.items)])
                 offset += len(pending.items)

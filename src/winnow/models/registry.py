@@ -25,6 +25,7 @@ from winnow.models.embedding import task_of
 from winnow.models.pool import ModelPool
 from winnow.models.router import Router
 from winnow.plugins import load_group
+from winnow.requests import context as request_context
 from winnow.schemas.platform import DeploymentStatus, Model
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ class ModelRegistry:
         return config
 
     def provider(self, model_id: str) -> Provider:
+        request_context.model(model_id)  # the model a logged request asked for, found or not
         self.config(model_id)
         return self._providers[model_id]
 

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from winnow.config import ModelConfig
 from winnow.errors import InvalidRequest, RateLimitExceeded, ServiceUnavailable, WinnowError
 from winnow.models.providers.passthrough import UpstreamFailure, UpstreamHTTP
+from winnow.requests import context as request_context
 
 log = logging.getLogger("winnow.router")
 T = TypeVar("T")
@@ -311,7 +312,8 @@ class Router:
             deployment.in_flight += 1
             started = time.perf_counter()
             try:
-                value = await attempt(deployment)
+                with request_context.attempt(deployment.model_id, deployment.id):  # timed for the request log
+                    value = await attempt(deployment)
             except UpstreamFailure as failure:
                 deployment.in_flight -= 1
                 kind = classify(failure)

@@ -22,6 +22,7 @@ from winnow.db import ApiKey, Database, UsageRecord
 from winnow.errors import BudgetExceeded, InvalidRequest
 from winnow.metrics import Metrics
 from winnow.models.base import GenerationResult
+from winnow.requests import context as request_context
 from winnow.usage.budgets import BudgetLedger, period_bounds
 from winnow.usage.prices import PriceBook
 from winnow.usage.recorder import UsageEvent, UsageRecorder
@@ -128,6 +129,9 @@ class UsageService:
         if cached:
             event.cost_usd = 0.0
         self.recorder.record(event)
+        request_context.usage(
+            model_id, input_tokens, output_tokens, event.cost_usd, generation_id, deployment, attempts, cached
+        )
         return event.cost_usd
 
     def event(

@@ -31,6 +31,8 @@ PAGES: dict[str, tuple[str, str, str]] = {
     "/prompts/{name}": ("prompt.html", "prompt", "Prompt"),
     "/fine-tuning": ("finetune.html", "finetune", "Fine-tuning"),
     "/fine-tuning/{job_id}": ("finetune_job.html", "finetune_job", "Fine-tuning job"),
+    "/requests": ("requests.html", "requests", "Requests"),
+    "/requests/{request_id}": ("request.html", "request", "Request"),
     "/playground": ("playground.html", "playground", "Playground"),
     "/keys": ("keys.html", "keys", "API keys"),
 }

@@ -15,7 +15,7 @@ from winnow.schemas.common import ErrorResponse
 from winnow.schemas.usage import BudgetStatus, UsageDaily, UsageReport
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def utc(value: datetime | None) -> datetime | None:
     """A time without an offset is UTC."""
     if value is None:
         return None
@@ -44,7 +44,7 @@ async def usage(
     to: datetime | None = Query(None, description="Exclusive end (ISO 8601)"),
     key: str | None = _ONE_KEY,
 ) -> UsageReport:
-    report = await run_in_threadpool(runtime.usage.summary, principal, group_by, _utc(from_), _utc(to), key)
+    report = await run_in_threadpool(runtime.usage.summary, principal, group_by, utc(from_), utc(to), key)
     return UsageReport.model_validate({**report, "prices_as_of": runtime.usage.prices.as_of})
 
 

@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 from aiohttp.http_exceptions import LineTooLong
 
+from winnow import telemetry
 from winnow.config import DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES
 from winnow.errors import InvalidRequest, RateLimitExceeded, UpstreamError, UpstreamTimeout, WinnowError
 from winnow.redact import redact, redact_json
@@ -182,6 +183,7 @@ class UpstreamHTTP:
         self.headers = {"Authorization": authorization(api_key, basic), "Content-Type": "application/json"}
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
+        self.span_attributes = {"url.full": self.base_url, "gen_ai.request.model": upstream_model}
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
@@ -211,7 +213,9 @@ class UpstreamHTTP:
         """The upstream's successful response, its body unread (the caller reads or streams it and
         releases it); a failure raises ``UpstreamFailure``. The caller bounds the time it takes."""
         try:
-            response = await self._open().post(self.base_url + path, data=body)
+            with telemetry.span("upstream.request", self.span_attributes, client=True):
+                headers = telemetry.inject()  # traceparent, while tracing is on
+                response = await self._open().post(self.base_url + path, data=body, headers=headers)
         except Exception as exc:  # aiohttp's, and its ValueErrors (a URL it cannot use)
             raise self._failure(exc) from exc
         if response.status < 400:

@@ -30,7 +30,10 @@ async function revoke(button, key) {
 
 async function refresh() {
   const all = $('#k-revoked').checked;
-  const body = await api(`/api/v1/keys${all ? '?include_revoked=true' : ''}`);
+  const [body, stats] = await Promise.all([
+    api(`/api/v1/keys${all ? '?include_revoked=true' : ''}`), api('/api/v1/requests/stats?days=30'),
+  ]);
+  const spend = new Map(stats.keys.map((k) => [k.key, k]));
   const chosen = $('#b-key').value;
   fillSelect($('#b-key'), body.keys.filter((k) => !k.revoked_at).map((k) => k.name), chosen);
   $('#keys tbody').replaceChildren(...body.keys.map((key) => {
@@ -39,6 +42,7 @@ async function refresh() {
     return el('tr', { 'data-key': key.name },
       el('td', {}, key.name), el('td', {}, el('code', {}, key.prefix)), el('td', {}, key.admin ? 'yes' : 'no'),
       el('td', {}, budgetOf(key)),
+      el('td', { class: 'num' }, usd(spend.get(key.name)?.cost_usd ?? 0)), el('td', {}, when(spend.get(key.name)?.last_used) || 'never'),
       el('td', {}, Object.entries(key.rate_limits || {}).map(([k, v]) => `${k} ${v}`).join(', ')),
       el('td', {}, when(key.created_at)), el('td', {}, when(key.revoked_at)), el('td', {}, button));
   }));

@@ -110,6 +110,40 @@ async function usage() {
     el('td', { class: 'num' }, usd(r.cost_usd)), el('td', { class: 'num' }, number(r.avg_latency_ms, 1)))));
 }
 
+let stats = null;
+
+function drawSpend() {
+  const by = $('#spend-by').value;
+  $('#spend-group').textContent = by === 'key' ? 'Key' : 'Model';
+  const sums = new Map();
+  for (const r of stats.spend) {
+    const name = `${r.day}\u0000${r[by]}`;
+    const sum = sums.get(name) || { day: r.day, group: r[by], requests: 0, cost_usd: 0 };
+    sum.requests += r.requests;
+    sum.cost_usd += r.cost_usd;
+    sums.set(name, sum);
+  }
+  const rows = [...sums.values()].sort((a, b) => b.day.localeCompare(a.day) || b.cost_usd - a.cost_usd);
+  $('#spend tbody').replaceChildren(...rows.map((r) => el('tr', {}, el('td', {}, r.day), el('td', { class: 'model-id' }, r.group),
+    el('td', { class: 'num' }, number(r.requests)), el('td', { class: 'num' }, usd(r.cost_usd)))));
+  $('#spend-empty').hidden = rows.length > 0;
+}
+
+async function traffic() {
+  stats = await api(`/api/v1/requests/stats?days=${DAYS}`);
+  const a = stats.api;
+  const ms = (v) => (v == null ? '—' : `${number(v, 1)} ms`);
+  $('#api-stats').replaceChildren(...definitions([
+    ['Calls', number(a.requests)], ['Errors', number(a.errors)],
+    ['p50', ms(a.p50_ms)], ['p95', ms(a.p95_ms)], ['p99', ms(a.p99_ms)], ['First byte p50', ms(a.ttft_p50_ms)],
+  ]));
+  $('#traffic tbody').replaceChildren(...stats.traffic.map((t) => el('tr', { 'data-kind': t.kind },
+    el('td', {}, t.kind === 'api' ? 'API calls' : 'Jobs (SDG, evaluations, CLI)'),
+    el('td', { class: 'num' }, number(t.requests)), el('td', { class: 'num' }, usd(t.cost_usd)))));
+  drawSpend();
+}
+
+$('#spend-by').addEventListener('change', drawSpend);
 $('#usage-metric').addEventListener('change', drawChart);
 let resizeTimer = null;
 window.addEventListener('resize', () => {
@@ -117,6 +151,6 @@ window.addEventListener('resize', () => {
   resizeTimer = setTimeout(() => { if (chart) chart.setSize({ width: Math.max($('#usage-chart').clientWidth, 280), height: 280 }); }, 100);
 });
 
-const results = await Promise.allSettled([health(), models(), budget(), usage()]);
+const results = await Promise.allSettled([health(), models(), budget(), usage(), traffic()]);
 const failed = results.filter((r) => r.status === 'rejected').map((r) => r.reason.message);
 if (failed.length) flash(failed.join(' · '));
