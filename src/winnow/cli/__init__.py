@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -110,10 +111,14 @@ def _convert_in_background(settings: Settings) -> None:
 
     def convert() -> None:
         for model in pending:
+            typer.echo(f"converting {model.id} from its GGUF into {model.path} (once; its first request waits)")
+            started = time.monotonic()
             try:
                 ensure_converted(model)
             except Exception as exc:  # the model is reported unavailable when used; the server runs on
                 typer.echo(f"warning: could not convert {model.id}: {exc}", err=True)
+            else:
+                typer.echo(f"converted {model.id} in {time.monotonic() - started:.0f} s")
 
     if pending:
         threading.Thread(target=convert, daemon=True, name="gguf-convert").start()

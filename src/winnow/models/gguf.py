@@ -6,6 +6,8 @@ directory as an ordinary safetensors folder (weights, config, tokenizer, chat te
 later load, fine-tune and tokenizer reads that folder: the model's ``path``. The conversion is
 written to a temporary folder and renamed into place, under a file lock, so processes starting at
 once (the server, its job workers, an engine process) convert it once and never see half a folder.
+The conversion runs in a child process (``python -m winnow.models.gguf GGUF OUT``): the ~1 GB it
+takes goes back to the system with it, not into the server's resident set.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import fcntl
 import importlib.util
 import logging
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -65,7 +69,11 @@ def ensure_converted(config: ModelConfig) -> None:
         log.info("converting %s from %s into %s (once)", config.id, source, target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            _convert(source, tmp)
+            done = subprocess.run(
+                [sys.executable, "-m", "winnow.models.gguf", str(source), str(tmp)], capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                raise ServiceUnavailable(f"Model {config.id!r} could not be converted", done.stderr[-2000:])
             if target.exists():  # a folder left without weights (not ours: we hold the lock)
                 shutil.rmtree(target)
             tmp.rename(target)
@@ -88,3 +96,7 @@ def _convert(source: Path, out: Path) -> None:
     model.config.__dict__.pop("quantization_config", None)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+if __name__ == "__main__":
+    _convert(Path(sys.argv[1]), Path(sys.argv[2]))
