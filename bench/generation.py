@@ -274,6 +274,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--batch-sizes", default="1,8,32,64")
     parser.add_argument("--skip-served", action="store_true")
+    parser.add_argument("--naive-prompts", type=int, default=64, help="prompts the naive loop runs (0: skip it)")
     parser.add_argument(
         "--engine",
         default="default",
@@ -324,11 +325,12 @@ def main() -> None:
         rate[name] = tokens / seconds
         print(f"{name:<28} {tokens:>7} tokens  {seconds:8.2f} s  {rate[name]:10.1f} tok/s", flush=True)
 
-    naive_prompts = prompts[: min(len(prompts), 64)]
-    record(
-        "naive loop (bs=1 each)",
-        *best_of(args.repeat, lambda: bare_generate(tok, model, naive_prompts, 1, args.max_tokens)),
-    )
+    naive_prompts = prompts[: min(len(prompts), args.naive_prompts)]
+    if naive_prompts:
+        record(
+            "naive loop (bs=1 each)",
+            *best_of(args.repeat, lambda: bare_generate(tok, model, naive_prompts, 1, args.max_tokens)),
+        )
     for bs in sizes:
         record(
             f"bare generate bs={bs}",
@@ -336,7 +338,7 @@ def main() -> None:
         )
         record(f"winnow local bs={bs}", *winnow_generate(prompts, bs, args.max_tokens, args.model, args.repeat))
     served_ratios(args, prompts, sizes, rate, record, lambda: bare_generate(tok, model, prompts, 32, args.max_tokens))
-    naive = rate["naive loop (bs=1 each)"]
+    naive = rate.get("naive loop (bs=1 each)", float("nan"))
     for bs in sizes:
         print(
             f"winnow bs={bs:<3} / bare bs={bs:<3} = {rate[f'winnow local bs={bs}'] / rate[f'bare generate bs={bs}']:.2f}"
