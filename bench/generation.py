@@ -215,8 +215,12 @@ def served(
                     best[clients] = (round(rps * per_request * seconds), float(seconds), rps)
         return best
     finally:
-        server.terminate()
-        server.wait(10)
+        server.terminate()  # (requests wrk left in flight may hold a slow model's graceful shutdown)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
 
 
 def build_model(target: Path, source: Path) -> Path:
