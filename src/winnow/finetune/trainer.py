@@ -68,6 +68,9 @@ def load_base(base: ModelConfig, device: str) -> tuple[Any, Any, Path]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from winnow.models.gguf import ensure_converted
+
+    ensure_converted(base)
     source = base.path or base.base_model
     if not source or not Path(source).is_dir():
         raise ServiceUnavailable(f"Model {base.id!r} has no local directory", f"path={source!r}")

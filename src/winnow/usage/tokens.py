@@ -54,8 +54,10 @@ class Tokenizer:
     def __init__(self, config: ModelConfig) -> None:
         from transformers import AutoConfig
 
+        from winnow.models.gguf import ensure_converted
         from winnow.models.prompts import PromptEncoder
 
+        ensure_converted(config)
         source = str(config.path or config.base_model)
         hf_config = AutoConfig.from_pretrained(source, local_files_only=True)
         # The transformers provider's context (vLLM's is the same when context_length is configured).

@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from winnow import __version__
+from winnow.config import CHAT_MODEL_ID
 from winnow.web.security import CONSOLE_PREFIX, SecurityHeaders
 
 HERE = Path(__file__).parent
@@ -40,7 +41,7 @@ PAGES: dict[str, tuple[str, str, str]] = {
 
 def _page(template: str, script: str, title: str) -> Callable[[Request], Awaitable[Response]]:
     async def render(request: Request) -> Response:
-        context = {"title": title, "script": script, "params": dict(request.path_params)}
+        context = {"title": title, "script": script, "params": dict(request.path_params), "chat_model": CHAT_MODEL_ID}
         return templates.TemplateResponse(request, template, context)
 
     return render

@@ -22,9 +22,13 @@ def weights_bytes(path: Path) -> int:
 
 def local_files_present(config: ModelConfig) -> bool:
     """The model directory has a config and weights (and the adapter directory exists, if any)."""
+    from winnow.models.gguf import gguf_present
+
     source = config.path or config.base_model
     if not source:
         return False
+    if gguf_present(config):
+        return True  # converted on first use
     path = Path(source)
     if not path.is_dir() or not (path / "config.json").is_file() or weights_bytes(path) == 0:
         return False

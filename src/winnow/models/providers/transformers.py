@@ -29,6 +29,7 @@ from winnow.models.base import (
 )
 from winnow.models.batching import BatchingEngine
 from winnow.models.engine_process import EngineProcess
+from winnow.models.gguf import ensure_converted
 from winnow.models.pool import ModelPool
 from winnow.models.prompts import EncodedPrompt, PromptEncoder, PromptRequest, requests_for, truncate_at_stop
 from winnow.models.providers.local import LocalProvider
@@ -46,6 +47,7 @@ class LoadedModel:
         from winnow.models import sampling
 
         configure_torch_threads(settings.local_torch_threads)
+        ensure_converted(config)
         source = config.path or config.base_model
         if not source or not Path(source).is_dir():
             raise ServiceUnavailable(f"Model {config.id!r} has no local directory", f"path={source!r}")

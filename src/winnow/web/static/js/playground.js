@@ -139,7 +139,12 @@ $('#clear').addEventListener('click', () => {
   $('#stats').textContent = '';
 });
 
-// ?model=<id> preselects a model (the fine-tuning page's "Try it" link).
+// ?model=<id> preselects a model (the fine-tuning page's "Try it" link); else the shipped chat model
+// when it is configured (else the first).
 api('/api/v1/models')
-  .then((body) => fillSelect($('#p-model'), body.models.filter((m) => m.task !== 'embedding').map((m) => m.id), new URLSearchParams(location.search).get('model')))
+  .then((body) => fillSelect(
+    $('#p-model'),
+    body.models.filter((m) => m.task !== 'embedding').map((m) => m.id),
+    new URLSearchParams(location.search).get('model') ?? $('#p-model').dataset.default,
+  ))
   .catch((err) => flash(err.message));
