@@ -250,7 +250,7 @@ def postgres_url() -> Iterator[str]:
 @contextmanager
 def running_worker(settings: Settings) -> Iterator[None]:
     """A real job worker (the one `winnow worker` runs) on a thread of this process, stopped after."""
-    from winnow.sdg.worker import Worker
+    from winnow.jobs.worker import Worker
 
     stop = asyncio.Event()
     loop = asyncio.new_event_loop()

@@ -255,7 +255,7 @@ def db(database_url: str) -> Iterator[Database]:
 
 def _upgrade_step_by_step(db: Database) -> dict[str, list[dict[str, Any]]]:
     """base → each revision in turn, writing that revision's rows and checking every earlier row."""
-    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"], (
+    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"], (
         "a new migration: give it rows in ROWS"
     )
     expected: dict[str, list[dict[str, Any]]] = {}
@@ -272,6 +272,8 @@ def _upgrade_step_by_step(db: Database) -> dict[str, list[dict[str, Any]]]:
                 {"job_id": "job-running", "shard": 0, "first_row": 0, "rows": 40, "status": "queued"}
                 | {"worker": None, "lease_until": None, "attempts": 1, "checkpoint": CHECKPOINT, "updated_at": T0}
             ]
+        if revision == "0009":  # every kind's jobs: the same rows, ids included, in a table called jobs
+            expected["jobs"] = expected.pop("sdg_jobs")
         _assert_kept(db, expected)
         for table, rows in ROWS.get(revision, {}).items():
             _insert(db, table, rows)
@@ -341,6 +343,10 @@ def test_every_migration_keeps_the_rows_written_before_it(db: Database, database
 def test_migrations_downgrade_to_base_and_upgrade_again(db: Database, database_url: str, tmp_path: Path) -> None:
     expected = _upgrade_step_by_step(db)
     # Each downgrade drops what its upgrade added and keeps the rest.
+    _downgrade(db, "0008")
+    assert "jobs" not in _tables(db)
+    expected["sdg_jobs"] = expected.pop("jobs")
+    _assert_kept(db, expected)
     _downgrade(db, "0007")
     assert "responses" not in _tables(db)
     del expected["responses"]

@@ -99,7 +99,7 @@ def test_a_ray_job_killed_between_a_chunk_and_its_checkpoint_bills_each_prompt_o
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.usage.test_usage_once import dies_on_save, first_shard, job_usage
-    from winnow.sdg.shards import ShardStore
+    from winnow.jobs.shards import ShardStore
 
     settings = Settings(data_dir=tmp_path / "data", workers=0, ray=RaySettings(generate_cpus=1, score_cpus=1))
     with TestClient(create_app(settings)) as client:

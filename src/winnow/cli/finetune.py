@@ -110,8 +110,8 @@ def run(
     database, so `winnow serve` (and every server sharing it) serves it at once to admin keys."""
     quiet_model_loading()
     from winnow.finetune.runner import run_fine_tuning
+    from winnow.jobs.worker import worker_id
     from winnow.runtime import Runtime
-    from winnow.sdg.worker import worker_id
 
     settings = load_settings(config)
     if processes is not None:

@@ -291,8 +291,8 @@ def worker(
     parent_pid: Annotated[int | None, typer.Option("--parent-pid", help="Stop when this process is gone")] = None,
 ) -> None:
     """Run an SDG job worker (claims queued jobs from the database)."""
+    from winnow.jobs.worker import Worker
     from winnow.logs import configure_logging
-    from winnow.sdg.worker import Worker
 
     settings = load_settings(config)
     configure_logging(settings.log_level, settings.log_json)

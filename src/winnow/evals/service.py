@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from winnow.db import SdgJob
+from winnow.db import Job
 from winnow.evals.plan import baseline
 from winnow.evals.runner import table_path
 from winnow.schemas.evals import ComparisonRow, EvaluationCounts, EvaluationDetails, EvaluationRequest
 
 
-def eval_details(job: SdgJob) -> EvaluationDetails:
+def eval_details(job: Job) -> EvaluationDetails:
     spec = EvaluationRequest.model_validate(job.params)
     checkpoint = job.checkpoint or {}
     counts = EvaluationCounts.model_validate(checkpoint.get("counts", {"rows_total": job.prompts_total}))

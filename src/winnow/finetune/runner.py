@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow.config import ModelConfig, Settings
-from winnow.db import SdgJob
+from winnow.db import Job
 from winnow.errors import InvalidRequest
 from winnow.finetune.data import TrainingSet, normalize
 from winnow.finetune.distributed import train_distributed, training_processes
@@ -28,9 +28,9 @@ from winnow.finetune.service import (
     prompt_file,
 )
 from winnow.finetune.trainer import loss_curve, train
+from winnow.jobs.errors import JobCancelled
+from winnow.jobs.store import JobStore
 from winnow.schemas.finetune import FineTuningJobRequest
-from winnow.sdg.runner import JobCancelled
-from winnow.sdg.service import JobStore
 
 log = logging.getLogger("winnow.finetune")
 
@@ -41,7 +41,7 @@ class _JobHooks:
     def __init__(
         self,
         store: JobStore,
-        job: SdgJob,
+        job: Job,
         worker: str,
         state: dict[str, Any],
         events: Path,
@@ -108,7 +108,7 @@ class _Preparing:
 
 
 def _prepare(
-    settings: Settings, store: JobStore, job: SdgJob, worker: str, state: dict[str, Any], cancelled: threading.Event
+    settings: Settings, store: JobStore, job: Job, worker: str, state: dict[str, Any], cancelled: threading.Event
 ) -> None:
     """Check and normalize the job's rows into its folder (streaming, in constant memory) and record
     them in its row. Bad rows fail the job, naming the lines (then TrainingDataRejected)."""
@@ -166,7 +166,7 @@ def run_fine_tuning(
     settings: Settings,
     store: JobStore,
     service: FineTuningService,
-    job: SdgJob,
+    job: Job,
     worker: str,
     watch: Callable[[dict[str, Any]], None] | None = None,
     cancelled: threading.Event | None = None,

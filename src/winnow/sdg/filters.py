@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from winnow.errors import InvalidRequest
 from winnow.plugins import load_group
+from winnow.schemas.sdg import SubmitJobRequest
 from winnow.sdg.rows import Candidate
 from winnow.sdg.scoring import logistic
 
@@ -489,3 +490,11 @@ __all__ = [
     "top_k_top_p",
     "top_p",
 ]
+
+
+def split_filter(spec: SubmitJobRequest) -> tuple[Callable[[list[Candidate]], list[Candidate]], GlobalFilter | None]:
+    """The filtering function as (what runs on each chunk, what needs the whole dataset or None)."""
+    built = build_filter(spec.filtering_function.name, spec.filtering_function.params)
+    if is_global(built):
+        return built.prefilter, built
+    return built, None

@@ -1,4 +1,5 @@
-"""Prompt files: where they may live, how their lines read, and a streaming validation pass.
+"""Prompt files: how their lines read, a streaming validation pass, and a worker's cache of the
+files it has checked. (Where they may live: ``winnow.auth.paths``.)
 
 A line is ``{"id": ..., "prompt": "text"}``, ``{"id": ..., "messages": [Message, ...]}``, or an
 OpenAI batch line ``{"custom_id": ..., "body": {"messages": [...]}}``. Every other field (e.g.
@@ -7,6 +8,7 @@ OpenAI batch line ``{"custom_id": ..., "body": {"messages": [...]}}``. Every oth
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,23 +24,6 @@ from winnow.usage.tokens import PromptTokens
 MAX_REPORTED_ERRORS = 10
 TOKEN_BATCH = 256  # prompts per tokenizer call while validating
 _ROLES = {"system", "user", "assistant", "ipython", "tool", "developer"}
-
-
-def resolve_inside(path: str, roots: list[Path], field: str = "prompts_path") -> Path:
-    """``path`` (relative to the first root, or absolute) resolved with symlinks, if inside a root."""
-    if "\x00" in path:  # the OS refuses such a name; say so instead of failing on it
-        raise InvalidRequest(f"{field} contains a NUL character", repr(path))
-    candidate = Path(path).expanduser()
-    if not candidate.is_absolute():
-        candidate = roots[0] / candidate
-    resolved = candidate.resolve()
-    for root in roots:
-        if resolved.is_relative_to(root.resolve()):
-            return resolved
-    raise InvalidRequest(
-        f"{field} is outside the allowed data directories",
-        f"{path!r} resolves outside {', '.join(str(r) for r in roots)}",
-    )
 
 
 def _messages(raw: Any) -> list[dict[str, Any]]:
@@ -173,3 +158,25 @@ def validate_file(path: Path, tokens: PromptTokens | None = None, system_prompt:
         raise InvalidRequest("prompts file has no prompts", str(path))
     counted = input_tokens if tokens is not None else None
     return PromptFile(path, rows, path.stat().st_size, digest.hexdigest(), counted)
+
+
+class CheckedFiles:
+    """The input files a worker has checked against the hash taken at submit: in full the first time
+    the worker meets a file, then only while its size and mtime stay the same (a worker runs many
+    shards of one job; re-hashing the whole file for each would cost shards x file)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[tuple[int, int], PromptFile]] = {}  # sha256 -> (size, mtime), file
+
+    async def check(self, path: Path, sha256: str, what: tuple[str, str]) -> PromptFile:
+        """The file at ``path``, which must still hash to ``sha256``; ``what`` names the file and the
+        job in the error ("the dataset", "evaluation")."""
+        stat = path.stat()
+        seen = self._seen.get(sha256)
+        if seen is not None and seen[0] == (stat.st_size, stat.st_mtime_ns):
+            return seen[1]
+        prompts = await asyncio.to_thread(validate_file, path)
+        if prompts.sha256 != sha256:
+            raise ValueError(f"{what[0]} changed since the {what[1]} was submitted")
+        self._seen[sha256] = ((stat.st_size, stat.st_mtime_ns), prompts)
+        return prompts

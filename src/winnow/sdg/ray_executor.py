@@ -128,9 +128,9 @@ class Generate(_Stage):
 
 class Score(_Stage):
     def __init__(self, settings: dict[str, Any], spec: dict[str, Any]) -> None:
+        from winnow.sdg.filters import split_filter
         from winnow.sdg.reward import RewardModelRegistry
         from winnow.sdg.scoring import resolve_scoring
-        from winnow.sdg.service import split_filter
 
         super().__init__(settings, spec)
         self.reward = RewardModelRegistry(self.settings, self.models).get(self.spec.reward_model)

@@ -45,10 +45,6 @@ from winnow.usage.service import CLI_KEY_ID, UsageMeter, UsageService
 FILES = ("partial", "spill", "spill_scores", "raw_scores", "kept_scores", "errors", "preference")
 
 
-class JobCancelled(Exception):
-    """The job was cancelled between two chunks."""
-
-
 class EveryPromptFailed(WinnowError):
     """A job ran to its end, but no prompt got a response: its output is empty and its errors file
     says why for each prompt. (A WinnowError, so that ``winnow sdg run`` reports it as one.)"""
