@@ -158,7 +158,7 @@ Restart = Annotated[bool, typer.Option("--restart", help="Discard an interrupted
 
 
 @eval_app.command("run")
-def run(
+def run(  # noqa: PLR0913 (a Typer command: each parameter is one of its options)
     dataset: Dataset,
     template: Templates,
     model: Models,

@@ -110,7 +110,7 @@ Processes = Annotated[
 
 
 @ft_app.command("run")
-def run(
+def run(  # noqa: PLR0913 (a Typer command: each parameter is one of its options)
     base: Base = "demo-lm",
     file: File = None,
     sdg_job: SdgJob = None,
@@ -196,7 +196,7 @@ def _train_here(runtime: Runtime, spec: FineTuningJobRequest) -> tuple[FineTunin
 
 
 @ft_app.command("submit")
-def submit(
+def submit(  # noqa: PLR0913 (a Typer command: each parameter is one of its options)
     base: Base = "demo-lm",
     file: File = None,
     training_file: Annotated[

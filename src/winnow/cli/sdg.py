@@ -74,7 +74,7 @@ Also = Annotated[
 
 
 @sdg_app.command("run")
-def run(
+def run(  # noqa: PLR0913 (a Typer command: each parameter is one of its options)
     prompts: PromptsOption,
     output: OutputOption,
     model: GenModel = "demo-lm",
