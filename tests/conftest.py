@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 from winnow.api import create_app
 from winnow.config import CHAT_MODEL_ID, CONFIG_ENV_VAR, Settings, default_models
 from winnow.runtime import Runtime
-from winnow.sdg.runner import FileCheckpoint
+from winnow.sdg.workfiles import FileCheckpoint
 from winnow.usage.recorder import UsageEvent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,7 +264,7 @@ def postgres_url() -> Iterator[str]:
 @contextmanager
 def running_worker(settings: Settings) -> Iterator[None]:
     """A real job worker (the one `winnow worker` runs) on a thread of this process, stopped after."""
-    from winnow.sdg.worker import Worker
+    from winnow.jobs.worker import Worker
 
     stop = asyncio.Event()
     loop = asyncio.new_event_loop()

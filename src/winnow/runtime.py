@@ -11,6 +11,7 @@ from winnow.db import Database
 from winnow.feedback import FeedbackService
 from winnow.files import FileService
 from winnow.finetune.service import FineTuningService
+from winnow.jobs.store import JobStore
 from winnow.metrics import Metrics
 from winnow.models.registry import ModelRegistry
 from winnow.models.service import GenerationService
@@ -18,7 +19,6 @@ from winnow.prompts import PromptRegistry
 from winnow.requests.log import RequestLog
 from winnow.schemas.keys import KeyInfo
 from winnow.sdg.reward import RewardModelRegistry
-from winnow.sdg.service import JobStore
 from winnow.usage import UsageService
 
 

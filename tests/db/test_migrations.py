@@ -312,7 +312,7 @@ def db(database_url: str) -> Iterator[Database]:
 
 def _upgrade_step_by_step(db: Database) -> dict[str, list[dict[str, Any]]]:
     """base → each revision in turn, writing that revision's rows and checking every earlier row."""
-    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0010", "0011"], (
+    assert REVISIONS == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011"], (
         "a new migration: give it rows in ROWS"
     )
     expected: dict[str, list[dict[str, Any]]] = {}
@@ -329,6 +329,8 @@ def _upgrade_step_by_step(db: Database) -> dict[str, list[dict[str, Any]]]:
                 {"job_id": "job-running", "shard": 0, "first_row": 0, "rows": 40, "status": "queued"}
                 | {"worker": None, "lease_until": None, "attempts": 1, "checkpoint": CHECKPOINT, "updated_at": T0}
             ]
+        if revision == "0009":  # every kind's jobs: the same rows, ids included, in a table called jobs
+            expected["jobs"] = expected.pop("sdg_jobs")
         _assert_kept(db, expected)
         for table, rows in ROWS.get(revision, {}).items():
             _insert(db, table, rows)
@@ -405,9 +407,13 @@ def test_migrations_downgrade_to_base_and_upgrade_again(db: Database, database_u
     for table in ("prompts", "prompt_versions", "prompt_labels"):
         del expected[table]
     _assert_kept(db, expected)
-    _downgrade(db, "0008")
+    _downgrade(db, "0009")
     assert "request_log" not in _tables(db)
     del expected["request_log"]
+    _assert_kept(db, expected)
+    _downgrade(db, "0008")
+    assert "jobs" not in _tables(db)
+    expected["sdg_jobs"] = expected.pop("jobs")
     _assert_kept(db, expected)
     _downgrade(db, "0007")
     assert "responses" not in _tables(db)

@@ -265,7 +265,7 @@ def _is_engine_of(proc: Path, server: LiveServer) -> bool:
     except OSError:
         return False
     ppid = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
-    return b"winnow.models.engine_process" in cmdline and server.proc is not None and int(ppid) == server.proc.pid
+    return b"winnow.models.engine_process_main" in cmdline and server.proc is not None and int(ppid) == server.proc.pid
 
 
 def _zombie(proc: Path) -> bool:

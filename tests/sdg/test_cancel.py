@@ -17,9 +17,9 @@ from tests.spec import assert_error
 from winnow.auth import Principal
 from winnow.config import Settings
 from winnow.db import Database, SdgJob
+from winnow.jobs.store import JobStore
 from winnow.runtime import Runtime
 from winnow.sdg.inputs import PromptFile
-from winnow.sdg.service import JobStore
 
 ENDED = ("completed", "failed", "cancelled")
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from winnow.auth.paths import resolve_inside
 from winnow.errors import InvalidRequest
-from winnow.sdg.inputs import read_rows, resolve_inside, validate_file
+from winnow.sdg.inputs import read_rows, validate_file
 
 
 def _write(path: Path, lines: list[object]) -> Path:

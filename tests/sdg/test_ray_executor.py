@@ -17,8 +17,8 @@ from winnow.api.app import create_app
 from winnow.config import RaySettings, Settings
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
 from winnow.sdg.reward import open_registries
-from winnow.sdg.runner import FileCheckpoint
 from winnow.sdg.service import build_plan, check_spec, make_runner
+from winnow.sdg.workfiles import FileCheckpoint
 
 pytestmark = pytest.mark.slow  # a local Ray cluster
 
@@ -99,7 +99,7 @@ def test_a_ray_job_killed_between_a_chunk_and_its_checkpoint_bills_each_prompt_o
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.usage.test_usage_once import dies_on_save, first_shard, job_usage
-    from winnow.sdg.shards import ShardStore
+    from winnow.jobs.shards import ShardStore
 
     settings = Settings(data_dir=tmp_path / "data", workers=0, ray=RaySettings(generate_cpus=1, score_cpus=1))
     with TestClient(create_app(settings)) as client:

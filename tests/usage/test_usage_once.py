@@ -19,13 +19,15 @@ from tests.conftest import DEMO_PROMPTS, bearer, running_worker, wait_for, wait_
 from winnow.api.app import create_app
 from winnow.config import Settings
 from winnow.db import Database, JobShard, SdgJob, UsageRecord
+from winnow.jobs.shards import ShardStore
+from winnow.jobs.store import JobStore
+from winnow.jobs.worker import Worker
 from winnow.runtime import Runtime
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
 from winnow.sdg.reward import open_registries
-from winnow.sdg.runner import FileCheckpoint, LocalRunner
-from winnow.sdg.service import JobStore, build_plan, check_spec
-from winnow.sdg.shards import ShardStore
-from winnow.sdg.worker import Worker
+from winnow.sdg.runner import LocalRunner
+from winnow.sdg.service import build_plan, check_spec
+from winnow.sdg.workfiles import FileCheckpoint
 
 
 class Killed(BaseException):
@@ -75,8 +77,7 @@ def dies_on_save(
         try:
             await work(doomed)
         finally:
-            await doomed.rewards.close()
-            await doomed.models.close()
+            await doomed.close_models()
             doomed.db.dispose()
 
     with pytest.raises(Killed):

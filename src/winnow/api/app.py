@@ -35,10 +35,10 @@ from winnow.api.routes import (
     usage,
 )
 from winnow.config import Settings, get_settings
+from winnow.jobs.processes import WorkerProcesses
 from winnow.logs import configure_logging
 from winnow.metrics import Metrics
 from winnow.runtime import Runtime
-from winnow.sdg.processes import WorkerProcesses
 from winnow.system import prime_cpu_counter
 from winnow.web import install_console
 

@@ -16,10 +16,10 @@ from winnow.auth import Principal
 from winnow.config import Settings
 from winnow.db.paging import Cursor
 from winnow.errors import AuthenticationFailed, PermissionDenied
+from winnow.jobs.store import JobFilter
 from winnow.models.registry import acting_for
 from winnow.requests import context as request_context
 from winnow.runtime import Runtime
-from winnow.sdg.service import JobFilter
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -79,7 +79,7 @@ class RequestContextMiddleware:
         self.max_upload_bytes = max_upload_bytes
         self.upload_prefix = upload_prefix
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901 (one ASGI pass: access log, request log, metrics)
         if scope["type"] == "lifespan":
             await self.app(scope, receive, _freeze_after_startup(send))
             return

@@ -1,7 +1,7 @@
 """Which server paths a key may name (``prompts_path``, ``dataset_path``).
 
 Client paths resolve (symlinks included) inside the data dir or the operator's ``data_roots``
-(``winnow.sdg.inputs.resolve_inside``). Inside the data dir, what Winnow itself writes is owned:
+(``resolve_inside``). Inside the data dir, what Winnow itself writes is owned:
 ``files/<key id>/`` holds a key's uploads and ``jobs/<job id>/`` a job's outputs and work folders,
 so a key may name only its own; ``models/`` (fine-tuned weights and adapters, whoever made them) and
 any other folder of Winnow's are not input, and the database and Winnow's own state files may not be
@@ -19,12 +19,28 @@ from pathlib import Path
 from winnow.auth.keys import Principal
 from winnow.config import Settings
 from winnow.errors import InvalidRequest
-from winnow.sdg.inputs import resolve_inside
 
 # Winnow's own state in the data dir (the SQLite database and its journals, worker settings).
 _STATE_PREFIXES = ("winnow.db", "worker-config")
 # Folders Winnow writes that hold no key's input: a fine-tuned model's files are not training data.
 _PRIVATE_FOLDERS = ("models",)
+
+
+def resolve_inside(path: str, roots: list[Path], field: str = "prompts_path") -> Path:
+    """``path`` (relative to the first root, or absolute) resolved with symlinks, if inside a root."""
+    if "\x00" in path:  # the OS refuses such a name; say so instead of failing on it
+        raise InvalidRequest(f"{field} contains a NUL character", repr(path))
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute():
+        candidate = roots[0] / candidate
+    resolved = candidate.resolve()
+    for root in roots:
+        if resolved.is_relative_to(root.resolve()):
+            return resolved
+    raise InvalidRequest(
+        f"{field} is outside the allowed data directories",
+        f"{path!r} resolves outside {', '.join(str(r) for r in roots)}",
+    )
 
 
 def authorize_client_path(

@@ -24,7 +24,7 @@ from winnow.cli.styling import typer_app
 from winnow.cli.usage import usage
 from winnow.config import Settings
 from winnow.db import Database
-from winnow.sdg.processes import WorkerProcesses
+from winnow.jobs.processes import WorkerProcesses
 
 app = typer_app(
     "Winnow: one API over local and commercial LLMs, and synthetic training data.", name="winnow", add_completion=False

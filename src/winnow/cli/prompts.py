@@ -165,7 +165,7 @@ TopP = Annotated[float | None, typer.Option("--top-p", min=0.0, max=1.0, help="I
 
 
 @prompts_app.command("create")
-def create(
+def create(  # noqa: PLR0913 (a Typer command: each parameter is one of its options)
     name: Name,
     template: TemplateOption = None,
     template_file: TemplateFile = None,
@@ -190,7 +190,7 @@ def create(
 
 
 @prompts_app.command("add-version")
-def add_version(
+def add_version(  # noqa: PLR0913 (a Typer command: each parameter is one of its options)
     name: Name,
     template: TemplateOption = None,
     template_file: TemplateFile = None,

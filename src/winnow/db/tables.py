@@ -49,13 +49,14 @@ class ApiKey(Base):
     )
 
 
-class SdgJob(Base):
-    """A synthetic-data job: its spec, where it stands, and the checkpoint it resumes from."""
+class Job(Base):
+    """A job of any kind (``winnow.jobs.kinds``): its spec, where it stands, and the checkpoint it
+    resumes from."""
 
-    __tablename__ = "sdg_jobs"
+    __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16), default="sdg", server_default="sdg", index=True)  # sdg|eval
+    kind: Mapped[str] = mapped_column(String(16), default="sdg", server_default="sdg", index=True)  # sdg|eval|ft
     owner_key_id: Mapped[int] = mapped_column(Integer, index=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|paused|completed|failed|cancelled
@@ -76,6 +77,9 @@ class SdgJob(Base):
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+SdgJob = Job  # the name before every kind shared the table (0009)
 
 
 class UsageRecord(Base):

@@ -6,12 +6,13 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
+from winnow.auth.paths import resolve_inside
 from winnow.config import Settings
 from winnow.errors import InvalidRequest, ModelNotFound
 from winnow.models.base import Provider
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.evals import Baseline, EvaluationRequest, PromptTemplate
-from winnow.sdg.inputs import MAX_REPORTED_ERRORS, TOKEN_BATCH, PromptFile, read_rows, resolve_inside, validate_file
+from winnow.sdg.inputs import MAX_REPORTED_ERRORS, TOKEN_BATCH, PromptFile, read_rows, validate_file
 from winnow.sdg.reward import RewardModel, RewardModelRegistry
 from winnow.sdg.rows import PromptRow
 from winnow.sdg.scoring import ScoringFn, resolve_scoring
@@ -118,6 +119,10 @@ def _check_context(spec: EvaluationRequest, prompts: PromptFile, model: str, tok
             measure()
     if batch:
         measure()
+    _refuse_unserved(served, refused, model)
+
+
+def _refuse_unserved(served: dict[str, bool], refused: dict[str, list[str]], model: str) -> None:
     for name, ok in served.items():
         if not ok:
             raise InvalidRequest(

@@ -32,11 +32,11 @@ from typing import Any, Literal
 from sqlalchemy import select
 
 from winnow.auth import Principal
-from winnow.db import Database, Feedback, SdgJob, UsageRecord
+from winnow.db import Database, Feedback, Job, UsageRecord
 from winnow.db.paging import Cursor, Page, keyset_page
 from winnow.errors import Conflict, InvalidRequest, NotFound
+from winnow.jobs.store import JobStore
 from winnow.schemas.feedback import FeedbackItem, GenerationFeedback, RowFeedback
-from winnow.sdg.service import JobStore
 from winnow.usage import UsageService
 
 ExportFormat = Literal["preference", "sft"]
@@ -163,7 +163,7 @@ class FeedbackService:
         """(model, prompt messages, response text) of one row of a completed job's output."""
         output = self.jobs.output(job_id, owner)  # NotFound (another key's), Conflict (not completed)
         with self.db.session() as session:
-            job = session.get(SdgJob, job_id)
+            job = session.get(Job, job_id)
             model = str(job.params.get("model")) if job is not None and job.params.get("model") else None
         for row in _read_rows(output):
             if row.get("id") == row_id and row.get("index") == index:

@@ -14,11 +14,12 @@ from typing import Any, Protocol, TypeVar
 from pydantic import ValidationError
 
 from winnow.auth import Principal
-from winnow.db import SdgJob
+from winnow.db import Job
 from winnow.db.paging import Cursor
 from winnow.errors import InvalidRequest, NotFound
 from winnow.files import FileService
 from winnow.finetune.service import FineTuningService
+from winnow.jobs.store import JobFilter
 from winnow.schemas.finetune import FineTuningEvent, FineTuningJobRequest, Hyperparameters
 from winnow.schemas.openai_fine_tuning import (
     CreateFineTuningJob,
@@ -32,7 +33,6 @@ from winnow.schemas.openai_fine_tuning import (
     OpenAIHyperparameters,
     OpenAIStatus,
 )
-from winnow.sdg.service import JobFilter
 
 
 class _Identified(Protocol):
@@ -114,7 +114,7 @@ def _file_id(path: str | None) -> str | None:
     return stem if FILE_ID.match(stem) else path
 
 
-def _status(job: SdgJob) -> OpenAIStatus:
+def _status(job: Job) -> OpenAIStatus:
     if job.status == "running":
         return "validating_files" if job.stage == "preparing" else "running"
     if job.status == "completed":
@@ -128,7 +128,7 @@ def _unix(value: Any) -> int | None:
     return None if value is None else int(value.timestamp())
 
 
-def render(job: SdgJob) -> OpenAIFineTuningJob:
+def render(job: Job) -> OpenAIFineTuningJob:
     """A fine-tuning job's row (made on either API) as OpenAI's ``fine_tuning.job``."""
     spec = FineTuningJobRequest.model_validate(job.params)
     state: dict[str, Any] = job.checkpoint or {}

@@ -21,15 +21,16 @@ from sqlalchemy import delete, select
 from winnow.auth import Principal
 from winnow.auth.paths import authorize_client_path
 from winnow.config import ModelConfig, Settings
-from winnow.db import Database, FineTunedModel, SdgJob
+from winnow.db import Database, FineTunedModel, Job
 from winnow.db.paging import Cursor, Page
 from winnow.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from winnow.finetune.data import TrainingSet
+from winnow.jobs.store import JobFilter, JobStore
+from winnow.jobs.views import lifecycle
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.finetune import FineTuningEvent, FineTuningJob, FineTuningJobRequest, Progress
 from winnow.sdg.inputs import PromptFile
 from winnow.sdg.outputs import preference_path
-from winnow.sdg.service import JobFilter, JobStore
 
 TRAIN_FILE = "train.jsonl"
 VALIDATION_FILE = "validation.jsonl"
@@ -77,7 +78,7 @@ def read_events(path: Path, job_id: str, after: int, limit: int) -> tuple[list[F
     return events, False
 
 
-def render(job: SdgJob) -> FineTuningJob:
+def render(job: Job) -> FineTuningJob:
     """A job's row as the API shows it."""
     spec = FineTuningJobRequest.model_validate(job.params)
     state: dict[str, Any] = job.checkpoint or {}
@@ -86,12 +87,7 @@ def render(job: SdgJob) -> FineTuningJob:
         id=job.id,
         base_model=spec.base_model,
         method=spec.method,
-        status=job.status,
-        stage=job.stage,
-        created=job.created_at,
-        started=job.started_at,
-        finished=job.finished_at,
-        error=job.error,
+        **lifecycle(job),
         fine_tuned_model=state.get("fine_tuned_model") if done else None,
         training_rows=job.prompts_total,
         validation_rows=int(state.get("validation_rows", 0)),
@@ -157,9 +153,9 @@ class FineTuningService:
             return output, "sdg_job"
         return feedback(owner, "preference" if spec.method == "dpo" else "sft"), "feedback"
 
-    def _sdg_job(self, job_id: str, owner: Principal) -> SdgJob:
+    def _sdg_job(self, job_id: str, owner: Principal) -> Job:
         with self.db.session() as session:
-            job = session.get(SdgJob, job_id)
+            job = session.get(Job, job_id)
             if job is None or job.kind != "sdg" or (job.owner_key_id != owner.id and not owner.is_admin):
                 raise InvalidRequest("sdg_job not found", job_id)
             if job.status != "completed":
@@ -184,7 +180,7 @@ class FineTuningService:
         owner: Principal,
         feedback: Callable[[Principal, str], list[dict[str, Any]]],
         metadata: dict[str, str] | None = None,
-    ) -> SdgJob:
+    ) -> Job:
         """``submit``, returning the job's row; ``metadata`` (OpenAI's) is kept with the job."""
         base = self.base_config(spec.base_model)
         chat = self._chat(base)
@@ -239,7 +235,7 @@ class FineTuningService:
         out: dict[tuple[str, ...], float] = {}
         with self.db.session() as session:
             rows = session.execute(
-                select(SdgJob.id, SdgJob.checkpoint).where(SdgJob.kind == "ft", SdgJob.status == "running")
+                select(Job.id, Job.checkpoint).where(Job.kind == "ft", Job.status == "running")
             ).all()
         for job_id, state in rows:
             for name, value in ((state or {}).get("progress") or {}).items():
@@ -248,7 +244,7 @@ class FineTuningService:
         return out
 
     # -- models ---------------------------------------------------------------------------------
-    def register(self, job: SdgJob, config: ModelConfig) -> None:
+    def register(self, job: Job, config: ModelConfig) -> None:
         with self.db.session() as session:
             session.merge(
                 FineTunedModel(

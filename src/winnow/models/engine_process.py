@@ -32,7 +32,6 @@ import contextlib
 import itertools
 import json
 import logging
-import os
 import pickle
 import socket
 import struct
@@ -137,7 +136,7 @@ class EngineProcess:
         }
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "winnow.models.engine_process"],
+                [sys.executable, "-m", "winnow.models.engine_process_main"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 pass_fds=(child_end.fileno(),),
@@ -352,38 +351,8 @@ class _Engine:
         self.channel.put(("end", rid, error))
 
 
-async def _serve(model: Any, fd: int) -> None:
+async def serve_model(model: Any, fd: int) -> None:
     loop = asyncio.get_running_loop()
     engine = _Engine(model, loop.create_future())
     await loop.create_connection(lambda: engine.channel, sock=socket.socket(fileno=fd))
     await engine.done  # the parent closed its end, or exited
-
-
-def main() -> None:
-    # stdout carries the one hello line; whatever libraries print goes to stderr.
-    hello = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    spec = json.loads(sys.stdin.buffer.readline())
-    sys.setswitchinterval(float(spec["settings"]["switch_interval_ms"]) / 1000)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
-    try:
-        from winnow.models.providers.transformers import LoadedModel
-
-        model = LoadedModel(ModelConfig.model_validate(spec["config"]), Settings.model_construct(**spec["settings"]))
-    except Exception as exc:
-        hello.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
-        hello.flush()
-        raise SystemExit(1) from exc
-    hello.write(json.dumps({"ok": True, "nbytes": model.nbytes}) + "\n")
-    hello.close()
-    try:
-        import uvloop  # the server's loop too (uvicorn's standard extra): cheaper wake-ups and timers
-    except ImportError:
-        asyncio.run(_serve(model, int(spec["fd"])))
-    else:
-        uvloop.run(_serve(model, int(spec["fd"])))
-    os._exit(0)  # a batch still running on the model's thread has no one left to answer
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,5 @@
-"""Prompt files: where they may live, how their lines read, and a streaming validation pass.
+"""Prompt files: how their lines read, a streaming validation pass, and a worker's cache of the
+files it has checked. (Where they may live: ``winnow.auth.paths``.)
 
 A line is ``{"id": ..., "prompt": "text"}``, ``{"id": ..., "messages": [Message, ...]}``, or an
 OpenAI batch line ``{"custom_id": ..., "body": {"messages": [...]}}``. Every other field (e.g.
@@ -7,6 +8,7 @@ OpenAI batch line ``{"custom_id": ..., "body": {"messages": [...]}}``. Every oth
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,23 +24,6 @@ from winnow.usage.tokens import PromptTokens
 MAX_REPORTED_ERRORS = 10
 TOKEN_BATCH = 256  # prompts per tokenizer call while validating
 _ROLES = {"system", "user", "assistant", "ipython", "tool", "developer"}
-
-
-def resolve_inside(path: str, roots: list[Path], field: str = "prompts_path") -> Path:
-    """``path`` (relative to the first root, or absolute) resolved with symlinks, if inside a root."""
-    if "\x00" in path:  # the OS refuses such a name; say so instead of failing on it
-        raise InvalidRequest(f"{field} contains a NUL character", repr(path))
-    candidate = Path(path).expanduser()
-    if not candidate.is_absolute():
-        candidate = roots[0] / candidate
-    resolved = candidate.resolve()
-    for root in roots:
-        if resolved.is_relative_to(root.resolve()):
-            return resolved
-    raise InvalidRequest(
-        f"{field} is outside the allowed data directories",
-        f"{path!r} resolves outside {', '.join(str(r) for r in roots)}",
-    )
 
 
 def _messages(raw: Any) -> list[dict[str, Any]]:
@@ -115,6 +100,42 @@ class PromptFile:
     input_tokens: int | None = None  # every prompt's input tokens, when checked against a model
 
 
+def _parsed(raw: bytes, number: int, system_prompt: str | None, errors: list[tuple[int, str]]) -> PromptRow | None:
+    """Line ``number`` as a prompt row; None for a blank line, or a bad one (then its error is in ``errors``)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        errors.append((number, "not UTF-8"))
+        return None
+    if not text.strip():
+        return None
+    try:
+        return parse_line(text, number, system_prompt)
+    except ValueError as exc:
+        errors.append((number, str(exc)))
+        return None
+
+
+def _measure(batch: list[PromptRow], counter: PromptTokens, errors: list[tuple[int, str]]) -> int:
+    """The input tokens of a batch of prompts (emptied); a prompt that does not fit goes to ``errors``."""
+    total = 0
+    for row, counted in zip(batch, counter.measure([r.chat() for r in batch]), strict=True):
+        if isinstance(counted, InvalidRequest):
+            reason = f"{counted.message} ({counted.details})" if counted.details else counted.message
+            errors.append((row.line, reason[:1].lower() + reason[1:]))
+        else:
+            total += counted
+    batch.clear()
+    return total
+
+
+def _invalid_lines(errors: list[tuple[int, str]]) -> InvalidRequest:
+    errors.sort(key=lambda error: error[0])
+    shown = "; ".join(f"line {number}: {reason}" for number, reason in errors[:MAX_REPORTED_ERRORS])
+    more = f" (and {len(errors) - MAX_REPORTED_ERRORS} more)" if len(errors) > MAX_REPORTED_ERRORS else ""
+    return InvalidRequest(f"prompts file has {len(errors)} invalid line(s)", shown + more)
+
+
 def validate_file(path: Path, tokens: PromptTokens | None = None, system_prompt: str | None = None) -> PromptFile:
     """One streaming pass: every line parses, ids are present and unique, and, given the model's
     token counter, every prompt (with ``system_prompt``) fits the model's context; the prompts are
@@ -129,30 +150,11 @@ def validate_file(path: Path, tokens: PromptTokens | None = None, system_prompt:
     batch: list[PromptRow] = []
     digest = hashlib.sha256()
 
-    def measure(counter: PromptTokens) -> None:
-        nonlocal input_tokens
-        for row, counted in zip(batch, counter.measure([r.chat() for r in batch]), strict=True):
-            if isinstance(counted, InvalidRequest):
-                reason = f"{counted.message} ({counted.details})" if counted.details else counted.message
-                errors.append((row.line, reason[:1].lower() + reason[1:]))
-            else:
-                input_tokens += counted
-        batch.clear()
-
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             digest.update(raw)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                errors.append((number, "not UTF-8"))
-                continue
-            if not text.strip():
-                continue
-            try:
-                row = parse_line(text, number, system_prompt)
-            except ValueError as exc:
-                errors.append((number, str(exc)))
+            row = _parsed(raw, number, system_prompt, errors)
+            if row is None:
                 continue
             if row.id in ids:
                 errors.append((number, f"duplicate id {row.id!r}"))
@@ -161,15 +163,34 @@ def validate_file(path: Path, tokens: PromptTokens | None = None, system_prompt:
             if tokens is not None:
                 batch.append(row)
                 if len(batch) == TOKEN_BATCH:
-                    measure(tokens)
+                    input_tokens += _measure(batch, tokens, errors)
     if tokens is not None and batch:
-        measure(tokens)
+        input_tokens += _measure(batch, tokens, errors)
     if errors:
-        errors.sort(key=lambda error: error[0])
-        shown = "; ".join(f"line {number}: {reason}" for number, reason in errors[:MAX_REPORTED_ERRORS])
-        more = f" (and {len(errors) - MAX_REPORTED_ERRORS} more)" if len(errors) > MAX_REPORTED_ERRORS else ""
-        raise InvalidRequest(f"prompts file has {len(errors)} invalid line(s)", shown + more)
+        raise _invalid_lines(errors)
     if rows == 0:
         raise InvalidRequest("prompts file has no prompts", str(path))
     counted = input_tokens if tokens is not None else None
     return PromptFile(path, rows, path.stat().st_size, digest.hexdigest(), counted)
+
+
+class CheckedFiles:
+    """The input files a worker has checked against the hash taken at submit: in full the first time
+    the worker meets a file, then only while its size and mtime stay the same (a worker runs many
+    shards of one job; re-hashing the whole file for each would cost shards x file)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[tuple[int, int], PromptFile]] = {}  # sha256 -> (size, mtime), file
+
+    async def check(self, path: Path, sha256: str, what: tuple[str, str]) -> PromptFile:
+        """The file at ``path``, which must still hash to ``sha256``; ``what`` names the file and the
+        job in the error ("the dataset", "evaluation")."""
+        stat = path.stat()
+        seen = self._seen.get(sha256)
+        if seen is not None and seen[0] == (stat.st_size, stat.st_mtime_ns):
+            return seen[1]
+        prompts = await asyncio.to_thread(validate_file, path)
+        if prompts.sha256 != sha256:
+            raise ValueError(f"{what[0]} changed since the {what[1]} was submitted")
+        self._seen[sha256] = ((stat.st_size, stat.st_mtime_ns), prompts)
+        return prompts

@@ -29,7 +29,10 @@ import numpy.typing as npt
 from winnow.config import get_settings
 from winnow.errors import InvalidRequest
 from winnow.models.embedding import Embedder, Vectors
-from winnow.sdg.filters import Filter, _bad, _in_range, _params
+from winnow.sdg.filter_types import Filter
+from winnow.sdg.filter_types import bad_params as _bad
+from winnow.sdg.filter_types import check_params as _params
+from winnow.sdg.filter_types import in_range as _in_range
 from winnow.sdg.rows import Candidate
 
 DEFAULT_MODEL = "minilm-l6"

@@ -14,11 +14,11 @@ from winnow.api.routing import Router
 from winnow.auth.paths import authorize_client_path
 from winnow.evals.plan import check_eval
 from winnow.evals.service import eval_details
+from winnow.jobs.kinds import id_pattern
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.evals import EvaluationDetails, EvaluationList, EvaluationRequest
-from winnow.sdg.service import EVAL_ID
 
-EvalIdPath = Annotated[str, Path(pattern=EVAL_ID.pattern, description="eval- followed by 24 hex digits")]
+EvalIdPath = Annotated[str, Path(pattern=id_pattern("eval"), description="eval- followed by 24 hex digits")]
 
 router = Router(
     prefix="/evaluations",

@@ -14,6 +14,7 @@ from winnow.api.routing import Router
 from winnow.auth import Principal
 from winnow.errors import InvalidRequest
 from winnow.finetune.service import MAX_EVENTS
+from winnow.jobs.kinds import id_pattern
 from winnow.runtime import Runtime
 from winnow.schemas.common import ErrorResponse
 from winnow.schemas.finetune import (
@@ -23,9 +24,8 @@ from winnow.schemas.finetune import (
     FineTuningJobList,
     FineTuningJobRequest,
 )
-from winnow.sdg.service import FT_ID
 
-FtIdPath = Annotated[str, Path(pattern=FT_ID.pattern, description="ftjob- followed by 24 hex digits")]
+FtIdPath = Annotated[str, Path(pattern=id_pattern("ftjob"), description="ftjob- followed by 24 hex digits")]
 
 router = Router(
     prefix="/fine_tuning/jobs",

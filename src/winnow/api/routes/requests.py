@@ -33,7 +33,7 @@ router = Router(prefix="/requests", tags=["Request log"])
         404: {"model": ErrorResponse, "description": "No key has the name given as key"},
     },
 )
-async def list_requests(
+async def list_requests(  # noqa: PLR0913 (a route: each parameter is one query filter)
     runtime: RuntimeDep,
     principal: OtherKey,
     cursor: PageDep,

@@ -1,4 +1,4 @@
-"""Shards: an SDG job cut into runs of consecutive chunks that workers claim one at a time, so
+"""Shards: a job of a sharded kind (SDG) cut into runs of consecutive chunks that workers claim one at a time, so
 several workers, on one machine or many sharing a PostgreSQL database, work on one job at once.
 
 The life of a job: the first worker to find it queued splits it into shards (one atomic UPDATE
@@ -15,94 +15,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, insert, or_, select, update
-from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.selectable import ScalarSelect
+from sqlalchemy.orm import Session
 
 from winnow.config import Settings
-from winnow.db import Database, JobShard, SdgJob
-from winnow.sdg.runner import JobCancelled
+from winnow.db import Database, Job, JobShard
+from winnow.jobs.errors import JobCancelled, ShardLost
+from winnow.jobs.kinds import names
+from winnow.jobs.order import oldest_job, owner_started, utcnow
 from winnow.usage.recorder import UsageEvent, UsageRecorder, insert_rows
-
-
-def oldest_job(*conditions: ColumnElement[bool]) -> ScalarSelect[Any]:
-    """The id of the oldest job meeting ``conditions`` that no other transaction holds
-    (``FOR UPDATE SKIP LOCKED``), as the subquery of a claiming ``UPDATE``: concurrent workers
-    each take a different job, and none waits on another's lock."""
-    return (
-        select(SdgJob.id)
-        .where(*conditions)
-        .order_by(SdgJob.created_at)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-
-
-def _owner_running(now: datetime) -> ColumnElement[Any]:
-    """How much work the key owning the job (``SdgJob``, correlated) has running now: its evaluations
-    and fine-tuning jobs under a live lease, and its SDG jobs' shards under one."""
-    other = aliased(SdgJob)
-    jobs = (
-        select(func.count())
-        .select_from(other)
-        .where(
-            other.owner_key_id == SdgJob.owner_key_id,
-            other.kind.in_(("eval", "ft")),
-            other.status == "running",
-            other.lease_until >= now,
-        )
-        .correlate(SdgJob)
-        .scalar_subquery()
-    )
-    shards = (
-        select(func.count())
-        .select_from(JobShard)
-        .join(other, other.id == JobShard.job_id)
-        .where(other.owner_key_id == SdgJob.owner_key_id, JobShard.status == "running", JobShard.lease_until >= now)
-        .correlate(SdgJob)
-        .scalar_subquery()
-    )
-    return jobs + shards
-
-
-def fair_job(*conditions: ColumnElement[bool]) -> ScalarSelect[Any]:
-    """Like ``oldest_job``, but the job of the key with the least work running goes first (then the
-    oldest): several workers spread over the keys instead of all serving the oldest key's jobs."""
-    return (
-        select(SdgJob.id)
-        .where(*conditions)
-        .order_by(_owner_running(_now()), SdgJob.created_at)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-
-
-def _owner_started() -> ScalarSelect[Any]:
-    """How many shards the key owning the job (``SdgJob``, correlated) has had started (running or
-    done) over its SDG jobs that still run: the key with the fewest goes next."""
-    other = aliased(SdgJob)
-    return (
-        select(func.count())
-        .select_from(JobShard)
-        .join(other, other.id == JobShard.job_id)
-        .where(other.owner_key_id == SdgJob.owner_key_id, other.status == "running", JobShard.status != "queued")
-        .correlate(SdgJob)
-        .scalar_subquery()
-    )
-
-
-class ShardLost(Exception):
-    """Another worker holds the shard now, or its job stopped running (paused, cancelled, failed)."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -143,41 +67,41 @@ class ShardStore:
     def housekeeping(self) -> None:
         """Resume paused jobs that are due, start (split) the oldest queued job, and cancel jobs
         whose cancellation no running shard will notice."""
-        now = _now()
+        now = utcnow()
         with self.db.session() as session:
             session.execute(
-                update(SdgJob)
-                .where(SdgJob.kind == "sdg", SdgJob.status == "paused", SdgJob.resume_at <= now)
+                update(Job)
+                .where(Job.kind.in_(names(sharded=True)), Job.status == "paused", Job.resume_at <= now)
                 .values(status="running", stage="generating", resume_at=None, error=None, updated_at=now)
             )
             live_shard = exists(
                 select(JobShard.shard).where(
-                    JobShard.job_id == SdgJob.id, JobShard.status == "running", JobShard.lease_until >= now
+                    JobShard.job_id == Job.id, JobShard.status == "running", JobShard.lease_until >= now
                 )
             )
             session.execute(
-                update(SdgJob)
-                .where(SdgJob.kind == "sdg", SdgJob.status == "running", SdgJob.cancel_requested, ~live_shard)
-                .where(or_(SdgJob.worker.is_(None), SdgJob.lease_until < now))
+                update(Job)
+                .where(Job.kind.in_(names(sharded=True)), Job.status == "running", Job.cancel_requested, ~live_shard)
+                .where(or_(Job.worker.is_(None), Job.lease_until < now))
                 .values(status="cancelled", stage="cancelled", finished_at=now, updated_at=now, lease_until=None)
                 .execution_options(synchronize_session=False)
             )
             self._split_one(session, now)
 
     def _split_one(self, session: Session, now: datetime) -> None:
-        candidate = oldest_job(SdgJob.kind == "sdg", SdgJob.status == "queued")
+        candidate = oldest_job(Job.kind.in_(names(sharded=True)), Job.status == "queued")
         started = session.execute(
-            update(SdgJob)
-            .where(SdgJob.id == candidate, SdgJob.status == "queued")
+            update(Job)
+            .where(Job.id == candidate, Job.status == "queued")
             .values(
                 status="running",
                 stage="generating",
-                started_at=func.coalesce(SdgJob.started_at, now),
+                started_at=func.coalesce(Job.started_at, now),
                 worker=None,
                 lease_until=None,
                 updated_at=now,
             )
-            .returning(SdgJob.id, SdgJob.prompts_total, SdgJob.params)
+            .returning(Job.id, Job.prompts_total, Job.params)
             .execution_options(synchronize_session=False)
         ).first()
         if started is None:
@@ -206,14 +130,14 @@ class ShardStore:
         """A free shard (queued, or running with its lease run out): of the key that has had the fewest
         shards started over its running jobs (so a small job is not queued behind every shard of a big
         one from another key), then of its oldest job, in shard order."""
-        now = _now()
+        now = utcnow()
         free = or_(JobShard.status == "queued", and_(JobShard.status == "running", JobShard.lease_until < now))
         with self.db.session() as session:
             pick = (
                 select(JobShard.job_id, JobShard.shard)
-                .join(SdgJob, SdgJob.id == JobShard.job_id)
-                .where(SdgJob.status == "running", SdgJob.cancel_requested.is_(False), free)
-                .order_by(_owner_started(), SdgJob.created_at, JobShard.shard)
+                .join(Job, Job.id == JobShard.job_id)
+                .where(Job.status == "running", Job.cancel_requested.is_(False), free)
+                .order_by(owner_started(), Job.created_at, JobShard.shard)
                 .limit(1)
                 .with_for_update(skip_locked=True, of=JobShard)
             )
@@ -246,32 +170,32 @@ class ShardStore:
                 claimed.job_id, claimed.shard, claimed.first_row, claimed.rows, claimed.attempts, dict(claimed[5] or {})
             )
 
-    def claim_merge(self, worker: str) -> SdgJob | None:
+    def claim_merge(self, worker: str) -> Job | None:
         """A running job whose shards are all done and that nobody is merging: take its lease."""
-        now = _now()
-        pending = exists(select(JobShard.shard).where(JobShard.job_id == SdgJob.id, JobShard.status != "done"))
-        split = exists(select(JobShard.shard).where(JobShard.job_id == SdgJob.id))
-        free = or_(SdgJob.worker.is_(None), SdgJob.lease_until < now)
+        now = utcnow()
+        pending = exists(select(JobShard.shard).where(JobShard.job_id == Job.id, JobShard.status != "done"))
+        split = exists(select(JobShard.shard).where(JobShard.job_id == Job.id))
+        free = or_(Job.worker.is_(None), Job.lease_until < now)
         with self.db.session() as session:
             candidate = oldest_job(
-                SdgJob.kind == "sdg", SdgJob.status == "running", ~SdgJob.cancel_requested, free, split, ~pending
+                Job.kind.in_(names(sharded=True)), Job.status == "running", ~Job.cancel_requested, free, split, ~pending
             )
             claimed = session.execute(
-                update(SdgJob)
-                .where(SdgJob.id == candidate, SdgJob.status == "running", free)
+                update(Job)
+                .where(Job.id == candidate, Job.status == "running", free)
                 .values(
                     worker=worker,
                     lease_until=self._lease(now),
                     stage="finalizing",
-                    attempts=SdgJob.attempts + 1,
+                    attempts=Job.attempts + 1,
                     updated_at=now,
                 )
-                .returning(SdgJob.id)
+                .returning(Job.id)
                 .execution_options(synchronize_session=False)
             ).scalar_one_or_none()
             if claimed is None:
                 return None
-            job = session.get(SdgJob, claimed)
+            job = session.get(Job, claimed)
             assert job is not None
             session.expunge(job)
             return job
@@ -287,7 +211,7 @@ class ShardStore:
         """Extend the shard's lease (and save its checkpoint, with the usage rows of the chunks it
         adds, in one transaction); returns whether the job's cancellation was requested. ShardLost
         when another worker has the shard (then nothing is saved) or the job is not running."""
-        now = _now()
+        now = utcnow()
         values: dict[str, Any] = {"lease_until": self._lease(now), "updated_at": now}
         if checkpoint is not None:
             values["checkpoint"] = checkpoint
@@ -299,15 +223,11 @@ class ShardStore:
                 .returning(JobShard.shard)
                 .execution_options(synchronize_session=False)
             ).first()
-            job = session.execute(
-                select(SdgJob.status, SdgJob.cancel_requested).where(SdgJob.id == claim.job_id)
-            ).first()
+            job = session.execute(select(Job.status, Job.cancel_requested).where(Job.id == claim.job_id)).first()
             if renewed is not None and checkpoint is not None:
                 insert_rows(session, usage)
             if renewed is not None and checkpoint is not None and job is not None and job.status == "running":
-                session.execute(
-                    update(SdgJob).where(SdgJob.id == claim.job_id).values(updated_at=now, stage="generating")
-                )
+                session.execute(update(Job).where(Job.id == claim.job_id).values(updated_at=now, stage="generating"))
         # Raised after the commit: a shard still ours keeps its checkpoint even when the job was
         # paused or cancelled meanwhile, so its finished chunk is neither redone nor billed twice.
         if renewed is None or job is None or job.status != "running":
@@ -319,7 +239,7 @@ class ShardStore:
             finished = session.execute(
                 update(JobShard)
                 .where(*_mine(claim, worker))
-                .values(status="done", lease_until=None, updated_at=_now())
+                .values(status="done", lease_until=None, updated_at=utcnow())
                 .returning(JobShard.shard)
                 .execution_options(synchronize_session=False)
             ).first()
@@ -332,7 +252,7 @@ class ShardStore:
             session.execute(
                 update(JobShard)
                 .where(*_mine(claim, worker))
-                .values(status="queued", lease_until=None, updated_at=_now())
+                .values(status="queued", lease_until=None, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
 
