@@ -23,7 +23,12 @@ pytestmark = pytest.mark.slow  # a real `winnow serve` with a worker process
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    env = {"WINNOW_WORKERS": "1", "WINNOW_BATCH_CHUNK_LINES": "4", "WINNOW_LOCAL_TORCH_THREADS": "1"}
+    env = {
+        "WINNOW_WORKERS": "1",
+        "WINNOW_BATCH_CHUNK_LINES": "4",
+        "WINNOW_BATCH_MAX_REQUESTS": "300",
+        "WINNOW_LOCAL_TORCH_THREADS": "1",
+    }
     live = LiveServer(tmp_path_factory.mktemp("v1batches") / "data", env=env).start(timeout=90)
     yield live
     live.stop()
@@ -132,5 +137,7 @@ def test_bad_input_is_refused_with_nothing_queued(server: LiveServer, admin: str
     theirs = _upload(_client(server, stranger), [batch_line(0)])
     _refused(client, server, key, theirs, "/v1/chat/completions", "No such file")
     _refused(client, server, key, _upload(client, [batch_line(0)]), "/v1/moderations", "Unsupported endpoint")
+    over_cap = _upload(client, [batch_line(n) for n in range(301)])
+    _refused(client, server, key, over_cap, "/v1/chat/completions", "more than 300 (setting batch_max_requests)")
     with pytest.raises(openai.BadRequestError):  # refused at upload: a line no batch may run
         _upload(client, [{**batch_line(0), "url": "/v1/moderations"}])

@@ -33,8 +33,13 @@ def _done(rt: Runtime, batch_id: str) -> int:
     return int((rt.jobs.row(batch_id).checkpoint or {}).get("lines", 0))
 
 
-def _create(client: TestClient, key: str) -> str:
-    rows = [batch_line(n) for n in range(LINES)]
+def create_batch(
+    client: TestClient, key: str, lines: int, model: str = "demo-lm", extra: dict[str, Any] | None = None
+) -> str:
+    """Upload ``lines`` chat requests for ``model`` (with ``extra`` body fields) and batch them."""
+    rows = [batch_line(n) for n in range(lines)]
+    for row in rows:
+        row["body"] |= {"model": model, **(extra or {})}
     upload = client.post(
         "/v1/files",
         files={"file": ("in.jsonl", io.BytesIO(jsonl(rows)))},
@@ -78,7 +83,7 @@ def test_a_worker_killed_mid_batch_answers_and_bills_each_custom_id_once(tmp_pat
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
         key = rt.keys.create("owner").key
-        batch_id = _create(client, key)
+        batch_id = create_batch(client, key, LINES)
         saved = _kill_after_two_chunks(rt, settings, batch_id, tmp_path / "worker.log")
         assert 2 * CHUNK <= saved < LINES, saved
         assert rt.jobs.row(batch_id).status == "running"  # the dead worker still holds it
