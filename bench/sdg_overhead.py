@@ -29,12 +29,14 @@ from winnow.config import ModelConfig, RewardModelConfig, Settings  # noqa: E402
 from winnow.models.base import ChatMessage, Completion, GenerationResult, Prompt, Provider, SamplingParams  # noqa: E402
 from winnow.models.registry import ModelRegistry  # noqa: E402
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest  # noqa: E402
+from winnow.sdg.filters import split_filter  # noqa: E402
 from winnow.sdg.inputs import read_rows, validate_file  # noqa: E402
 from winnow.sdg.reward import RewardModel, RewardModelRegistry  # noqa: E402
 from winnow.sdg.rows import Candidate  # noqa: E402
-from winnow.sdg.runner import FileCheckpoint, JobPlan, LocalRunner  # noqa: E402
+from winnow.sdg.runner import JobPlan, LocalRunner  # noqa: E402
 from winnow.sdg.scoring import resolve_scoring  # noqa: E402
-from winnow.sdg.service import build_plan, check_spec, split_filter  # noqa: E402
+from winnow.sdg.service import build_plan, check_spec  # noqa: E402
+from winnow.sdg.workfiles import FileCheckpoint  # noqa: E402
 
 
 def make_prompts(path: Path, count: int) -> None:

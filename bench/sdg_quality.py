@@ -30,8 +30,9 @@ from winnow.config import Settings  # noqa: E402
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest  # noqa: E402
 from winnow.sdg.outputs import preference_path  # noqa: E402
 from winnow.sdg.reward import open_registries  # noqa: E402
-from winnow.sdg.runner import FileCheckpoint, LocalRunner  # noqa: E402
+from winnow.sdg.runner import LocalRunner  # noqa: E402
 from winnow.sdg.service import build_plan, check_spec  # noqa: E402
+from winnow.sdg.workfiles import FileCheckpoint  # noqa: E402
 
 
 async def run_job(settings: Settings, spec: SubmitJobRequest, work: Path) -> Path:

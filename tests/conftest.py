@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from winnow.api import create_app
 from winnow.config import CONFIG_ENV_VAR, Settings
 from winnow.runtime import Runtime
-from winnow.sdg.runner import FileCheckpoint
+from winnow.sdg.workfiles import FileCheckpoint
 from winnow.usage.recorder import UsageEvent
 
 ROOT = Path(__file__).resolve().parents[1]

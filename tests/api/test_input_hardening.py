@@ -180,8 +180,9 @@ def test_seeded_job_with_a_timestamp_seed_runs(settings: Settings, prompts: Path
 
     from winnow.schemas.sdg import SubmitJobRequest
     from winnow.sdg.reward import open_registries
-    from winnow.sdg.runner import FileCheckpoint, LocalRunner
+    from winnow.sdg.runner import LocalRunner
     from winnow.sdg.service import build_plan, check_spec
+    from winnow.sdg.workfiles import FileCheckpoint
 
     spec = SubmitJobRequest.model_validate(_job(str(prompts), seed=1_733_150_000_000_000, temperature=1.0))
     output, work = settings.data_dir / "out.jsonl", settings.data_dir / "work"

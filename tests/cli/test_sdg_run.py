@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import DEMO_PROMPTS
 from winnow.cli import app
-from winnow.sdg.runner import FileCheckpoint
+from winnow.sdg.workfiles import FileCheckpoint
 
 
 def _python_path() -> dict[str, str]:

@@ -24,7 +24,7 @@ from winnow.evals.runner import EvalRunner
 from winnow.runtime import Runtime
 from winnow.schemas.evals import EvaluationRequest
 from winnow.sdg.reward import open_registries
-from winnow.sdg.runner import FileCheckpoint
+from winnow.sdg.workfiles import FileCheckpoint
 from winnow.usage.prices import PriceBook
 
 TEMPLATES = [

@@ -22,7 +22,7 @@ from tests.conftest import LiveServer, bearer, wait_for
 from tests.finetune.test_api import FT, job_body, training_rows, upload
 from winnow.config import Settings
 from winnow.errors import InvalidRequest
-from winnow.finetune.data import MAX_REPORTED_ERRORS, check_training_file, normalize
+from winnow.finetune.data import MAX_REPORTED_ERRORS, Holdout, check_training_file, normalize
 
 BAD = '{"prompt": "a prompt without its completion"}\n'
 
@@ -86,14 +86,14 @@ def test_the_validation_split_is_exact_seeded_and_streamed(tmp_path: Path) -> No
     picks = []
     for run in range(2):
         train, held = normalize(
-            source, "sft", False, tmp_path / f"t{run}.jsonl", "f", 0.1, 7, tmp_path / f"v{run}.jsonl"
+            source, "sft", False, tmp_path / f"t{run}.jsonl", "f", Holdout(0.1, 7, tmp_path / f"v{run}.jsonl")
         )
         assert held is not None and (train.rows, held.rows) == (900, 100)
         picks.append(held.path.read_text())
         train_lines = set(train.path.read_text().splitlines())
         assert len(train_lines) == 900 and not train_lines & set(picks[-1].splitlines())
     assert picks[0] == picks[1]
-    _, other = normalize(source, "sft", False, tmp_path / "t.jsonl", "f", 0.1, 8, tmp_path / "v.jsonl")
+    _, other = normalize(source, "sft", False, tmp_path / "t.jsonl", "f", Holdout(0.1, 8, tmp_path / "v.jsonl"))
     assert other is not None and other.path.read_text() != picks[0]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".checked")) == []
 

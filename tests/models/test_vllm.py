@@ -325,8 +325,8 @@ def test_the_ray_executor_runs_vllm_in_its_actors_with_the_local_executors_rows(
     from tests.sdg.test_ray_executor import _spec as job_spec  # the Ray test's job, on demo-vllm
     from winnow.config import RaySettings
     from winnow.sdg.reward import open_registries
-    from winnow.sdg.runner import FileCheckpoint
     from winnow.sdg.service import build_plan, check_spec, make_runner
+    from winnow.sdg.workfiles import FileCheckpoint
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(line + "\n" for line in DEMO_PROMPTS.read_text().splitlines()[:64]))

@@ -18,8 +18,9 @@ from winnow.cli import app
 from winnow.config import Settings
 from winnow.schemas.sdg import FilteringFunction, PromptResponseScore, SubmitJobRequest
 from winnow.sdg.reward import open_registries
-from winnow.sdg.runner import FileCheckpoint, LocalRunner
+from winnow.sdg.runner import LocalRunner
 from winnow.sdg.service import build_plan, check_spec
+from winnow.sdg.workfiles import FileCheckpoint
 from winnow.usage.recorder import UsageEvent
 
 SMALL = DEMO_PROMPTS.with_name("arithmetic_small.jsonl")

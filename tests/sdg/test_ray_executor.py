@@ -17,8 +17,8 @@ from winnow.api.app import create_app
 from winnow.config import RaySettings, Settings
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
 from winnow.sdg.reward import open_registries
-from winnow.sdg.runner import FileCheckpoint
 from winnow.sdg.service import build_plan, check_spec, make_runner
+from winnow.sdg.workfiles import FileCheckpoint
 
 pytestmark = pytest.mark.slow  # a local Ray cluster
 

@@ -117,6 +117,7 @@ def test_a_run_titles_its_histogram_with_the_job(
     from winnow.sdg import runner
     from winnow.sdg.reward import open_registries
     from winnow.sdg.service import build_plan, check_spec
+    from winnow.sdg.workfiles import FileCheckpoint
 
     titles: list[str] = []
 
@@ -134,7 +135,7 @@ def test_a_run_titles_its_histogram_with_the_job(
         async with open_registries(settings) as (models, rewards):
             plan = build_plan(spec, check_spec(spec, settings, models, rewards), models, rewards)
             plan.job_id = job_id
-            await runner.LocalRunner(plan, work, output, runner.FileCheckpoint(work / "checkpoint.json")).run()
+            await runner.LocalRunner(plan, work, output, FileCheckpoint(work / "checkpoint.json")).run()
 
     asyncio.run(go())
     (title,) = titles

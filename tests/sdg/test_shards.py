@@ -23,8 +23,9 @@ from winnow.config import Settings
 from winnow.db import Database, JobShard, SdgJob
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
 from winnow.sdg.reward import open_registries
-from winnow.sdg.runner import FileCheckpoint, LocalRunner
+from winnow.sdg.runner import LocalRunner
 from winnow.sdg.service import build_plan, check_spec
+from winnow.sdg.workfiles import FileCheckpoint
 
 
 @pytest.mark.parametrize("filter_name", ["best_of_n", "top_p"])

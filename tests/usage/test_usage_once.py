@@ -25,8 +25,9 @@ from winnow.jobs.worker import Worker
 from winnow.runtime import Runtime
 from winnow.schemas.sdg import FilteringFunction, SubmitJobRequest
 from winnow.sdg.reward import open_registries
-from winnow.sdg.runner import FileCheckpoint, LocalRunner
+from winnow.sdg.runner import LocalRunner
 from winnow.sdg.service import build_plan, check_spec
+from winnow.sdg.workfiles import FileCheckpoint
 
 
 class Killed(BaseException):

@@ -20,12 +20,13 @@ from rich.table import Table
 
 from winnow.cli.common import ConfigOption, err, fail, load_settings, progress_bar, resume_dir
 from winnow.cli.styling import typer_app
+from winnow.config import Settings
 from winnow.errors import WinnowError
 from winnow.evals.plan import build_eval_plan, check_eval
 from winnow.evals.runner import EvalProgress, EvalRunner
 from winnow.schemas.evals import ComparisonRow, EvaluationRequest
 from winnow.sdg.reward import open_registries
-from winnow.sdg.runner import FileCheckpoint
+from winnow.sdg.workfiles import FileCheckpoint
 from winnow.usage.prices import PriceBook
 from winnow.usage.service import cli_usage
 
@@ -114,56 +115,64 @@ def _latency(row: ComparisonRow) -> str:
     return f"{_count(row.latency_p50_ms)}/{_count(row.latency_p95_ms)}"
 
 
+Dataset = Annotated[
+    Path, typer.Option("--dataset", "-d", help="JSONL rows (id, prompt, fields)", dir_okay=False, show_default=False)
+]
+Templates = Annotated[
+    list[str],
+    typer.Option(
+        "--template",
+        "-t",
+        help="A prompt template with {field}s, as NAME=TEXT or TEXT (repeat for several)",
+        metavar="NAME=TEXT",
+        show_default=False,
+    ),
+]
+Models = Annotated[
+    list[str], typer.Option("--model", "-m", help="Model id (repeat for several)", metavar="MODEL", show_default=False)
+]
+Scoring = Annotated[
+    str | None,
+    typer.Option("--scoring-function", "-s", help="exact_match[:field], raw (needs --reward-model), ... (default raw)"),
+]
+RewardModel = Annotated[
+    str | None, typer.Option("--reward-model", help="Reward model id that scores the answers", metavar="MODEL")
+]
+BaselineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--baseline", help="The pair win rates compare with (default: the first pair)", metavar="TEMPLATE:MODEL"
+    ),
+]
+MaxTokens = Annotated[int | None, typer.Option("--max-tokens", help="Most tokens per answer (default 64)")]
+Temperature = Annotated[float | None, typer.Option("--temperature", help="Sampling temperature (default 0: greedy)")]
+SeedOption = Annotated[int | None, typer.Option("--seed", help="Reproducible sampling")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Rows per chunk (and checkpoint) (default 32)")]
+SpecFile = Annotated[
+    Path | None,
+    typer.Option("--spec", help="YAML/JSON evaluation body for the other fields (flags override)", exists=True),
+]
+OutputOption = Annotated[Path, typer.Option("--output", "-o", help="Per-row results JSONL")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the table as JSON on stdout")]
+Restart = Annotated[bool, typer.Option("--restart", help="Discard an interrupted run of OUTPUT")]
+
+
 @eval_app.command("run")
-def run(
-    dataset: Annotated[
-        Path,
-        typer.Option("--dataset", "-d", help="JSONL rows (id, prompt, fields)", dir_okay=False, show_default=False),
-    ],
-    template: Annotated[
-        list[str],
-        typer.Option(
-            "--template",
-            "-t",
-            help="A prompt template with {field}s, as NAME=TEXT or TEXT (repeat for several)",
-            metavar="NAME=TEXT",
-            show_default=False,
-        ),
-    ],
-    model: Annotated[
-        list[str],
-        typer.Option("--model", "-m", help="Model id (repeat for several)", metavar="MODEL", show_default=False),
-    ],
-    scoring_function: Annotated[
-        str | None,
-        typer.Option(
-            "--scoring-function", "-s", help="exact_match[:field], raw (needs --reward-model), ... (default raw)"
-        ),
-    ] = None,
-    reward_model: Annotated[
-        str | None, typer.Option("--reward-model", help="Reward model id that scores the answers", metavar="MODEL")
-    ] = None,
-    baseline: Annotated[
-        str | None,
-        typer.Option(
-            "--baseline", help="The pair win rates compare with (default: the first pair)", metavar="TEMPLATE:MODEL"
-        ),
-    ] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Most tokens per answer (default 64)")] = None,
-    temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Sampling temperature (default 0: greedy)")
-    ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Reproducible sampling")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Rows per chunk (and checkpoint) (default 32)")
-    ] = None,
-    spec_file: Annotated[
-        Path | None,
-        typer.Option("--spec", help="YAML/JSON evaluation body for the other fields (flags override)", exists=True),
-    ] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Per-row results JSONL")] = Path("eval-results.jsonl"),
-    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON on stdout")] = False,
-    restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted run of OUTPUT")] = False,
+def run(  # noqa: PLR0913 (a Typer command: each parameter is one of its options)
+    dataset: Dataset,
+    template: Templates,
+    model: Models,
+    scoring_function: Scoring = None,
+    reward_model: RewardModel = None,
+    baseline: BaselineOption = None,
+    max_tokens: MaxTokens = None,
+    temperature: Temperature = None,
+    seed: SeedOption = None,
+    batch_size: BatchSize = None,
+    spec_file: SpecFile = None,
+    output: OutputOption = Path("eval-results.jsonl"),
+    as_json: AsJson = False,
+    restart: Restart = False,
     config: ConfigOption = None,
 ) -> None:
     """Run an evaluation here and print the comparison table."""
@@ -186,23 +195,8 @@ def run(
     settings = load_settings(config)
     settings = settings.model_copy(update={"data_roots": [path.parent]})  # a local user may read any file
     work = resume_dir(output, spec.model_dump_json(), restart)
-
-    async def go() -> list[ComparisonRow]:
-        async with open_registries(settings) as (models, rewards), cli_usage(settings) as usage:
-            prompts = check_eval(spec, settings, models, rewards)
-            plan = build_eval_plan(spec, prompts, models, rewards, PriceBook(settings))
-            checkpoint = FileCheckpoint(work / "checkpoint.json", usage)
-            plan.meters = {model: checkpoint.meter(model) for model in spec.models}  # usage rows, source cli
-            with progress_bar() as bar:
-                task = bar.add_task("rows", total=prompts.rows)
-
-                def show(p: EvalProgress) -> None:
-                    bar.update(task, completed=p.counts.rows_done, description=p.stage)
-
-                return await EvalRunner(plan, work, output.resolve(), checkpoint, show).run()
-
     try:
-        table = asyncio.run(go())
+        table = asyncio.run(_evaluate(spec, settings, work, output.resolve()))
     except WinnowError as exc:
         raise fail(exc.message, exc.details) from exc
     shutil.rmtree(work, ignore_errors=True)
@@ -211,3 +205,18 @@ def run(
     else:
         print_table(table, Console())
     err.print(f"per-row results: {output}")
+
+
+async def _evaluate(spec: EvaluationRequest, settings: Settings, work: Path, output: Path) -> list[ComparisonRow]:
+    async with open_registries(settings) as (models, rewards), cli_usage(settings) as usage:
+        prompts = check_eval(spec, settings, models, rewards)
+        plan = build_eval_plan(spec, prompts, models, rewards, PriceBook(settings))
+        checkpoint = FileCheckpoint(work / "checkpoint.json", usage)
+        plan.meters = {model: checkpoint.meter(model) for model in spec.models}  # usage rows, source cli
+        with progress_bar() as bar:
+            task = bar.add_task("rows", total=prompts.rows)
+
+            def show(p: EvalProgress) -> None:
+                bar.update(task, completed=p.counts.rows_done, description=p.stage)
+
+            return await EvalRunner(plan, work, output, checkpoint, show).run()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.progress import TextColumn
@@ -25,8 +26,12 @@ from winnow.cli.remote import (
     show,
 )
 from winnow.cli.styling import typer_app
+from winnow.config import Settings
 from winnow.errors import WinnowError
-from winnow.schemas.finetune import FineTuningJobRequest
+from winnow.schemas.finetune import FineTuningJob, FineTuningJobRequest
+
+if TYPE_CHECKING:
+    from winnow.runtime import Runtime
 
 ft_app = typer_app("Fine-tune local models on training data Winnow made (TRL + PEFT LoRA).")
 
@@ -48,41 +53,64 @@ Suffix = Annotated[str | None, typer.Option("--suffix", help="Goes into the new 
 Seed = Annotated[int, typer.Option("--seed", help="Same seed, same run")]
 
 
-def _request(
-    base: str,
-    training_file: str | None,
-    sdg_job: str | None,
-    feedback: bool,
-    method: str,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    lora_r: int,
-    full: bool,
-    split: float,
-    suffix: str | None,
-    seed: int,
-) -> FineTuningJobRequest:
-    hyper: dict[str, Any] = {"epochs": epochs, "learning_rate": lr, "batch_size": batch_size, "seed": seed}
-    hyper["lora"] = None if full else {"r": lora_r, "alpha": 2 * lora_r}
-    body = {
-        "base_model": base,
-        "method": method,
-        "training_file": training_file,
-        "sdg_job": sdg_job,
-        "feedback": feedback,
-        "validation_split": split,
-        "hyperparameters": hyper,
-        "suffix": suffix,
-    }
-    try:
-        return FineTuningJobRequest.model_validate({k: v for k, v in body.items() if v is not None})
-    except ValueError as exc:
-        raise fail("invalid fine-tuning job", str(exc).splitlines()[-1].strip()) from exc
+@dataclass(frozen=True)
+class _Recipe:
+    """What a fine-tuning command's options say about the job (all but where its data is)."""
+
+    base: str
+    sdg_job: str | None
+    feedback: bool
+    method: str
+    epochs: int
+    lr: float
+    batch_size: int
+    lora_r: int
+    full: bool
+    validation_split: float
+    suffix: str | None
+    seed: int
+
+    @classmethod
+    def of(cls, options: dict[str, Any]) -> _Recipe:
+        """The recipe among a command's options (its ``locals()``)."""
+        return cls(**{field.name: options[field.name] for field in fields(cls)})
+
+    def request(self, training_file: str | None) -> FineTuningJobRequest:
+        hyper: dict[str, Any] = {
+            "epochs": self.epochs,
+            "learning_rate": self.lr,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+        }
+        hyper["lora"] = None if self.full else {"r": self.lora_r, "alpha": 2 * self.lora_r}
+        body = {
+            "base_model": self.base,
+            "method": self.method,
+            "training_file": training_file,
+            "sdg_job": self.sdg_job,
+            "feedback": self.feedback,
+            "validation_split": self.validation_split,
+            "hyperparameters": hyper,
+            "suffix": self.suffix,
+        }
+        try:
+            return FineTuningJobRequest.model_validate({k: v for k, v in body.items() if v is not None})
+        except ValueError as exc:
+            raise fail("invalid fine-tuning job", str(exc).splitlines()[-1].strip()) from exc
+
+
+Processes = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        min=1,
+        help="Training processes (PyTorch DDP): one per GPU by default, 1 on CPU [setting fine_tuning_processes]",
+    ),
+]
 
 
 @ft_app.command("run")
-def run(
+def run(  # noqa: PLR0913 (a Typer command: each parameter is one of its options)
     base: Base = "demo-lm",
     file: File = None,
     sdg_job: SdgJob = None,
@@ -96,49 +124,43 @@ def run(
     validation_split: Split = 0.0,
     suffix: Suffix = None,
     seed: Seed = 0,
-    processes: Annotated[
-        int | None,
-        typer.Option(
-            "--processes",
-            min=1,
-            help="Training processes (PyTorch DDP): one per GPU by default, 1 on CPU [setting fine_tuning_processes]",
-        ),
-    ] = None,
+    processes: Processes = None,
     config: ConfigOption = None,
 ) -> None:
     """Fine-tune in this process with a progress bar; the new model is registered in this data dir's
     database, so `winnow serve` (and every server sharing it) serves it at once to admin keys."""
     quiet_model_loading()
-    from winnow.finetune.runner import run_fine_tuning
-    from winnow.jobs.worker import worker_id
     from winnow.runtime import Runtime
 
     settings = load_settings(config)
     if processes is not None:
         settings = settings.model_copy(update={"fine_tuning_processes": processes})
     runtime = Runtime.open(settings)
+    spec = _Recipe.of(locals()).request(_copied_here(settings, file))
+    try:
+        final, model = _train_here(runtime, spec)
+    finally:
+        runtime.db.dispose()
+    show(final)
+    typer.echo(model)
+
+
+def _copied_here(settings: Settings, file: Path | None) -> str | None:
+    """A training file copied into the data dir, where a job's inputs live."""
+    if file is None:
+        return None
+    target = settings.data_dir / "files" / "0" / f"file-{uuid.uuid4().hex[:24]}.jsonl"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(file, target)
+    return str(target)
+
+
+def _train_here(runtime: Runtime, spec: FineTuningJobRequest) -> tuple[FineTuningJob, str]:
+    """Submit ``spec`` as the machine's operator, claim it and train it in this process."""
+    from winnow.finetune.runner import run_fine_tuning
+    from winnow.jobs.worker import worker_id
+
     operator = Principal(id=0, name="cli", is_admin=True)  # the machine's operator: admin keys see its models
-    training_file = None
-    if file is not None:  # into the data dir, where a job's inputs live
-        target = settings.data_dir / "files" / "0" / f"file-{uuid.uuid4().hex[:24]}.jsonl"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(file, target)
-        training_file = str(target)
-    spec = _request(
-        base,
-        training_file,
-        sdg_job,
-        feedback,
-        method,
-        epochs,
-        lr,
-        batch_size,
-        lora_r,
-        full,
-        validation_split,
-        suffix,
-        seed,
-    )
 
     def feedback_rows(owner: Principal, fmt: str) -> list[dict[str, Any]]:
         rows, why = runtime.feedback.export(owner, "preference" if fmt == "preference" else "sft")
@@ -147,12 +169,13 @@ def run(
         return list(rows)
 
     me = worker_id()
+    row = None
     try:
         job = runtime.fine_tuning.submit(spec, operator, feedback_rows)
         row = runtime.jobs.claim(me, job_id=job.id)
         if row is None:
             raise fail("a worker took the job first", f"follow it with `winnow ft status {job.id}`")
-        err.print(f"{job.id}: {method} on {base}")
+        err.print(f"{job.id}: {spec.method} on {spec.base_model}")
         with progress_bar(TextColumn("loss {task.fields[loss]}")) as bar:
             task = bar.add_task("training", total=None, loss="-")
 
@@ -161,23 +184,19 @@ def run(
                 shown = f"{loss:.4f}" if isinstance(loss, float) else "-"
                 bar.update(task, completed=progress.get("step", 0), total=progress.get("total_steps"), loss=shown)
 
-            model = run_fine_tuning(settings, runtime.jobs, runtime.fine_tuning, row, me, watch)
-        final = runtime.fine_tuning.get(job.id, operator)
+            model = run_fine_tuning(runtime.settings, runtime.jobs, runtime.fine_tuning, row, me, watch)
+        return runtime.fine_tuning.get(job.id, operator), model
     except KeyboardInterrupt:
-        if "row" in locals() and row is not None:
+        if row is not None:
             runtime.jobs.release(row.id, me)
             err.print(f"interrupted: a worker resumes {row.id} from its last checkpoint (or `winnow serve`)")
         raise typer.Exit(130) from None
     except WinnowError as exc:
         raise fail(exc.message, exc.details) from exc
-    finally:
-        runtime.db.dispose()
-    show(final)
-    typer.echo(model)
 
 
 @ft_app.command("submit")
-def submit(
+def submit(  # noqa: PLR0913 (a Typer command: each parameter is one of its options)
     base: Base = "demo-lm",
     file: File = None,
     training_file: Annotated[
@@ -202,21 +221,7 @@ def submit(
     with server(url, key) as client:
         if file is not None:
             training_file = client.files.upload(file, purpose="fine-tune").path
-        spec = _request(
-            base,
-            training_file,
-            sdg_job,
-            feedback,
-            method,
-            epochs,
-            lr,
-            batch_size,
-            lora_r,
-            full,
-            validation_split,
-            suffix,
-            seed,
-        )
+        spec = _Recipe.of(locals()).request(training_file)
         job = client.fine_tuning.create(**spec.model_dump(mode="json", exclude_defaults=True))
         if wait:
             job = client.fine_tuning.wait(job.id)

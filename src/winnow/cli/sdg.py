@@ -26,62 +26,73 @@ from winnow.cli.remote import (
 )
 from winnow.cli.styling import typer_app
 from winnow.client.params import SubmitJobParams
+from winnow.config import Settings
 from winnow.errors import WinnowError
 from winnow.schemas.sdg import FilteringFunction, OutputKind, SubmitJobRequest
 from winnow.sdg.outputs import OUTPUT_PATHS, ExportFormat, Output, export, import_datasets
 from winnow.sdg.report import summary_path
 from winnow.sdg.reward import open_registries
-from winnow.sdg.runner import FileCheckpoint
 from winnow.sdg.runner import Progress as JobProgress
-from winnow.sdg.service import build_plan, check_spec, make_runner
+from winnow.sdg.service import LocalRun, check_spec, run_local
+from winnow.sdg.workfiles import FileCheckpoint
 from winnow.usage.service import cli_usage
 
 sdg_app = typer_app("Synthetic data generation: generate -> reward-score -> filter -> JSONL.")
 
 
+PromptsOption = Annotated[
+    Path, typer.Option("--prompts", help="JSONL of prompts", exists=True, dir_okay=False, show_default=False)
+]
+OutputOption = Annotated[
+    Path, typer.Option("--output", "-o", help="Where the PromptResponseScore JSONL goes", show_default=False)
+]
+GenModel = Annotated[str, typer.Option(help="Generation model id", metavar="MODEL")]
+RewardModel = Annotated[str, typer.Option("--reward-model", help="Reward model id", metavar="MODEL")]
+Generations = Annotated[int, typer.Option("--num-generations", "-n", help="Responses per prompt")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Prompts per chunk")]
+Temperature = Annotated[float, typer.Option(help="Sampling temperature (0 = greedy)")]
+TopP = Annotated[float, typer.Option("--top-p", help="Nucleus sampling: the smallest set of tokens with this mass")]
+MaxGenLen = Annotated[int, typer.Option("--max-gen-len", help="Most tokens per response")]
+Scoring = Annotated[
+    str, typer.Option("--scoring-function", help="raw, sigmoid, zscore, rank, exact_match[:field], ...")
+]
+FilterName = Annotated[str, typer.Option("--filter", help="none, threshold, best_of_n, top_k, top_p, ...")]
+FilterParams = Annotated[str, typer.Option("--filter-params", help="JSON object of filter parameters", metavar="JSON")]
+SystemPrompt = Annotated[str | None, typer.Option("--system-prompt", help="Sent first with every prompt that has none")]
+SeedOption = Annotated[int | None, typer.Option(help="Reproducible sampling")]
+Restart = Annotated[bool, typer.Option("--restart", help="Discard an interrupted run of OUTPUT")]
+Force = Annotated[bool, typer.Option("--force", help="Regenerate OUTPUT even if a run like this one completed it")]
+Executor = Annotated[
+    Literal["local", "ray"] | None, typer.Option("--executor", help="Where chunks run (default from config: local)")
+]
+Also = Annotated[
+    str | None,
+    typer.Option(
+        "--also", help="Training sets beside OUTPUT: preference, sft or both (preference,sft)", metavar="SETS"
+    ),
+]
+
+
 @sdg_app.command("run")
-def run(
-    prompts: Annotated[
-        Path, typer.Option("--prompts", help="JSONL of prompts", exists=True, dir_okay=False, show_default=False)
-    ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Where the PromptResponseScore JSONL goes", show_default=False)
-    ],
-    model: Annotated[str, typer.Option(help="Generation model id", metavar="MODEL")] = "demo-lm",
-    reward_model: Annotated[str, typer.Option("--reward-model", help="Reward model id", metavar="MODEL")] = "demo-rm",
-    num_generations: Annotated[int, typer.Option("--num-generations", "-n", help="Responses per prompt")] = 1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per chunk")] = 32,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy)")] = 0.7,
-    top_p: Annotated[
-        float, typer.Option("--top-p", help="Nucleus sampling: the smallest set of tokens with this mass")
-    ] = 1.0,
-    max_gen_len: Annotated[int, typer.Option("--max-gen-len", help="Most tokens per response")] = 100,
-    scoring_function: Annotated[
-        str, typer.Option("--scoring-function", help="raw, sigmoid, zscore, rank, exact_match[:field], ...")
-    ] = "raw",
-    filter_name: Annotated[
-        str, typer.Option("--filter", help="none, threshold, best_of_n, top_k, top_p, ...")
-    ] = "none",
-    filter_params: Annotated[
-        str, typer.Option("--filter-params", help="JSON object of filter parameters", metavar="JSON")
-    ] = "{}",
-    system_prompt: Annotated[
-        str | None, typer.Option("--system-prompt", help="Sent first with every prompt that has none")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Reproducible sampling")] = None,
-    restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted run of OUTPUT")] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Regenerate OUTPUT even if a run like this one completed it")
-    ] = False,
-    executor: Annotated[
-        Literal["local", "ray"] | None, typer.Option("--executor", help="Where chunks run (default from config: local)")
-    ] = None,
-    also: Annotated[
-        str | None,
-        typer.Option(
-            "--also", help="Training sets beside OUTPUT: preference, sft or both (preference,sft)", metavar="SETS"
-        ),
-    ] = None,
+def run(  # noqa: PLR0913 (a Typer command: each parameter is one of its options)
+    prompts: PromptsOption,
+    output: OutputOption,
+    model: GenModel = "demo-lm",
+    reward_model: RewardModel = "demo-rm",
+    num_generations: Generations = 1,
+    batch_size: BatchSize = 32,
+    temperature: Temperature = 0.7,
+    top_p: TopP = 1.0,
+    max_gen_len: MaxGenLen = 100,
+    scoring_function: Scoring = "raw",
+    filter_name: FilterName = "none",
+    filter_params: FilterParams = "{}",
+    system_prompt: SystemPrompt = None,
+    seed: SeedOption = None,
+    restart: Restart = False,
+    force: Force = False,
+    executor: Executor = None,
+    also: Also = None,
     config: ConfigOption = None,
 ) -> None:
     """Run a job in this process with a progress bar; an interrupted run resumes where it stopped."""
@@ -107,6 +118,11 @@ def run(
         raise fail("invalid parameters", str(exc)) from exc
     # The local user may read any file: this process's data roots are the file's own folder.
     settings = settings.model_copy(update={"data_roots": [prompts.resolve().parent]})
+    _run_here(spec, settings, output, fresh=restart or force, force=force)
+
+
+def _run_here(spec: SubmitJobRequest, settings: Settings, output: Path, fresh: bool, force: bool) -> None:
+    """``sdg run`` once its spec is built: skip a run that is already complete, else run (or resume) it."""
     finished = None if force else _finished(output, spec)
     if finished is not None:
         counts = finished["counts"]
@@ -117,28 +133,9 @@ def run(
         )
         typer.echo(str(output))
         return
-    work = resume_dir(output, spec.model_dump_json(), restart or force)
-
-    async def go() -> dict[str, Any]:
-        async with open_registries(settings) as (models, rewards), cli_usage(settings) as usage:
-            prompt_file = check_spec(spec, settings, models, rewards)
-            plan = build_plan(spec, prompt_file, models, rewards)
-            checkpoint = FileCheckpoint(work / "checkpoint.json", usage)
-            plan.meter = checkpoint.meter(spec.model)  # usage rows, source cli
-            done = _resume_point(checkpoint.load(), prompt_file.rows, spec.batch_size)
-            with progress_bar(TextColumn("{task.fields[rate]} prompts/s")) as bar:
-                task = bar.add_task("prompts", total=prompt_file.rows, completed=done, rate="-")
-
-                def show(p: JobProgress) -> None:
-                    elapsed = p.timings.get("total_s", 0.0)
-                    rate = f"{p.counts.prompts_read / elapsed:.1f}" if elapsed else "-"
-                    bar.update(task, completed=p.counts.prompts_read, rate=rate, description=p.stage)
-
-                runner = make_runner(plan, settings, work, output.resolve(), checkpoint, show)
-                return await runner.run()
-
+    work = resume_dir(output, spec.model_dump_json(), fresh)
     try:
-        summary = asyncio.run(go())
+        summary = asyncio.run(_go(spec, settings, work, output.resolve()))
     except WinnowError as exc:
         raise fail(exc.message, exc.details) from exc
     shutil.rmtree(work, ignore_errors=True)
@@ -148,6 +145,24 @@ def run(
         f"({summary['kept_ratio']:.1%}) from {counts['prompts_read']} prompts; errors: {counts['errors']}"
     )
     typer.echo(str(output))
+
+
+async def _go(spec: SubmitJobRequest, settings: Settings, work: Path, output: Path) -> dict[str, Any]:
+    async with open_registries(settings) as (models, rewards), cli_usage(settings) as usage:
+        prompt_file = check_spec(spec, settings, models, rewards)
+        checkpoint = FileCheckpoint(work / "checkpoint.json", usage)
+        meter = checkpoint.meter(spec.model)  # usage rows, source cli
+        done = _resume_point(checkpoint.load(), prompt_file.rows, spec.batch_size)
+        with progress_bar(TextColumn("{task.fields[rate]} prompts/s")) as bar:
+            task = bar.add_task("prompts", total=prompt_file.rows, completed=done, rate="-")
+
+            def show(p: JobProgress) -> None:
+                elapsed = p.timings.get("total_s", 0.0)
+                rate = f"{p.counts.prompts_read / elapsed:.1f}" if elapsed else "-"
+                bar.update(task, completed=p.counts.prompts_read, rate=rate, description=p.stage)
+
+            run = LocalRun(work, output, checkpoint, meter=meter, on_progress=show)
+            return await run_local(spec, prompt_file, settings, (models, rewards), run)
 
 
 def _finished(output: Path, spec: SubmitJobRequest) -> dict[str, Any] | None:

@@ -119,6 +119,10 @@ def _check_context(spec: EvaluationRequest, prompts: PromptFile, model: str, tok
             measure()
     if batch:
         measure()
+    _refuse_unserved(served, refused, model)
+
+
+def _refuse_unserved(served: dict[str, bool], refused: dict[str, list[str]], model: str) -> None:
     for name, ok in served.items():
         if not ok:
             raise InvalidRequest(

@@ -21,7 +21,8 @@ from winnow.schemas.evals import ComparisonRow, EvaluationCounts
 from winnow.sdg import stages
 from winnow.sdg.inputs import read_rows
 from winnow.sdg.rows import Candidate, PromptRow
-from winnow.sdg.runner import Checkpoint, open_work, publish, snapshot, take
+from winnow.sdg.runner import take
+from winnow.sdg.workfiles import Checkpoint, open_work, publish, snapshot
 from winnow.usage.recorder import UsageEvent
 
 FILES = ("results",)

@@ -9,6 +9,7 @@ from pathlib import Path
 from winnow.db import Job
 from winnow.evals.plan import baseline
 from winnow.evals.runner import table_path
+from winnow.jobs.store import eta_seconds, lifecycle
 from winnow.schemas.evals import ComparisonRow, EvaluationCounts, EvaluationDetails, EvaluationRequest
 
 
@@ -17,10 +18,7 @@ def eval_details(job: Job) -> EvaluationDetails:
     checkpoint = job.checkpoint or {}
     counts = EvaluationCounts.model_validate(checkpoint.get("counts", {"rows_total": job.prompts_total}))
     counts.rows_total = job.prompts_total
-    eta = None
-    elapsed = float(checkpoint.get("timings", {}).get("total_s", 0.0))
-    if job.status == "running" and counts.rows_done and elapsed:
-        eta = round(elapsed / counts.rows_done * (job.prompts_total - counts.rows_done), 1)
+    eta = eta_seconds(job, counts.rows_done, float(checkpoint.get("timings", {}).get("total_s", 0.0)))
     table = None
     completed = job.status == "completed"
     if completed and table_path(Path(job.output_path)).exists():
@@ -29,12 +27,7 @@ def eval_details(job: Job) -> EvaluationDetails:
     return EvaluationDetails(
         id=job.id,
         name=spec.name,
-        status=job.status,
-        stage=job.stage,
-        created=job.created_at,
-        started=job.started_at,
-        finished=job.finished_at,
-        error=job.error,
+        **lifecycle(job),
         counts=counts,
         eta_seconds=eta,
         baseline=baseline(spec),

@@ -89,22 +89,25 @@ class Normalizer:
         elif self.kind != kind:
             raise ValueError(f"a {kind} row in a file of {self.kind} rows: use one format a file")
 
+    def _preference(self, data: dict[str, Any]) -> dict[str, Any]:
+        missing = [k for k in ("prompt", "chosen", "rejected") if k not in data]
+        if missing:
+            raise ValueError(f"a preference row needs prompt, chosen and rejected (missing {', '.join(missing)})")
+        self._same_kind("preference")
+        row = {
+            "prompt": self._prompt(data["prompt"]),
+            "chosen": self._answer(data["chosen"], "chosen"),
+            "rejected": self._answer(data["rejected"], "rejected"),
+        }
+        if row["chosen"] == row["rejected"]:
+            raise ValueError("chosen and rejected are the same")
+        return row
+
     def row(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise ValueError("a line must be a JSON object")
         if self.method == "dpo":
-            missing = [k for k in ("prompt", "chosen", "rejected") if k not in data]
-            if missing:
-                raise ValueError(f"a preference row needs prompt, chosen and rejected (missing {', '.join(missing)})")
-            self._same_kind("preference")
-            row = {
-                "prompt": self._prompt(data["prompt"]),
-                "chosen": self._answer(data["chosen"], "chosen"),
-                "rejected": self._answer(data["rejected"], "rejected"),
-            }
-            if row["chosen"] == row["rejected"]:
-                raise ValueError("chosen and rejected are the same")
-            return row
+            return self._preference(data)
         if "chosen" in data or "rejected" in data:
             raise ValueError("a preference row (chosen/rejected) in an sft file: use method dpo")
         if "text" in data and not ({"messages", "prompt"} & data.keys()):
@@ -194,20 +197,27 @@ class _Writer:
         return TrainingSet(self.path, self.rows, self.digest.hexdigest(), kind)
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """The fraction of the rows held out for validation, picked by ``seed``, and where they go."""
+
+    fraction: float
+    seed: int
+    out: Path
+
+
 def normalize(
     source: Path | Iterable[dict[str, Any]],
     method: str,
     chat: bool,
     out: Path,
     field: str,
-    split: float = 0.0,
-    seed: int = 0,
-    split_out: Path | None = None,
+    holdout: Holdout | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     tick: Callable[[int], None] | None = None,
 ) -> tuple[TrainingSet, TrainingSet | None]:
-    """Check every line of ``source`` and write the normalized rows to ``out`` (and, with ``split``,
-    that fraction of them, picked by ``seed``, to ``split_out``), streaming: one line in memory at a
+    """Check every line of ``source`` and write the normalized rows to ``out`` (and, with a
+    ``holdout``, that fraction of them to its file), streaming: one line in memory at a
     time. InvalidRequest naming the first bad lines and their count (nothing is written then), or
     when no row is left. ``tick`` is called with each line's number (it may raise to stop the work:
     a cancelled job; keep it cheap)."""
@@ -232,25 +242,25 @@ def normalize(
             raise InvalidRequest(f"{field} has {errors.count} invalid line(s)", errors.details())
         if not whole.rows:
             raise InvalidRequest(f"{field} has no training rows", "the file is empty")
-        if not split or split_out is None:
+        if holdout is None or not holdout.fraction:
             whole.path.replace(out)
             return TrainingSet(out, whole.rows, whole.sha256, whole.kind), None
-        return _split(whole, out, split_out, split, seed, tick)
+        return _split(whole, out, holdout, tick)
     finally:
         checked.handle.close()
         checked.path.unlink(missing_ok=True)
 
 
 def _split(
-    whole: TrainingSet, out: Path, split_out: Path, split: float, seed: int, tick: Callable[[int], None] | None
+    whole: TrainingSet, out: Path, holdout: Holdout, tick: Callable[[int], None] | None
 ) -> tuple[TrainingSet, TrainingSet]:
-    """Hold out ``split`` of the rows, chosen by ``seed``, in one more streaming pass: selection
-    sampling (Knuth's algorithm S) picks exactly that many without a list of the rows."""
-    held = max(1, round(whole.rows * split))
+    """Hold out ``holdout.fraction`` of the rows, chosen by its seed, in one more streaming pass:
+    selection sampling (Knuth's algorithm S) picks exactly that many without a list of the rows."""
+    held = max(1, round(whole.rows * holdout.fraction))
     if held >= whole.rows:
         raise InvalidRequest("validation_split leaves no training rows", f"{whole.rows} row(s)")
-    rng = random.Random(seed)
-    train, validation = _Writer(out), _Writer(split_out)
+    rng = random.Random(holdout.seed)
+    train, validation = _Writer(out), _Writer(holdout.out)
     try:
         with whole.path.open("rb") as rows:
             for index, line in enumerate(rows):

@@ -23,12 +23,9 @@ import socket
 import sys
 import traceback
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 from typing import Any
 
-from winnow.config import ModelConfig
-from winnow.finetune.trainer import Hooks, TrainResult, train
-from winnow.schemas.finetune import FineTuningJobRequest
+from winnow.finetune.trainer import Hooks, TrainingRun, TrainResult, train
 
 log = logging.getLogger("winnow.finetune")
 
@@ -94,16 +91,7 @@ def _rank_main(rank: int, world: int, port: int, conn: Connection | None, job: d
         disable_progress_bar()
     hooks: Hooks = _PipeHooks(conn) if conn is not None else _Silent()
     try:
-        result = train(
-            FineTuningJobRequest.model_validate(job["spec"]),
-            ModelConfig.model_validate(job["base"]),
-            Path(job["train"]),
-            Path(job["validation"]) if job["validation"] else None,
-            Path(job["work"]),
-            Path(job["out"]),
-            hooks,
-            job["resume_step"],
-        )
+        result = train(job["run"], hooks)
     except BaseException as exc:
         if conn is not None:
             with contextlib.suppress(OSError):
@@ -132,33 +120,13 @@ def _free_port() -> int:
         return port
 
 
-def train_distributed(
-    world: int,
-    spec: FineTuningJobRequest,
-    base: ModelConfig,
-    train_path: Path,
-    validation_path: Path | None,
-    work: Path,
-    out: Path,
-    hooks: Hooks,
-    resume_step: int | None,
-    torch_threads: int,
-) -> TrainResult:
+def train_distributed(world: int, run: TrainingRun, hooks: Hooks, torch_threads: int) -> TrainResult:
     """:func:`train` on ``world`` processes; the parent relays rank 0's progress to ``hooks``.
     Raises what ``hooks`` raise (the job lost, say), or RuntimeError when a rank fails; either way
     every rank is stopped before it returns."""
     if torch_threads <= 0:  # split the cores between the ranks (CPU) instead of each taking them all
         torch_threads = max(1, (os.cpu_count() or 2) // world)
-    job = {
-        "spec": spec.model_dump(mode="json"),
-        "base": base.model_dump(mode="json"),
-        "train": str(train_path),
-        "validation": str(validation_path) if validation_path is not None else None,
-        "work": str(work),
-        "out": str(out),
-        "resume_step": resume_step,
-        "threads": torch_threads,
-    }
+    job = {"run": run, "threads": torch_threads}
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     port = _free_port()
@@ -173,41 +141,47 @@ def train_distributed(
     for process in ranks:
         process.start()
     child.close()
-    result: TrainResult | None = None
     try:
-        running = {process.sentinel: process for process in ranks}
-        listening = True
-        while running or listening:
-            ready = wait([*running, *([parent] if listening else [])])
-            if parent in ready:
-                try:
-                    message = parent.recv()
-                except EOFError:  # rank 0 ended; its exit code says how
-                    listening = False
-                    continue
-                kind = message[0]
-                if kind == "progress":
-                    parent.send(hooks.progress(message[1], message[2]))
-                elif kind == "saved":
-                    hooks.saved(message[1])
-                    parent.send(True)
-                elif kind == "done":
-                    result = message[1]
-                elif kind == "error":
-                    log.error("training process 0 failed:\n%s", message[2])
-                    raise RuntimeError(message[1])
-                continue
-            for sentinel in [s for s in ready if s in running]:
-                process = running.pop(sentinel)
-                process.join()
-                if process.exitcode != 0:
-                    raise RuntimeError(f"training process {process.name} exited with code {process.exitcode}")
-        if result is None:
-            raise RuntimeError("the training processes ended without a result")
-        return result
+        return _relay(parent, ranks, hooks)
     finally:
         for process in ranks:
             if process.is_alive():
                 process.kill()
             process.join()
         parent.close()
+
+
+def _relay(parent: Connection, ranks: list[Any], hooks: Hooks) -> TrainResult:
+    """Pass rank 0's messages to ``hooks`` (answering its questions) until every rank has ended;
+    its result, or RuntimeError when a rank failed."""
+    result: TrainResult | None = None
+    running = {process.sentinel: process for process in ranks}
+    listening = True
+    while running or listening:
+        ready = wait([*running, *([parent] if listening else [])])
+        if parent in ready:
+            try:
+                message = parent.recv()
+            except EOFError:  # rank 0 ended; its exit code says how
+                listening = False
+                continue
+            kind = message[0]
+            if kind == "progress":
+                parent.send(hooks.progress(message[1], message[2]))
+            elif kind == "saved":
+                hooks.saved(message[1])
+                parent.send(True)
+            elif kind == "done":
+                result = message[1]
+            elif kind == "error":
+                log.error("training process 0 failed:\n%s", message[2])
+                raise RuntimeError(message[1])
+            continue
+        for sentinel in [s for s in ready if s in running]:
+            process = running.pop(sentinel)
+            process.join()
+            if process.exitcode != 0:
+                raise RuntimeError(f"training process {process.name} exited with code {process.exitcode}")
+    if result is None:
+        raise RuntimeError("the training processes ended without a result")
+    return result

@@ -16,7 +16,7 @@ from typing import Any
 from winnow.config import ModelConfig, Settings
 from winnow.db import Job
 from winnow.errors import InvalidRequest
-from winnow.finetune.data import TrainingSet, normalize
+from winnow.finetune.data import Holdout, TrainingSet, normalize
 from winnow.finetune.distributed import train_distributed, training_processes
 from winnow.finetune.service import (
     FEEDBACK_FILE,
@@ -27,7 +27,7 @@ from winnow.finetune.service import (
     model_id_for,
     prompt_file,
 )
-from winnow.finetune.trainer import loss_curve, train
+from winnow.finetune.trainer import TrainingRun, TrainResult, loss_curve, train
 from winnow.jobs.errors import JobCancelled
 from winnow.jobs.store import JobStore
 from winnow.schemas.finetune import FineTuningJobRequest
@@ -128,9 +128,7 @@ def _prepare(
             bool(plan["chat"]),
             paths["train"],
             plan["field"],
-            split=spec.validation_split,
-            seed=spec.hyperparameters.seed,
-            split_out=paths["validation"],
+            Holdout(spec.validation_split, spec.hyperparameters.seed, paths["validation"]),
             max_line_bytes=limit,
             tick=tick,
         )
@@ -195,40 +193,14 @@ def run_fine_tuning(
     out = model_dir(settings, model_id)
     hooks = _JobHooks(store, job, worker, state, paths["events"], watch, cancelled)
     validation = paths["validation"] if paths["validation"].exists() else None
+    run = TrainingRun(spec, base, paths["train"], validation, paths["work"], out, resume_step)
     world = training_processes(settings.fine_tuning_processes)
-    if world > 1:
-        result = train_distributed(
-            world,
-            spec,
-            base,
-            paths["train"],
-            validation,
-            paths["work"],
-            out,
-            hooks,
-            resume_step,
-            settings.local_torch_threads,
-        )
-    else:
-        result = train(spec, base, paths["train"], validation, paths["work"], out, hooks, resume_step)
+    result = train_distributed(world, run, hooks, settings.local_torch_threads) if world > 1 else train(run, hooks)
     if result.cancelled or cancelled.is_set():
         append_event(paths["events"], "cancelled", level="warn")
         raise JobCancelled(job.id)
     curve = loss_curve(result.history, paths["loss_curve"], f"{model_id} ({spec.method})")
-    config = ModelConfig(
-        id=model_id,
-        name=model_id,
-        type="fine-tuned",
-        provider="transformers",
-        description=f"{spec.base_model} fine-tuned ({spec.method}) by {job.id}",
-        path=str(result.model_path),
-        adapter_path=str(result.adapter_path) if result.adapter_path else None,
-        device=base.device,
-        dtype=base.dtype,
-        context_length=base.context_length,
-        capabilities=base.capabilities,
-        options={k: v for k, v in base.options.items() if k != "merge_adapter"},
-    )
+    config = _served_as(model_id, base, result, f"{spec.base_model} fine-tuned ({spec.method}) by {job.id}")
     service.register(job, config)
     state.update(fine_tuned_model=model_id, metrics=result.metrics, loss_curve=curve is not None)
     state["progress"] = {**state.get("progress", {}), "eta_seconds": 0.0}
@@ -237,3 +209,21 @@ def run_fine_tuning(
     shutil.rmtree(paths["work"], ignore_errors=True)  # the checkpoints: the model is what stays
     log.info("fine-tuning %s completed: %s", job.id, model_id)
     return model_id
+
+
+def _served_as(model_id: str, base: ModelConfig, result: TrainResult, description: str) -> ModelConfig:
+    """The new model's config: served like its base, from the trained weights (or base + adapter)."""
+    return ModelConfig(
+        id=model_id,
+        name=model_id,
+        type="fine-tuned",
+        provider="transformers",
+        description=description,
+        path=str(result.model_path),
+        adapter_path=str(result.adapter_path) if result.adapter_path else None,
+        device=base.device,
+        dtype=base.dtype,
+        context_length=base.context_length,
+        capabilities=base.capabilities,
+        options={k: v for k, v in base.options.items() if k != "merge_adapter"},
+    )

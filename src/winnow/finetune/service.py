@@ -25,7 +25,7 @@ from winnow.db import Database, FineTunedModel, Job
 from winnow.db.paging import Cursor, Page
 from winnow.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from winnow.finetune.data import TrainingSet
-from winnow.jobs.store import JobFilter, JobStore
+from winnow.jobs.store import JobFilter, JobStore, lifecycle
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.finetune import FineTuningEvent, FineTuningJob, FineTuningJobRequest, Progress
 from winnow.sdg.inputs import PromptFile
@@ -86,12 +86,7 @@ def render(job: Job) -> FineTuningJob:
         id=job.id,
         base_model=spec.base_model,
         method=spec.method,
-        status=job.status,
-        stage=job.stage,
-        created=job.created_at,
-        started=job.started_at,
-        finished=job.finished_at,
-        error=job.error,
+        **lifecycle(job),
         fine_tuned_model=state.get("fine_tuned_model") if done else None,
         training_rows=job.prompts_total,
         validation_rows=int(state.get("validation_rows", 0)),

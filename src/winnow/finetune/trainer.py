@@ -213,42 +213,82 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def train(
-    spec: FineTuningJobRequest,
-    base: ModelConfig,
-    train_path: Path,
-    validation_path: Path | None,
-    work: Path,
-    out: Path,
-    hooks: Hooks,
-    resume_step: int | None = None,
-) -> TrainResult:
-    """Train ``base`` on the normalized rows in ``train_path``; write the result under ``out``."""
-    import torch
+@dataclass(frozen=True)
+class TrainingRun:
+    """One training run: the job's spec and base model, its normalized rows (and validation rows),
+    the work folder its checkpoints go to, where the result goes, and the checkpoint step it resumes."""
+
+    spec: FineTuningJobRequest
+    base: ModelConfig
+    train_path: Path
+    validation_path: Path | None
+    work: Path
+    out: Path
+    resume_step: int | None = None
+
+
+def train(run: TrainingRun, hooks: Hooks) -> TrainResult:
+    """Train ``run.base`` on the normalized rows in ``run.train_path``; write the result under ``run.out``."""
     from datasets import Dataset
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    hp = spec.hyperparameters
-    device = _device()
-    world = world_size()
-    rank = int(os.environ.get("RANK", "0"))
-    model, tokenizer, source = load_base(base, device)
-    if base.adapter_path and spec.hyperparameters.lora is not None and rank == 0:
+    hp = run.spec.hyperparameters
+    device, world, rank = _device(), world_size(), int(os.environ.get("RANK", "0"))
+    model, tokenizer, source = load_base(run.base, device)
+    if run.base.adapter_path and hp.lora is not None and rank == 0:
         # A LoRA on a fine-tune: the new adapter sits on the parent's merged weights, kept beside it.
-        merged = out / "base"
+        merged = run.out / "base"
         model.save_pretrained(str(merged))
         tokenizer.save_pretrained(str(merged))
-    train_rows = read_rows(train_path)
-    validation = Dataset.from_list(read_rows(validation_path)) if validation_path is not None else None
+    train_rows = read_rows(run.train_path)
+    validation = Dataset.from_list(read_rows(run.validation_path)) if run.validation_path is not None else None
     total = total_steps(len(train_rows), hp.batch_size, hp.epochs, world)
-    save_steps = hp.checkpoint_steps or max(1, total // 10)
-    resume = checkpoint_dir(work, resume_step) if resume_step else None
+    resume_step = run.resume_step
+    resume = checkpoint_dir(run.work, resume_step) if resume_step else None
     if resume is not None and not resume.is_dir():
         log.warning("checkpoint %s is gone; starting over", resume)
         resume, resume_step = None, None
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    reporter = _Reporter(hooks, total, resume_step, world, f"cuda:{local_rank}" if device == "cuda" else "cpu")
+    trainer_cls, args = _trl(
+        run.spec.method, _common_args(run, total, device, validation is not None), hp.beta, hp.sft_weight
+    )
+    trainer: Any = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=validation,
+        processing_class=tokenizer,
+        peft_config=_lora(run.spec),
+        callbacks=[reporter.callback()],
+    )
+    _quiet(trainer, world)
+    started = f"resumed from step {resume_step} of {total}" if resume_step else f"training started: {total} steps"
+    data = {"resumed_from_step": resume_step, "total_steps": total, "device": device, "processes": world}
+    if hooks.progress(dict(reporter.progress), {"message": started, "data": data}):
+        # cancelled while the model loaded: several ranks stop together at the first step
+        reporter.cancelled = True
+        if world == 1:
+            return TrainResult(cancelled=True)
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    if reporter.cancelled:
+        return TrainResult(cancelled=True)
+    metrics = _metrics(trainer, output, validation is not None, len(train_rows))
+    result = TrainResult(cancelled=False, metrics=metrics, history=list(trainer.state.log_history))
+    if rank == 0:  # the weights are the same on every rank
+        _save(trainer, tokenizer, run.base, source, run.out, result)
+    return result
+
+
+def _common_args(run: TrainingRun, total: int, device: str, validating: bool) -> dict[str, Any]:
+    """The trainer's arguments that SFT and DPO share."""
+    import torch
+
+    hp, world = run.spec.hyperparameters, world_size()
+    save_steps = hp.checkpoint_steps or max(1, total // 10)
     common: dict[str, Any] = {
-        "output_dir": str(work),
+        "output_dir": str(run.work),
         "num_train_epochs": hp.epochs,
         "learning_rate": hp.learning_rate,
         "per_device_train_batch_size": per_process_batch(hp.batch_size, world),
@@ -263,64 +303,39 @@ def train(
         "save_strategy": "steps",
         "save_steps": save_steps,
         "save_total_limit": 2,
-        "eval_strategy": "steps" if validation is not None else "no",
-        "eval_steps": save_steps if validation is not None else None,
+        "eval_strategy": "steps" if validating else "no",
+        "eval_steps": save_steps if validating else None,
         "report_to": "none",
         "disable_tqdm": True,
         "use_cpu": device == "cpu",
         "bf16": device == "cuda" and torch.cuda.is_bf16_supported(),
         "dataloader_num_workers": 0,
     }
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1:
         common.update(
             ddp_backend="nccl" if device == "cuda" else "gloo", ddp_timeout=600, ddp_find_unused_parameters=False
         )
-    reporter = _Reporter(hooks, total, resume_step, world, f"cuda:{local_rank}" if device == "cuda" else "cpu")
-    dataset = Dataset.from_list(train_rows)
-    trainer_cls, args = _trl(spec.method, common, hp.beta, hp.sft_weight)
-    trainer: Any = trainer_cls(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        eval_dataset=validation,
-        processing_class=tokenizer,
-        peft_config=_lora(spec),
-        callbacks=[reporter.callback()],
-    )
+    return common
+
+
+def _quiet(trainer: Any, world: int) -> None:
+    """Check the trainer sees every process, and send its progress to the hooks instead of stdout."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     if trainer.args.world_size != world:  # the process group did not form: each rank would train alone
         raise RuntimeError(f"{world} training processes, but the trainer sees {trainer.args.world_size}")
-    for noisy in (PrinterCallback, ProgressCallback):  # progress goes to ``hooks``, not stdout
+    for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
-    stop = hooks.progress(
-        dict(reporter.progress),
-        {
-            "message": (
-                f"resumed from step {resume_step} of {total}" if resume_step else f"training started: {total} steps"
-            ),
-            "data": {"resumed_from_step": resume_step, "total_steps": total, "device": device, "processes": world},
-        },
-    )
-    if stop:  # cancelled while the model loaded: several ranks stop together at the first step
-        reporter.cancelled = True
-        if world == 1:
-            return TrainResult(cancelled=True)
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-    if reporter.cancelled:
-        return TrainResult(cancelled=True)
+
+
+def _metrics(trainer: Any, output: Any, validating: bool, train_rows: int) -> dict[str, Any]:
     metrics: dict[str, Any] = {k: v for k, v in output.metrics.items() if isinstance(v, int | float)}
-    if validation is not None:
-        evaluated = trainer.evaluate()
-        metrics["validation_loss"] = evaluated.get("eval_loss")
+    if validating:
+        metrics["validation_loss"] = trainer.evaluate().get("eval_loss")
     metrics["steps"] = int(trainer.state.global_step)
-    metrics["train_rows"] = len(train_rows)
+    metrics["train_rows"] = train_rows
     metrics["processes"] = trainer.args.world_size
-    result = TrainResult(cancelled=False, metrics=metrics, history=list(trainer.state.log_history))
-    if rank == 0:  # the weights are the same on every rank
-        _save(trainer, tokenizer, base, source, out, result)
-    return result
+    return metrics
 
 
 def _save(trainer: Any, tokenizer: Any, base: ModelConfig, source: Path, out: Path, result: TrainResult) -> None:

@@ -26,110 +26,23 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, ClassVar, Literal, Protocol, TypeGuard
-
-import numpy as np
-import numpy.typing as npt
+from typing import Any, ClassVar, Literal
 
 from winnow.errors import InvalidRequest
 from winnow.plugins import load_group
 from winnow.schemas.sdg import SubmitJobRequest
+from winnow.sdg.filter_types import REQUIRED as _REQUIRED
+from winnow.sdg.filter_types import Filter, FilterFactory, GlobalFilter, Scores, is_global
+from winnow.sdg.filter_types import at_least_one as _at_least_one
+from winnow.sdg.filter_types import bad_params as _bad
+from winnow.sdg.filter_types import check_params as _params
+from winnow.sdg.filter_types import in_range as _in_range
+from winnow.sdg.filters_global import GlobalChain, Percentile, TopP
 from winnow.sdg.rows import Candidate
 from winnow.sdg.scoring import logistic
 
 ENTRY_POINT_GROUP = "winnow.filters"
-
-Scores = npt.NDArray[np.floating[Any]]
-
-
-class Filter(Protocol):
-    """``rows -> rows`` as the seed spec says, plus the scope that tells the runner how to call it."""
-
-    @property
-    def scope(self) -> Literal["chunk", "global"]: ...
-
-    def __call__(self, rows: list[Candidate]) -> list[Candidate]: ...
-
-
-class GlobalFilter(Filter, Protocol):
-    """A filter whose rule is one score cutoff computed over every candidate of the job."""
-
-    @property
-    def scope(self) -> Literal["global"]: ...
-
-    def prefilter(self, rows: list[Candidate]) -> list[Candidate]:
-        """Chunk-scope work to do before spilling (a chain's leading filters); identity for most."""
-        ...
-
-    def cutoff(self, scores: Scores) -> float:
-        """The lowest score that is kept, given the scores of every candidate that passed ``prefilter``."""
-        ...
-
-
-FilterFactory = Callable[[dict[str, Any]], Filter]
-
-
-def is_global(f: Filter) -> TypeGuard[GlobalFilter]:
-    """Whether the runner must spill and compute a cutoff rather than filter chunk by chunk."""
-    return f.scope == "global"
-
-
-# --- params -------------------------------------------------------------------------------------
-
-_REQUIRED = object()
-
-
-def _bad(filter_name: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"invalid params for filter {filter_name!r}", message)
-
-
-def _params(filter_name: str, params: Mapping[str, Any], accepted: dict[str, tuple[type, object]]) -> dict[str, Any]:
-    """Check names and types against ``accepted`` ({param: (type, default or _REQUIRED)}), fill defaults.
-
-    JSON has one number type, so a float param takes an int; a bool is never taken as a number.
-    """
-    if not isinstance(params, Mapping):
-        raise _bad(filter_name, f"params must be an object, got {type(params).__name__}")
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise _bad(filter_name, f"unknown param(s) {', '.join(unknown)}; accepted: {', '.join(accepted) or 'none'}")
-    checked: dict[str, Any] = {}
-    for name, (kind, default) in accepted.items():
-        if name not in params:
-            if default is _REQUIRED:
-                raise _bad(filter_name, f"missing required param {name!r}")
-            checked[name] = default
-            continue
-        checked[name] = _typed(filter_name, name, kind, params[name])
-    return checked
-
-
-def _typed(filter_name: str, name: str, kind: type, value: Any) -> Any:
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise _bad(filter_name, f"{name}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
-    if kind is float:
-        value = float(value)
-        if not math.isfinite(value):
-            raise _bad(filter_name, f"{name}: must be finite, got {value!r}")
-    return value
-
-
-def _in_range(filter_name: str, name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
-    if value < low or value > high or (low_open and value == low):
-        bracket = "(" if low_open else "["
-        raise _bad(filter_name, f"{name}: must be in {bracket}{low:g}, {high:g}], got {value!r}")
-
-
-def _at_least_one(filter_name: str, name: str, value: int) -> None:
-    if value < 1:
-        raise _bad(filter_name, f"{name}: must be >= 1, got {value!r}")
-
+__all__ = ["Filter", "FilterFactory", "GlobalFilter", "Scores", "build_filter", "filter_factories", "is_global"]
 
 # --- chunk-scope filters --------------------------------------------------------------------------
 
@@ -248,95 +161,6 @@ class ChunkChain:
         for f in self.filters:
             rows = f(rows)
         return list(rows)
-
-
-# --- global-scope filters -------------------------------------------------------------------------
-
-
-def _keep_from_cutoff(f: GlobalFilter, rows: list[Candidate]) -> list[Candidate]:
-    """The whole global rule in memory: prefilter, cut off over the survivors, keep ``score >= cutoff``."""
-    rows = f.prefilter(rows)
-    cutoff = f.cutoff(np.array([c.score for c in rows], dtype=np.float64))
-    return [c for c in rows if c.score >= cutoff]
-
-
-def _finite(scores: Scores) -> Scores:
-    """Scores without NaN: a NaN never passes ``>=`` and must not move the cutoff either."""
-    return scores[~np.isnan(scores)]
-
-
-@dataclass(frozen=True)
-class TopP:
-    """Keep the best ``p`` fraction of all candidates.
-
-    Cutoff: the (1 - p) quantile with numpy's ``method="higher"``, so it is always a real score and
-    at least one candidate is kept. Every candidate tied with the cutoff is kept, so ties can keep
-    more than ``p``; without ties it keeps 1 + floor(p * (n - 1)) of n.
-    """
-
-    p: float
-    scope: ClassVar[Literal["global"]] = "global"
-
-    def prefilter(self, rows: list[Candidate]) -> list[Candidate]:
-        return list(rows)
-
-    def cutoff(self, scores: Scores) -> float:
-        values = _finite(scores)
-        if values.size == 0:
-            return math.inf
-        return float(np.quantile(values, 1.0 - self.p, method="higher"))
-
-    def __call__(self, rows: list[Candidate]) -> list[Candidate]:
-        return _keep_from_cutoff(self, rows)
-
-
-@dataclass(frozen=True)
-class Percentile:
-    """Keep candidates scoring at least the ``p``-th percentile of all scores (numpy's linear interpolation).
-
-    An interpolated cutoff keeps the same candidates as the next real score above it, so ties at
-    the cutoff are all kept; ``p = 0`` keeps everything, ``p = 100`` keeps the maximum and its ties.
-    """
-
-    p: float
-    scope: ClassVar[Literal["global"]] = "global"
-
-    def prefilter(self, rows: list[Candidate]) -> list[Candidate]:
-        return list(rows)
-
-    def cutoff(self, scores: Scores) -> float:
-        values = _finite(scores)
-        if values.size == 0:
-            return math.inf
-        return float(np.percentile(values, self.p))
-
-    def __call__(self, rows: list[Candidate]) -> list[Candidate]:
-        return _keep_from_cutoff(self, rows)
-
-
-@dataclass(frozen=True)
-class GlobalChain:
-    """Chunk-scope filters, then one global filter last: the chunk part runs before the spill."""
-
-    head: tuple[Filter, ...]
-    last: GlobalFilter
-    scope: ClassVar[Literal["global"]] = "global"
-
-    @property
-    def filters(self) -> tuple[Filter, ...]:
-        """Every filter in order, the global one last (as ``ChunkChain.filters``)."""
-        return (*self.head, self.last)
-
-    def prefilter(self, rows: list[Candidate]) -> list[Candidate]:
-        for f in self.head:
-            rows = f(rows)
-        return self.last.prefilter(rows)
-
-    def cutoff(self, scores: Scores) -> float:
-        return self.last.cutoff(scores)
-
-    def __call__(self, rows: list[Candidate]) -> list[Candidate]:
-        return _keep_from_cutoff(self, rows)
 
 
 # --- factories (the entry points) -----------------------------------------------------------------

@@ -100,6 +100,42 @@ class PromptFile:
     input_tokens: int | None = None  # every prompt's input tokens, when checked against a model
 
 
+def _parsed(raw: bytes, number: int, system_prompt: str | None, errors: list[tuple[int, str]]) -> PromptRow | None:
+    """Line ``number`` as a prompt row; None for a blank line, or a bad one (then its error is in ``errors``)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        errors.append((number, "not UTF-8"))
+        return None
+    if not text.strip():
+        return None
+    try:
+        return parse_line(text, number, system_prompt)
+    except ValueError as exc:
+        errors.append((number, str(exc)))
+        return None
+
+
+def _measure(batch: list[PromptRow], counter: PromptTokens, errors: list[tuple[int, str]]) -> int:
+    """The input tokens of a batch of prompts (emptied); a prompt that does not fit goes to ``errors``."""
+    total = 0
+    for row, counted in zip(batch, counter.measure([r.chat() for r in batch]), strict=True):
+        if isinstance(counted, InvalidRequest):
+            reason = f"{counted.message} ({counted.details})" if counted.details else counted.message
+            errors.append((row.line, reason[:1].lower() + reason[1:]))
+        else:
+            total += counted
+    batch.clear()
+    return total
+
+
+def _invalid_lines(errors: list[tuple[int, str]]) -> InvalidRequest:
+    errors.sort(key=lambda error: error[0])
+    shown = "; ".join(f"line {number}: {reason}" for number, reason in errors[:MAX_REPORTED_ERRORS])
+    more = f" (and {len(errors) - MAX_REPORTED_ERRORS} more)" if len(errors) > MAX_REPORTED_ERRORS else ""
+    return InvalidRequest(f"prompts file has {len(errors)} invalid line(s)", shown + more)
+
+
 def validate_file(path: Path, tokens: PromptTokens | None = None, system_prompt: str | None = None) -> PromptFile:
     """One streaming pass: every line parses, ids are present and unique, and, given the model's
     token counter, every prompt (with ``system_prompt``) fits the model's context; the prompts are
@@ -114,30 +150,11 @@ def validate_file(path: Path, tokens: PromptTokens | None = None, system_prompt:
     batch: list[PromptRow] = []
     digest = hashlib.sha256()
 
-    def measure(counter: PromptTokens) -> None:
-        nonlocal input_tokens
-        for row, counted in zip(batch, counter.measure([r.chat() for r in batch]), strict=True):
-            if isinstance(counted, InvalidRequest):
-                reason = f"{counted.message} ({counted.details})" if counted.details else counted.message
-                errors.append((row.line, reason[:1].lower() + reason[1:]))
-            else:
-                input_tokens += counted
-        batch.clear()
-
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             digest.update(raw)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                errors.append((number, "not UTF-8"))
-                continue
-            if not text.strip():
-                continue
-            try:
-                row = parse_line(text, number, system_prompt)
-            except ValueError as exc:
-                errors.append((number, str(exc)))
+            row = _parsed(raw, number, system_prompt, errors)
+            if row is None:
                 continue
             if row.id in ids:
                 errors.append((number, f"duplicate id {row.id!r}"))
@@ -146,14 +163,11 @@ def validate_file(path: Path, tokens: PromptTokens | None = None, system_prompt:
             if tokens is not None:
                 batch.append(row)
                 if len(batch) == TOKEN_BATCH:
-                    measure(tokens)
+                    input_tokens += _measure(batch, tokens, errors)
     if tokens is not None and batch:
-        measure(tokens)
+        input_tokens += _measure(batch, tokens, errors)
     if errors:
-        errors.sort(key=lambda error: error[0])
-        shown = "; ".join(f"line {number}: {reason}" for number, reason in errors[:MAX_REPORTED_ERRORS])
-        more = f" (and {len(errors) - MAX_REPORTED_ERRORS} more)" if len(errors) > MAX_REPORTED_ERRORS else ""
-        raise InvalidRequest(f"prompts file has {len(errors)} invalid line(s)", shown + more)
+        raise _invalid_lines(errors)
     if rows == 0:
         raise InvalidRequest("prompts file has no prompts", str(path))
     counted = input_tokens if tokens is not None else None

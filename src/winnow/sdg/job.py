@@ -16,8 +16,8 @@ from winnow.jobs.shards import ShardCheckpoint, ShardClaim
 from winnow.schemas.sdg import SubmitJobRequest
 from winnow.sdg.inputs import CheckedFiles, PromptFile
 from winnow.sdg.reward import RewardModelRegistry
-from winnow.sdg.runner import EveryPromptFailed, JobPlan, LocalRunner
-from winnow.sdg.service import build_plan, details, make_runner
+from winnow.sdg.runner import EveryPromptFailed, LocalRunner
+from winnow.sdg.service import LocalRun, build_plan, details, run_local
 from winnow.usage.recorder import UsageEvent
 from winnow.usage.service import UsageMeter
 
@@ -43,24 +43,22 @@ async def prompts_of(worker: Worker, job: Job, what: tuple[str, str]) -> PromptF
     return prompts
 
 
-async def _plan(worker: Worker, job: Job, meter: UsageMeter | None = None) -> tuple[JobPlan, Path]:
-    prompts = await prompts_of(worker, job, ("the prompts file", "job"))
-    spec = SubmitJobRequest.model_validate(job.params)
-    plan = build_plan(spec, prompts, worker.models, worker.shared(rewards))
-    plan.meter = meter
-    plan.job_id = job.id
-    return plan, Path(job.output_path)
-
-
 async def run_shard(worker: Worker, claim: ShardClaim, job: Job) -> None:
     """One shard: its rows through the job's runner, checkpointed into the shard."""
     meter = UsageMeter(worker.usage, job.owner_key_id, str(job.params.get("model")), "job", job.id)
     try:
-        plan, output = await _plan(worker, job, meter)
-        work = worker.store.job_dir(job.id) / "shards" / f"{claim.shard}" / f"work-{claim.attempts}"
-        checkpoint = ShardCheckpoint(worker.shards, claim, worker.id, worker.usage.recorder)
-        rows = (claim.first_row, claim.rows)
-        await make_runner(plan, worker.settings, work, output, checkpoint, rows=rows, final=False).run()
+        prompts = await prompts_of(worker, job, ("the prompts file", "job"))
+        spec = SubmitJobRequest.model_validate(job.params)
+        run = LocalRun(
+            work=worker.store.job_dir(job.id) / "shards" / f"{claim.shard}" / f"work-{claim.attempts}",
+            output=Path(job.output_path),
+            checkpoint=ShardCheckpoint(worker.shards, claim, worker.id, worker.usage.recorder),
+            meter=meter,
+            job_id=job.id,
+            rows=(claim.first_row, claim.rows),
+            final=False,
+        )
+        await run_local(spec, prompts, worker.settings, (worker.models, worker.shared(rewards)), run)
         await asyncio.to_thread(worker.shards.done, claim, worker.id)
     finally:
         meter.close()
@@ -68,8 +66,11 @@ async def run_shard(worker: Worker, claim: ShardClaim, job: Job) -> None:
 
 async def merge(worker: Worker, job: Job) -> None:
     """Every shard is done: merge their files, in shard order, into the job's output."""
-    plan, output = await _plan(worker, job)
-    runner = LocalRunner(plan, worker.store.job_dir(job.id) / f"merge-{job.attempts}", output, _NoCheckpoint())
+    prompts = await prompts_of(worker, job, ("the prompts file", "job"))
+    plan = build_plan(SubmitJobRequest.model_validate(job.params), prompts, worker.models, worker.shared(rewards))
+    plan.job_id = job.id
+    work = worker.store.job_dir(job.id) / f"merge-{job.attempts}"
+    runner = LocalRunner(plan, work, Path(job.output_path), _NoCheckpoint())
     try:
         summary = await runner.finish_from(await asyncio.to_thread(worker.shards.states, job.id))
     except EveryPromptFailed as exc:

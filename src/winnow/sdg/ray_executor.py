@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -30,7 +31,8 @@ from winnow.schemas.sdg import SubmitJobRequest
 from winnow.sdg import stages
 from winnow.sdg.inputs import parse_line
 from winnow.sdg.rows import Candidate, PromptRow
-from winnow.sdg.runner import LocalRunner, Progress, Save, job_params
+from winnow.sdg.runner import LocalRunner, Progress, job_params
+from winnow.sdg.workfiles import Save
 
 
 def ray_module() -> Any:
@@ -184,25 +186,8 @@ class RayRunner(LocalRunner):
         first, count = self.rows
         start = first // spec.batch_size + progress.chunks_done
         end = first // spec.batch_size + -(-count // spec.batch_size)
-        path, system = str(plan.prompts), spec.system_prompt
         batch = spec.batch_size
-
-        def read(item: dict[str, Any]) -> dict[str, Any]:
-            """The chunk's rows, read from its byte offset (one pass over the file in all)."""
-            index, offset, line = int(item["chunk"]), int(item["offset"]), int(item["line"])
-            wanted = min(batch, first + count - index * batch)
-            rows: list[PromptRow] = []
-            with Path(path).open("rb") as handle:
-                handle.seek(offset)
-                for raw in handle:
-                    line += 1
-                    text = raw.decode("utf-8")
-                    if text.strip():
-                        rows.append(parse_line(text, line, system))
-                        if len(rows) == wanted:
-                            break
-            return {"chunk": index, "rows": _rows_json(rows)}
-
+        read = _chunk_reader(str(plan.prompts), spec.system_prompt, batch, first + count)
         shared = {"settings": self.settings.dump_for_child(), "spec": spec.model_dump(mode="json")}
         dataset = (
             ray.data.from_items(chunk_starts(plan.prompts, batch, start, end), override_num_blocks=max(end - start, 1))
@@ -285,3 +270,26 @@ def _results(usage: list[Any]) -> list[GenerationResult]:
         else:
             out.append(GenerationResult([Completion("", "stop", int(entry[1]))], int(entry[0]), latency_ms=entry[2]))
     return out
+
+
+def _chunk_reader(
+    path: str, system: str | None, batch: int, end_row: int
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """What reads a chunk's rows from its byte offset (one pass over the file in all), up to row ``end_row``."""
+
+    def read(item: dict[str, Any]) -> dict[str, Any]:
+        index, offset, line = int(item["chunk"]), int(item["offset"]), int(item["line"])
+        wanted = min(batch, end_row - index * batch)
+        rows: list[PromptRow] = []
+        with Path(path).open("rb") as handle:
+            handle.seek(offset)
+            for raw in handle:
+                line += 1
+                text = raw.decode("utf-8")
+                if text.strip():
+                    rows.append(parse_line(text, line, system))
+                    if len(rows) == wanted:
+                        break
+        return {"chunk": index, "rows": _rows_json(rows)}
+
+    return read

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import object_session
 
@@ -15,14 +17,17 @@ from winnow.config import Settings
 from winnow.db import Job
 from winnow.errors import InvalidRequest, ModelNotFound
 from winnow.jobs.shards import shard_states
+from winnow.jobs.store import eta_seconds, lifecycle
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.sdg import JOB_ID_PATTERN, JobCounts, JobDetails, JobEstimate, SubmitJobRequest
 from winnow.sdg.filters import split_filter
 from winnow.sdg.inputs import PromptFile, validate_file
 from winnow.sdg.ray_executor import RayRunner, ray_module
 from winnow.sdg.reward import RewardModelRegistry
-from winnow.sdg.runner import Checkpoint, JobPlan, LocalRunner, Progress, add_counts
+from winnow.sdg.runner import JobPlan, LocalRunner, Progress, add_counts
 from winnow.sdg.scoring import resolve_scoring
+from winnow.sdg.stages import Meter
+from winnow.sdg.workfiles import Checkpoint
 from winnow.usage.service import UsageService
 from winnow.usage.tokens import prompt_tokens
 
@@ -117,6 +122,37 @@ def make_runner(
     return LocalRunner(plan, work, output, checkpoint, on_progress, rows, final)
 
 
+@dataclass
+class LocalRun:
+    """How one run of a spec goes: where it works and writes, its checkpoint, its usage meter and job
+    id (a worker's), what sees its progress (the CLI's bar), and, for a shard, its rows (not final)."""
+
+    work: Path
+    output: Path
+    checkpoint: Checkpoint
+    meter: Meter | None = None
+    job_id: str | None = None
+    on_progress: Callable[[Progress], None] | None = None
+    rows: tuple[int, int] | None = None
+    final: bool = True
+
+
+async def run_local(
+    spec: SubmitJobRequest,
+    prompts: PromptFile,
+    settings: Settings,
+    registries: tuple[ModelRegistry, RewardModelRegistry],
+    run: LocalRun,
+) -> dict[str, Any]:
+    """Run ``spec`` over its checked ``prompts`` in this process (on its executor): the one entry of
+    ``winnow sdg run`` and of a worker's shard. Returns the run's summary."""
+    plan = build_plan(spec, prompts, *registries)
+    plan.meter = run.meter
+    plan.job_id = run.job_id
+    runner = make_runner(plan, settings, run.work, run.output, run.checkpoint, run.on_progress, run.rows, run.final)
+    return await runner.run()
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -141,20 +177,12 @@ def _aware(value: datetime) -> datetime:
 
 def details(job: Job) -> JobDetails:
     counts, elapsed = _progress(job)
-    eta = None
-    if job.status == "running" and counts.prompts_read and elapsed:
-        eta = round(elapsed / counts.prompts_read * (job.prompts_total - counts.prompts_read), 1)
     return JobDetails(
         job_id=job.id,
-        created=job.created_at,
-        status=job.status,
+        **lifecycle(job),
         output_file_path=job.output_path if job.status == "completed" else None,
-        stage=job.stage,
         counts=counts,
-        eta_seconds=eta,
-        error=job.error,
-        started=job.started_at,
-        finished=job.finished_at,
+        eta_seconds=eta_seconds(job, counts.prompts_read, elapsed),
         duration_seconds=_duration(job),
         params=job.params,
     )
