@@ -141,3 +141,34 @@ def test_bad_input_is_refused_with_nothing_queued(server: LiveServer, admin: str
     _refused(client, server, key, over_cap, "/v1/chat/completions", "more than 300 (setting batch_max_requests)")
     with pytest.raises(openai.BadRequestError):  # refused at upload: a line no batch may run
         _upload(client, [{**batch_line(0), "url": "/v1/moderations"}])
+
+
+def test_distilabel_offline_batch_generation(server: LiveServer, admin: str) -> None:
+    """distilabel's ``OpenAILLM(use_offline_batch_generation=True)``: files.create, batches.create,
+    polling, files.content, each answer parsed as OpenAI's ChatCompletion by distilabel itself."""
+    from distilabel.exceptions import DistilabelOfflineBatchGenerationNotFinishedException
+    from distilabel.models.llms import OpenAILLM
+
+    llm = OpenAILLM(
+        model="demo-lm",
+        base_url=f"{server.url}/v1",
+        api_key=_key(server, admin, "distilabel"),  # type: ignore[arg-type]
+        use_offline_batch_generation=True,
+    )
+    llm.load()
+    prompts = [[{"role": "user", "content": f"What is {n}+1?"}] for n in range(3)]
+    with pytest.raises(DistilabelOfflineBatchGenerationNotFinishedException):
+        llm.offline_batch_generate(inputs=prompts, max_new_tokens=4)  # type: ignore[arg-type]
+
+    def results() -> Any:
+        try:
+            return llm.offline_batch_generate()
+        except DistilabelOfflineBatchGenerationNotFinishedException:
+            return None
+
+    outputs = until("distilabel's batch", results, timeout=300)
+    assert len(outputs) == 3
+    for output in outputs:
+        (text,) = output["generations"]
+        assert isinstance(text, str)
+        assert output["statistics"]["output_tokens"][0] >= 1
