@@ -9,7 +9,7 @@ from pathlib import Path
 from winnow.db import Job
 from winnow.evals.plan import baseline
 from winnow.evals.runner import table_path
-from winnow.jobs.store import eta_seconds, lifecycle
+from winnow.jobs.views import eta_seconds, lifecycle
 from winnow.schemas.evals import ComparisonRow, EvaluationCounts, EvaluationDetails, EvaluationRequest
 
 

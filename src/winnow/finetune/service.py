@@ -25,7 +25,8 @@ from winnow.db import Database, FineTunedModel, Job
 from winnow.db.paging import Cursor, Page
 from winnow.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from winnow.finetune.data import TrainingSet
-from winnow.jobs.store import JobFilter, JobStore, lifecycle
+from winnow.jobs.store import JobFilter, JobStore
+from winnow.jobs.views import lifecycle
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.finetune import FineTuningEvent, FineTuningJob, FineTuningJobRequest, Progress
 from winnow.sdg.inputs import PromptFile

@@ -65,25 +65,6 @@ def _models_of(params: dict[str, Any] | None) -> set[str]:
     return {str(name) for name in named if name}
 
 
-def lifecycle(job: Job) -> dict[str, Any]:
-    """The fields every kind's API view shows of where a job stands."""
-    return {
-        "status": job.status,
-        "stage": job.stage,
-        "created": job.created_at,
-        "started": job.started_at,
-        "finished": job.finished_at,
-        "error": job.error,
-    }
-
-
-def eta_seconds(job: Job, done: int, elapsed: float) -> float | None:
-    """Seconds a running job has left at the pace so far (``done`` of its ``prompts_total`` rows)."""
-    if job.status != "running" or not done or not elapsed:
-        return None
-    return round(elapsed / done * (job.prompts_total - done), 1)
-
-
 class JobStore:
     """The jobs table: ownership, lifecycle, leases and checkpoints."""
 

@@ -17,7 +17,7 @@ from winnow.config import Settings
 from winnow.db import Job
 from winnow.errors import InvalidRequest, ModelNotFound
 from winnow.jobs.shards import shard_states
-from winnow.jobs.store import eta_seconds, lifecycle
+from winnow.jobs.views import eta_seconds, lifecycle
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.sdg import JOB_ID_PATTERN, JobCounts, JobDetails, JobEstimate, SubmitJobRequest
 from winnow.sdg.filters import split_filter
