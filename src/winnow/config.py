@@ -285,6 +285,13 @@ class Settings(BaseSettings):
         ge=1024,
         description="The longest line a training file may have (bytes): a longer one is refused, naming it",
     )
+    batch_max_requests: int = Field(50_000, ge=1, description="Most requests one batch (/v1/batches) may hold")
+    batch_chunk_lines: int = Field(
+        256, ge=1, description="Batch lines answered (and checkpointed) together: local models get them at once"
+    )
+    batch_upstream_concurrency: int = Field(
+        8, ge=1, description="Lines of one batch in flight at once to an upstream model (through its router)"
+    )
     ray: RaySettings = RaySettings()
     job_shard_rows: int = Field(
         1024, ge=1, description="Prompts per shard of an SDG job (whole chunks): the unit workers share a job by"

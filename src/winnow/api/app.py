@@ -25,6 +25,7 @@ from winnow.api.routes import (
     models,
     monitoring,
     openai,
+    openai_batches,
     openai_embeddings,
     openai_files,
     openai_fine_tuning,
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(openai_files.router)
     app.include_router(openai_embeddings.router)
+    app.include_router(openai_batches.router)
     app.include_router(openai_fine_tuning.router)
     app.include_router(responses.router)
     app.include_router(monitoring.router)

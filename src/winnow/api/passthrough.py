@@ -32,9 +32,9 @@ from winnow.api.errors import openai_error_payload
 from winnow.api.openapi import API_PREFIX
 from winnow.auth import Principal
 from winnow.errors import InvalidRequest, WinnowError
-from winnow.models.base import ChatMessage
 from winnow.models.cache import CACHE_HEADER, cache_key
 from winnow.models.embedding import refuse_generation
+from winnow.models.openai_bodies import prompt_of
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.router import ATTEMPTS_HEADER, PIN_HEADER, Routed
 from winnow.runtime import Runtime
@@ -49,16 +49,6 @@ def sse(payload: dict[str, Any] | str) -> bytes:
     """One server-sent event: ``data: <json>``."""
     data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
     return b"data: " + data + b"\n\n"
-
-
-def prompt_of(body: ChatCompletionRequest | CompletionRequest) -> list[ChatMessage] | str:
-    """What the request bills and stores as its prompt."""
-    if isinstance(body, ChatCompletionRequest):
-        return [
-            ChatMessage("system" if m.role == "developer" else m.role, m.text(), *m.tool_fields())
-            for m in body.messages
-        ]
-    return "\n".join(p if p.token_ids is None else " ".join(map(str, p.token_ids)) for p in body.prompts())
 
 
 # Fields of a /v1 body that are Winnow's, not the upstream's: read, then taken out before forwarding.

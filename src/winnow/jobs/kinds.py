@@ -23,6 +23,7 @@ REGISTRY: dict[str, str] = {
     "sdg": "winnow.sdg.job:SDG",
     "eval": "winnow.evals.job:EVALUATION",
     "ft": "winnow.finetune.job:FINE_TUNING",
+    "batch": "winnow.batches.job:BATCH",
 }
 
 RunWhole = Callable[["Worker", "Job", threading.Event], Awaitable[None]]

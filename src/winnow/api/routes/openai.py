@@ -9,10 +9,8 @@ use OpenAI's error shape, types and codes (``winnow.api.errors``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
@@ -20,13 +18,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from winnow.api.deps import GenerationKey, OtherKey, RuntimeDep
 from winnow.api.errors import openai_error_payload
-from winnow.api.passthrough import forward, prompt_of, sse
+from winnow.api.passthrough import forward, sse
 from winnow.api.routing import Router
 from winnow.config import ModelConfig
 from winnow.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, WinnowError
 from winnow.ids import hex_id
-from winnow.models.base import Prompt, SamplingParams, StreamDelta, ToolChat
+from winnow.models.base import Prompt, SamplingParams, StreamDelta
 from winnow.models.embedding import task_of
+from winnow.models.openai_bodies import chat_request, chat_response, completion_request, completion_response
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.router import PIN_HEADER
 from winnow.prompts import use
@@ -38,11 +37,9 @@ from winnow.schemas.openai import (
     ModelCard,
     ModelList,
     ScoreRequest,
-    chat_logprobs,
-    completion_logprobs,
     usage,
 )
-from winnow.schemas.tool_calls import chat_message, stream_deltas, with_tools
+from winnow.schemas.tool_calls import stream_deltas
 from winnow.sdg.rows import Candidate, PromptRow, user_prompt
 from winnow.usage.service import estimate_tokens
 
@@ -63,42 +60,6 @@ def generation_errors(not_found: str) -> dict[int | str, dict[str, Any]]:
 router = Router(
     prefix="/v1", tags=["OpenAI-compatible"], responses=generation_errors("Model not found (model_not_found)")
 )
-
-# With no max_tokens, a local model may generate up to the rest of its context (as vLLM does).
-_UNBOUNDED = 1 << 30
-
-
-def _params(
-    body: ChatCompletionRequest | CompletionRequest,
-    max_tokens: int | None,
-    logprobs: int | None = None,
-    prompt_logprobs: int | None = None,
-) -> SamplingParams:
-    params = SamplingParams(
-        max_tokens=max_tokens or _UNBOUNDED,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        n=body.n,
-        stop=body.stop_list(),
-        seed=body.seed,
-        top_k=max(body.top_k or 0, 0),
-        min_p=body.min_p or 0.0,
-        repetition_penalty=body.repetition_penalty or 1.0,
-        presence_penalty=body.presence_penalty or 0.0,
-        frequency_penalty=body.frequency_penalty or 0.0,
-        min_tokens=body.min_tokens or 0,
-        ignore_eos=bool(body.ignore_eos),
-        stop_token_ids=tuple(body.stop_token_ids or ()),
-        logit_bias=body.bias(),
-        logprobs=logprobs,
-        prompt_logprobs=prompt_logprobs,
-        guide=body.guide(),
-    )
-    if params.min_tokens > params.max_tokens:
-        raise InvalidRequest(
-            "min_tokens must not exceed max_tokens", f"{params.min_tokens} > {params.max_tokens}", param="min_tokens"
-        )
-    return params
 
 
 async def _stream_response(
@@ -228,14 +189,7 @@ async def chat_completion(
     provider = runtime.models.provider(body.model)
     if isinstance(provider, OpenAIProvider):  # usually answered before routing (api/passthrough.py)
         return await forward(runtime, key_id, provider, "/chat/completions", body, sent, pin)
-    body.refuse_unsupported()
-    tools = body.tool_use()
-    prompt: Prompt = prompt_of(body)
-    assert not isinstance(prompt, str)  # a chat's prompt is its messages
-    params = _params(body, body.max_completion_tokens or body.max_tokens, body.logprobs_wanted())
-    if tools is not None:
-        prompt = ToolChat(prompt, json.dumps(tools.tools))
-        params = replace(params, guide=with_tools(params.guide, tools))
+    prompt, params, tools = chat_request(body)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     parsed = tools is not None and tools.choice != "none"  # calls are read from the whole text
     if body.stream and body.n == 1 and params.logprobs is None and not parsed:  # else sent whole, as n > 1
@@ -247,19 +201,8 @@ async def chat_completion(
         raise _naming(exc, "messages") from None
     if result.error is not None:
         raise _naming(result.error, "messages")
-    choices: list[dict[str, Any]] = []
-    for i, completion in enumerate(result.completions):
-        message, finish = chat_message(completion.text, completion.finish_reason, tools)
-        logprobs = chat_logprobs(completion.logprobs)
-        choices.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish})
-    response: dict[str, Any] = {
-        "id": ident,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body.model,
-        "choices": choices,
-        "usage": usage(result.input_tokens, result.output_tokens),
-    }
+    response = chat_response(ident, body.model, result, tools)
+    choices: list[dict[str, Any]] = response["choices"]
     if body.stream:  # n > 1, logprobs or tools: each choice arrives whole (its calls as OpenAI's deltas)
         head = {k: response[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
         deltas = []
@@ -300,11 +243,7 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
     if isinstance(provider, OpenAIProvider):  # usually answered before routing (api/passthrough.py)
         sent, pin = sent or await request.json(), request.headers.get(PIN_HEADER)
         return await forward(runtime, key.id, provider, "/completions", body, sent, pin)
-    body.refuse_unsupported()
-    prompts: list[Prompt] = list(body.prompts())  # as written: no chat template
-    # echo: the prompt's tokens (and their log-probabilities, with logprobs) come back before each choice
-    echo = None if not body.echo else (body.logprobs or 0)
-    params = _params(body, body.max_tokens or 16, body.logprobs, echo)  # 16: OpenAI's default for /completions
+    prompts, params = completion_request(body)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     whole = params.logprobs is not None or body.echo  # streamed as one chunk per choice, as n > 1
     if body.stream and body.n == 1 and len(prompts) == 1 and not whole:
@@ -314,30 +253,11 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
         results, _ = await runtime.generation.run(body.model, list(prompts), params, key.id, "v1", ident)
     except ContextLengthExceeded as exc:
         raise _naming(exc, "prompt") from None
-    choices: list[dict[str, Any]] = []
-    prompt_tokens = completion_tokens = 0
-    for prompt, result in zip(prompts, results, strict=True):
+    for result in results:
         if result.error is not None:
             raise _naming(result.error, "prompt")
-        prompt_tokens += result.input_tokens
-        completion_tokens += result.output_tokens
-        echoed = result.prompt_logprobs or []
-        # the prompt as written (token ids: their texts)
-        prefix = "" if not body.echo else (str(prompt) or "".join(t.token for t in echoed))
-        for c in result.completions:
-            logprobs = None if params.logprobs is None else completion_logprobs([*echoed, *(c.logprobs or [])])
-            text = prefix + c.text
-            choices.append(
-                {"index": len(choices), "text": text, "logprobs": logprobs, "finish_reason": c.finish_reason}
-            )
-    response: dict[str, Any] = {
-        "id": ident,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": body.model,
-        "choices": choices,
-        "usage": usage(prompt_tokens, completion_tokens),
-    }
+    response = completion_response(ident, body, prompts, results, params)
+    choices = response["choices"]
     if body.stream:
         head = {k: response[k] for k in ("id", "object", "created", "model")}
         events = _whole_as_stream(head, choices, response["usage"] if include_usage else None)
