@@ -4,8 +4,10 @@
 A logged API call is a server span (its parent the client's W3C ``traceparent``, when sent) with
 children for the cache lookup, each router attempt and, inside it, the upstream HTTP request (which
 carries ``traceparent`` on), or, for a local model, the engine's queue wait and the batch with its
-generate call. Attributes follow OpenTelemetry's GenAI semantic conventions (``gen_ai.*``). Spans
-go out in batches over OTLP/HTTP from the SDK's own thread.
+generate call. A job a worker runs (``winnow worker``, a process of its own that configures tracing
+too) is a ``job.run`` span with a span per chunk and, for SDG, its generate / score / write stages.
+Attributes follow OpenTelemetry's GenAI semantic conventions (``gen_ai.*``). Spans go out in batches
+over OTLP/HTTP from the SDK's own thread.
 
 Off, every hook is one test of a module global: ``span`` yields None, ``inject`` returns None.
 """
@@ -79,6 +81,34 @@ def _span(tracer: Tracer, name: str, attributes: Mapping[str, Any] | None, clien
     kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
     with tracer.start_as_current_span(name, kind=kind, attributes=attributes) as current:
         yield current
+
+
+def start(name: str, attributes: Mapping[str, Any] | None = None) -> Span | None:
+    """A child span of the current one, not made current, for work that outlives a block (made
+    current with ``within``, ended by the caller); None when off."""
+    if _tracer is None:
+        return None
+    return _tracer.start_span(name, attributes=attributes)
+
+
+def within(handle: Span | None, end: bool = False) -> AbstractContextManager[Any]:
+    """``handle`` as the current span for the block (ended after it if ``end``); nothing when None."""
+    if handle is None:
+        return _OFF
+    from opentelemetry.trace import use_span
+
+    return use_span(handle, end_on_exit=end)
+
+
+def chunk_usage(handle: Span, input_tokens: int, output_tokens: int, errors: int) -> None:
+    """A job chunk's tokens (GenAI's usage attributes) and failed rows on its span."""
+    handle.set_attributes(
+        {
+            "gen_ai.usage.input_tokens": input_tokens,
+            "gen_ai.usage.output_tokens": output_tokens,
+            "winnow.chunk.errors": errors,
+        }
+    )
 
 
 def inject() -> dict[str, str] | None:

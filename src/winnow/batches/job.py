@@ -11,6 +11,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from winnow import telemetry
 from winnow.batches.runner import ChunkAnswerer, Meters, append, cut_to, read_lines
 from winnow.batches.service import KIND, render
 from winnow.db import Job
@@ -50,13 +51,16 @@ async def run(worker: Worker, job: Job, cancelled: threading.Event) -> None:
         await worker.flush_usage()
         lines = read_lines(Path(job.prompts_path), state["lines"], settings.fine_tuning_max_line_bytes)
         while chunk := list(islice(lines, settings.batch_chunk_lines)):
-            usage = await answerer.answer(chunk)
-            state["output_bytes"] = append(output, [line.record() for line in chunk if line.status == 200])
-            state["error_bytes"] = append(errors, [line.record() for line in chunk if line.status != 200])
-            state["lines"] += len(chunk)
-            state["completed"] += sum(1 for line in chunk if line.status == 200)
-            state["failed"] += sum(1 for line in chunk if line.status != 200)
-            checkpoint.save(dict(state), "in_progress", usage)  # JobCancelled once a cancel is asked
+            with telemetry.span(
+                "batch.chunk", {"winnow.chunk.first_line": state["lines"], "winnow.chunk.rows": len(chunk)}
+            ):
+                usage = await answerer.answer(chunk)
+                state["output_bytes"] = append(output, [line.record() for line in chunk if line.status == 200])
+                state["error_bytes"] = append(errors, [line.record() for line in chunk if line.status != 200])
+                state["lines"] += len(chunk)
+                state["completed"] += sum(1 for line in chunk if line.status == 200)
+                state["failed"] += sum(1 for line in chunk if line.status != 200)
+                checkpoint.save(dict(state), "in_progress", usage)  # JobCancelled once a cancel is asked
     except JobCancelled:
         state["cancelling_at"] = int(time.time())
         _publish(worker, job, state)

@@ -306,11 +306,13 @@ def worker(
     parent_pid: Annotated[int | None, typer.Option("--parent-pid", help="Stop when this process is gone")] = None,
 ) -> None:
     """Run an SDG job worker (claims queued jobs from the database)."""
+    from winnow import telemetry
     from winnow.jobs.worker import Worker
     from winnow.logs import configure_logging
 
     settings = load_settings(config)
     configure_logging(settings.log_level, settings.log_json)
+    telemetry.configure("winnow-worker")  # job spans, where an OTLP endpoint is configured
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -321,4 +323,7 @@ def worker(
             loop.add_signal_handler(sig, stop.set)
         await Worker(settings).run_forever(stop, parent_pid)
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    finally:
+        telemetry.shutdown()  # the spans still buffered go out

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from winnow import telemetry
 from winnow.evals.plan import EvalPlan, render
 from winnow.evals.table import comparison, read_records
 from winnow.models.base import GenerationResult, Prompt, Provider, SamplingParams
@@ -74,14 +75,15 @@ class EvalRunner:
         try:
             while chunk := take(rows, spec.batch_size):
                 usage: list[UsageEvent] = []  # the chunk's usage rows, written with its checkpoint
-                lines = await self._chunk(chunk, chunks_done, counts, usage)
-                files["results"].write(b"".join(lines))
-                files["results"].flush()
-                os.fsync(files["results"].fileno())
-                counts.rows_done += len(chunk)
-                chunks_done += 1
-                offsets = {name: handle.tell() for name, handle in files.items()}
-                save("generating", usage)
+                with telemetry.span("eval.chunk", {"winnow.chunk.index": chunks_done, "winnow.chunk.rows": len(chunk)}):
+                    lines = await self._chunk(chunk, chunks_done, counts, usage)
+                    files["results"].write(b"".join(lines))
+                    files["results"].flush()
+                    os.fsync(files["results"].fileno())
+                    counts.rows_done += len(chunk)
+                    chunks_done += 1
+                    offsets = {name: handle.tell() for name, handle in files.items()}
+                    save("generating", usage)
         finally:
             for handle in files.values():
                 handle.close()

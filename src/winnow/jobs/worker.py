@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import psutil
 from sqlalchemy.exc import OperationalError
 
+from winnow import telemetry
 from winnow.config import Settings
 from winnow.db import Database, Job
 from winnow.errors import BudgetExceeded
@@ -32,6 +33,7 @@ from winnow.jobs.errors import JobCancelled, JobLost, ShardLost
 from winnow.jobs.kinds import kind
 from winnow.jobs.shards import ShardClaim, ShardStore
 from winnow.jobs.store import JobStore
+from winnow.jobs.tracing import end_job, job_attributes
 from winnow.models.registry import ModelRegistry
 from winnow.usage.budgets import period_bounds
 from winnow.usage.service import UsageService
@@ -63,6 +65,8 @@ class _Held:
     release: Callable[[], None]
     where: str = ""
     on_cancel: Callable[[], None] | None = None
+    part: str = "job"  # what of the job it is (job, shard, merge), for its span
+    shard: int | None = None
 
 
 class Worker:
@@ -185,6 +189,8 @@ class Worker:
             renew=lambda: self.shards.renew(claim, self.id),
             release=lambda: self.shards.release(claim, self.id),
             where=f" shard {claim.shard}",
+            part="shard",
+            shard=claim.shard,
         )
         await self._hold(job, lambda: run_shard(self, claim, job), held)
 
@@ -193,7 +199,7 @@ class Worker:
         log.info("merging %s (attempt %d)", job.id, job.attempts)
         merge = kind(job.kind).merge
         assert merge is not None
-        await self._hold(job, lambda: merge(self, job), self._whole(job, " while merging"))
+        await self._hold(job, lambda: merge(self, job), self._whole(job, " while merging", part="merge"))
 
     async def run_job(self, job: Job) -> None:
         """A job held whole by this worker under the job's lease (an evaluation, a fine-tuning job)."""
@@ -203,16 +209,29 @@ class Worker:
         cancelled = threading.Event()  # set by the heartbeat: a kind running in a thread stops on it
         await self._hold(job, lambda: run(self, job, cancelled), self._whole(job, on_cancel=cancelled.set))
 
-    def _whole(self, job: Job, where: str = "", on_cancel: Callable[[], None] | None = None) -> _Held:
+    def _whole(
+        self, job: Job, where: str = "", on_cancel: Callable[[], None] | None = None, part: str = "job"
+    ) -> _Held:
         return _Held(
             holder=self.id,
             renew=lambda: self.store.renew(job.id, self.id),
             release=lambda: self.store.release(job.id, self.id),
             where=where,
             on_cancel=on_cancel,
+            part=part,
         )
 
     async def _hold(self, job: Job, work: Callable[[], Awaitable[None]], held: _Held) -> None:
+        """Run ``work`` under a heartbeat, and end the job (or hand it back) however it ends; while
+        tracing is on, in a ``job.run`` span that ends with the job's status."""
+        attributes = job_attributes(job, held.part, held.shard) if telemetry.enabled() else None
+        with telemetry.span("job.run", attributes) as span:
+            await self._settle(job, work, held)
+            if span is not None:
+                with contextlib.suppress(Exception):  # the job may be gone (deleted meanwhile)
+                    end_job(span, await asyncio.to_thread(self.store.row, job.id))
+
+    async def _settle(self, job: Job, work: Callable[[], Awaitable[None]], held: _Held) -> None:
         """Run ``work`` under a heartbeat, and end the job (or hand it back) however it ends."""
         heartbeat = asyncio.create_task(self._beat(held.renew, held.on_cancel))
         try:

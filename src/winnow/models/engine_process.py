@@ -40,7 +40,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from winnow import errors
+from winnow import errors, telemetry
 from winnow.config import ModelConfig, Settings
 from winnow.errors import ServiceUnavailable, WinnowError
 from winnow.models.base import GenerationResult, Prompt, SamplingParams, StreamDelta
@@ -184,8 +184,9 @@ class EngineProcess:
         rows = len(prompts) * params.n
         self._rows_in_flight += rows
         try:
-            channel.put(("generate", rid, list(prompts), params))
-            return await future
+            with telemetry.span("engine.process", {"winnow.batch.rows": rows}):  # the round trip to the engine
+                channel.put(("generate", rid, list(prompts), params))
+                return await future
         finally:
             self._pending.pop(rid, None)
             self._rows_in_flight -= rows

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from winnow import telemetry
 from winnow.errors import WinnowError
 from winnow.models.base import Provider, SamplingParams
 from winnow.schemas.sdg import JobCounts, SubmitJobRequest
@@ -42,6 +43,9 @@ from winnow.sdg.scoring import ScoringFn
 from winnow.sdg.semantic import diversity, resume_from
 from winnow.sdg.workfiles import Checkpoint, Save, copy_prefix, open_files, open_work, publish, snapshot
 from winnow.usage.recorder import UsageEvent
+
+# A generated chunk: its rows, what the model gave, the seconds it took, and its span (None: tracing off)
+Generated = tuple[list[PromptRow], stages.GenerateOutcome, float, Any]
 
 
 class EveryPromptFailed(WinnowError):
@@ -196,22 +200,23 @@ class LocalRunner:
         """Generate, score and write every remaining chunk in order, saving a checkpoint (and the
         chunk's usage rows) after each."""
         rows, index = self._chunk_range(progress.chunks_done)
-        ahead: asyncio.Task[tuple[list[PromptRow], stages.GenerateOutcome, float]] | None = None
+        ahead: asyncio.Task[Generated] | None = None
         try:
             # One chunk of lookahead: chunk k+1 generates (model thread) while chunk k is scored
             # (reward-model thread), so both cores work. Chunks are still written and
             # checkpointed strictly in order; a generation in flight at a crash is simply redone.
             ahead = self._generate_next(rows, index)
             while ahead is not None:
-                chunk, outcome, generate_s = await ahead
+                chunk, outcome, generate_s, span = await ahead
                 if not chunk:
                     break
                 index += 1
                 ahead = self._generate_next(rows, index)
                 progress.timings["generate_s"] = progress.timings.get("generate_s", 0.0) + generate_s
-                await self._score_and_write(chunk, outcome, progress.counts, progress.timings, files)
-                progress.chunks_done += 1
-                save("generating", outcome.usage)
+                with telemetry.within(span, end=True):  # the chunk's span, from its generate on
+                    await self._score_and_write(chunk, outcome, progress.counts, progress.timings, files)
+                    progress.chunks_done += 1
+                    save("generating", outcome.usage)
         finally:
             if ahead is not None and not ahead.done():
                 ahead.cancel()
@@ -245,20 +250,28 @@ class LocalRunner:
                 handle.close()
         return self._report(counts, timings)
 
-    def _generate_next(
-        self, rows: Iterator[PromptRow], index: int
-    ) -> asyncio.Task[tuple[list[PromptRow], stages.GenerateOutcome, float]]:
-        """Start generating chunk ``index`` (the next ``batch_size`` rows) as a task."""
+    def _generate_next(self, rows: Iterator[PromptRow], index: int) -> asyncio.Task[Generated]:
+        """Start generating chunk ``index`` (the next ``batch_size`` rows) as a task; while tracing
+        is on, in an ``sdg.chunk`` span that the caller ends once the chunk is written."""
         spec, plan = self.plan.spec, self.plan
         chunk = take(rows, spec.batch_size)
         params = job_params(spec)
 
-        async def run() -> tuple[list[PromptRow], stages.GenerateOutcome, float]:
+        async def run() -> Generated:
             if not chunk:
-                return chunk, stages.GenerateOutcome([]), 0.0
-            started = time.perf_counter()
-            outcome = await stages.generate(chunk, plan.provider, params, plan.meter)
-            return chunk, outcome, time.perf_counter() - started
+                return chunk, stages.GenerateOutcome([]), 0.0, None
+            span = telemetry.start("sdg.chunk", {"winnow.chunk.index": index, "winnow.chunk.rows": len(chunk)})
+            try:
+                with telemetry.within(span), telemetry.span("sdg.generate", {"gen_ai.request.model": spec.model}):
+                    started = time.perf_counter()
+                    outcome = await stages.generate(chunk, plan.provider, params, plan.meter)
+            except BaseException:  # cancelled (the job stops) or failed: the chunk's span ends here
+                if span is not None:
+                    span.end()
+                raise
+            if span is not None:
+                telemetry.chunk_usage(span, outcome.input_tokens, outcome.output_tokens, len(outcome.failed))
+            return chunk, outcome, time.perf_counter() - started, span
 
         return asyncio.create_task(run())
 
@@ -272,9 +285,13 @@ class LocalRunner:
     ) -> None:
         plan = self.plan
         t1 = time.perf_counter()
-        await stages.score(outcome.candidates, plan.reward, plan.scoring, plan.scoring_arg)
+        with telemetry.span("sdg.score"):
+            await stages.score(outcome.candidates, plan.reward, plan.scoring, plan.scoring_arg)
         timings["score_s"] = timings.get("score_s", 0.0) + time.perf_counter() - t1
-        self.write_chunk(chunk, outcome, stages.keep(outcome.candidates, plan.chunk_filter), counts, timings, files)
+        with telemetry.span("sdg.filter"):
+            kept = stages.keep(outcome.candidates, plan.chunk_filter)
+        with telemetry.span("sdg.write"):
+            self.write_chunk(chunk, outcome, kept, counts, timings, files)
 
     def write_chunk(
         self,
