@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import DEMO_PROMPTS, LiveServer, bearer, running_worker, wait_for_job
+from tests.conftest import DEMO_PROMPTS, LiveServer, bearer, running_worker, wait_for, wait_for_job
 from tests.test_telemetry import Receiver
 from winnow import telemetry
 from winnow.api.app import create_app
@@ -38,6 +38,7 @@ JOB = {
 def receiver() -> Iterator[Receiver]:
     found = Receiver()
     yield found
+    telemetry.shutdown()
     found.server.shutdown()
 
 
@@ -102,3 +103,34 @@ def test_without_an_endpoint_a_worker_s_job_sends_nothing(tmp_path: Path, receiv
         assert wait_for_job(client, key, job_id)["status"] == "completed"
         assert not telemetry.enabled()
     assert receiver.spans == []
+
+
+@pytest.mark.slow  # an engine process (torch and the model)
+def test_an_evaluation_s_chunks_and_the_engine_process_are_spans(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    settings = Settings(data_dir=tmp_path / "data", workers=0, local_engine="process")
+    _prompts(settings.data_dir)
+    body = {
+        "dataset_path": "prompts.jsonl",
+        "templates": [{"name": "plain", "template": "{prompt}"}],
+        "models": ["demo-lm"],
+        "scoring_function": "exact_match",
+        "max_tokens": 4,
+        "temperature": 0,
+        "batch_size": BATCH,
+    }
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client, running_worker(settings):
+        key = client.app.state.runtime.keys.create("k").key  # type: ignore[attr-defined]
+        eval_id = client.post("/api/v1/evaluations", json=body, headers=bearer(key)).json()["id"]
+        assert wait_for(client, key, f"/api/v1/evaluations/{eval_id}")["status"] == "completed"
+    # The app's shutdown sent what the batch processor held.
+    (run,) = receiver.named("job.run")
+    assert (run["attributes"]["winnow.job.kind"], run["attributes"]["winnow.job.id"]) == ("eval", eval_id)
+    assert run["attributes"]["winnow.job.status"] == "completed"
+    assert run["attributes"]["winnow.job.rows_done"] == ROWS
+    chunks = receiver.named("eval.chunk")
+    assert len(chunks) == ROWS // BATCH and {c["parent_id"] for c in chunks} == {run["span_id"]}
+    engine = receiver.named("engine.process")  # each row's call, a round trip to the engine process
+    assert len(engine) == ROWS and {e["parent_id"] for e in engine} == {c["span_id"] for c in chunks}
