@@ -2,7 +2,9 @@
 a real ``winnow worker`` process (the one ``winnow serve`` starts) is a ``job.run`` span per piece of
 work (its shard, then its merge) with the job's id, kind, owner and model, the shard's chunks as
 children with their generate / score / filter / write stages, tokens after the GenAI conventions,
-all sent when the worker stops; and without an endpoint a worker's job sends nothing."""
+all sent when the worker stops; an evaluation's and a batch's chunks (a batch's upstream calls under
+them, continuing the job's trace), a process engine's round trips; and without an endpoint a
+worker's job sends nothing."""
 
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.api.test_passthrough import FakeUpstream
+from tests.batches.test_worker_killed import create_batch
 from tests.conftest import DEMO_PROMPTS, LiveServer, bearer, running_worker, wait_for, wait_for_job
 from tests.test_telemetry import Receiver
 from winnow import telemetry
 from winnow.api.app import create_app
-from winnow.config import Settings
+from winnow.config import ModelConfig, Settings
 
 ROWS, BATCH = 8, 4
 SUBMIT = "/api/v1/synthetic_data_generation/submit_job"
@@ -134,3 +138,38 @@ def test_an_evaluation_s_chunks_and_the_engine_process_are_spans(
     assert len(chunks) == ROWS // BATCH and {c["parent_id"] for c in chunks} == {run["span_id"]}
     engine = receiver.named("engine.process")  # each row's call, a round trip to the engine process
     assert len(engine) == ROWS and {e["parent_id"] for e in engine} == {c["span_id"] for c in chunks}
+
+
+def test_a_batch_s_chunks_carry_the_trace_to_the_upstream(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    monkeypatch.setenv("FAKE_UPSTREAM_KEY", "sk-fake")
+    with FakeUpstream() as fake:
+        model = ModelConfig.model_validate(
+            {
+                "id": "fake",
+                "type": "commercial",
+                "provider": "openai",
+                "base_url": f"{fake.url}/v1",
+                "upstream_model": "up-model-1",
+                "api_key_env": "FAKE_UPSTREAM_KEY",
+                "max_retries": 0,
+            }
+        )
+        settings = Settings(data_dir=tmp_path / "data", workers=0, models=[model], batch_chunk_lines=3)
+        with TestClient(create_app(settings)) as client, running_worker(settings):
+            key = client.app.state.runtime.keys.create("owner").key  # type: ignore[attr-defined]
+            batch_id = create_batch(client, key, 6, model="fake")
+            assert wait_for(client, key, f"/v1/batches/{batch_id}")["status"] == "completed"
+    (run,) = receiver.named("job.run")
+    assert (run["attributes"]["winnow.job.kind"], run["attributes"]["winnow.job.id"]) == ("batch", batch_id)
+    assert run["attributes"]["winnow.job.rows_done"] == 6 and "gen_ai.request.model" not in run["attributes"]
+    chunks = sorted(receiver.named("batch.chunk"), key=lambda s: s["attributes"]["winnow.chunk.first_line"])
+    assert [c["attributes"]["winnow.chunk.first_line"] for c in chunks] == [0, 3]
+    assert {c["parent_id"] for c in chunks} == {run["span_id"]}
+    attempts = receiver.named("router.attempt")
+    assert len(attempts) == 6 and {a["parent_id"] for a in attempts} == {c["span_id"] for c in chunks}
+    calls = {s["span_id"] for s in receiver.named("upstream.request")}
+    forwarded = {r["headers"]["traceparent"].rsplit("-", 1)[0] for r in fake.received}  # less the flags
+    assert forwarded == {f"00-{run['trace_id']}-{span}" for span in calls}  # the upstream continues the job's trace
