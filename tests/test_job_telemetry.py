@@ -19,10 +19,11 @@ from fastapi.testclient import TestClient
 from tests.api.test_passthrough import FakeUpstream
 from tests.batches.test_worker_killed import create_batch
 from tests.conftest import DEMO_PROMPTS, LiveServer, bearer, running_worker, wait_for, wait_for_job
+from tests.requests.test_request_log import _settings
 from tests.test_telemetry import Receiver
 from winnow import telemetry
 from winnow.api.app import create_app
-from winnow.config import ModelConfig, Settings
+from winnow.config import Settings
 
 ROWS, BATCH = 8, 4
 SUBMIT = "/api/v1/synthetic_data_generation/submit_job"
@@ -144,23 +145,11 @@ def test_a_batch_s_chunks_carry_the_trace_to_the_upstream(
     tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
-    monkeypatch.setenv("FAKE_UPSTREAM_KEY", "sk-fake")
     with FakeUpstream() as fake:
-        model = ModelConfig.model_validate(
-            {
-                "id": "fake",
-                "type": "commercial",
-                "provider": "openai",
-                "base_url": f"{fake.url}/v1",
-                "upstream_model": "up-model-1",
-                "api_key_env": "FAKE_UPSTREAM_KEY",
-                "max_retries": 0,
-            }
-        )
-        settings = Settings(data_dir=tmp_path / "data", workers=0, models=[model], batch_chunk_lines=3)
+        settings = _settings(tmp_path, fake.url).model_copy(update={"batch_chunk_lines": 3})
         with TestClient(create_app(settings)) as client, running_worker(settings):
             key = client.app.state.runtime.keys.create("owner").key  # type: ignore[attr-defined]
-            batch_id = create_batch(client, key, 6, model="fake")
+            batch_id = create_batch(client, key, 6, model="routed")  # its first deployment is down
             assert wait_for(client, key, f"/v1/batches/{batch_id}")["status"] == "completed"
     (run,) = receiver.named("job.run")
     assert (run["attributes"]["winnow.job.kind"], run["attributes"]["winnow.job.id"]) == ("batch", batch_id)
@@ -169,7 +158,7 @@ def test_a_batch_s_chunks_carry_the_trace_to_the_upstream(
     assert [c["attributes"]["winnow.chunk.first_line"] for c in chunks] == [0, 3]
     assert {c["parent_id"] for c in chunks} == {run["span_id"]}
     attempts = receiver.named("router.attempt")
-    assert len(attempts) == 6 and {a["parent_id"] for a in attempts} == {c["span_id"] for c in chunks}
-    calls = {s["span_id"] for s in receiver.named("upstream.request")}
+    assert len(attempts) >= 6 and {a["parent_id"] for a in attempts} == {c["span_id"] for c in chunks}
+    calls = {s["span_id"] for s in receiver.named("upstream.request") if not s["error"]}
     forwarded = {r["headers"]["traceparent"].rsplit("-", 1)[0] for r in fake.received}  # less the flags
     assert forwarded == {f"00-{run['trace_id']}-{span}" for span in calls}  # the upstream continues the job's trace
