@@ -23,14 +23,16 @@ from winnow.files.batch import BATCH_URLS, check_batch_file
 from winnow.jobs.store import JobFilter, JobStore
 from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest
 from winnow.schemas.openai_batches import Batch, BatchCreate, BatchRequestCounts, BatchStatus
+from winnow.schemas.openai_embeddings import EmbeddingRequest
 
 KIND = "batch"
 WINDOW = timedelta(hours=24)
-# The url a batch line may call -> its request body's model (an url of BATCH_URLS without one, such as
-# /v1/embeddings before that route exists here, is refused at create).
-BODIES: dict[str, type[ChatCompletionRequest] | type[CompletionRequest]] = {
+# The url a batch line may call -> its request body's model (an url of BATCH_URLS without one is
+# refused at create).
+BODIES: dict[str, type[ChatCompletionRequest] | type[CompletionRequest] | type[EmbeddingRequest]] = {
     "/v1/chat/completions": ChatCompletionRequest,
     "/v1/completions": CompletionRequest,
+    "/v1/embeddings": EmbeddingRequest,
 }
 
 
