@@ -9,10 +9,10 @@ import threading
 import time
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from winnow.batches.runner import ChunkAnswerer, Meters, append, cut_to, read_lines
-from winnow.batches.service import KIND, render
+from winnow.batches.runner import ChunkAnswerer, Line, Meters, append, cut_to, expired_record, read_lines
+from winnow.batches.service import KIND, expires_at, render
 from winnow.db import Job
 from winnow.errors import NotFound
 from winnow.files import FileService
@@ -24,6 +24,9 @@ from winnow.usage.service import UsageMeter
 
 if TYPE_CHECKING:
     from winnow.jobs.worker import Worker
+
+
+now = time.time  # the clock the completion window is read on
 
 
 def files(worker: Worker) -> FileService:
@@ -50,6 +53,9 @@ async def run(worker: Worker, job: Job, cancelled: threading.Event) -> None:
         await worker.flush_usage()
         lines = read_lines(Path(job.prompts_path), state["lines"], settings.fine_tuning_max_line_bytes)
         while chunk := list(islice(lines, settings.batch_chunk_lines)):
+            if now() >= expires_at(job):  # the window ended: this and the rest are not answered
+                _expire(checkpoint, state, errors, [*chunk, *lines])
+                break
             usage = await answerer.answer(chunk)
             state["output_bytes"] = append(output, [line.record() for line in chunk if line.status == 200])
             state["error_bytes"] = append(errors, [line.record() for line in chunk if line.status != 200])
@@ -69,6 +75,15 @@ async def run(worker: Worker, job: Job, cancelled: threading.Event) -> None:
     checkpoint.save(dict(state), "finalizing")
     _publish(worker, job, state)
     worker.complete(job, state)
+
+
+def _expire(checkpoint: DbCheckpoint, state: dict[str, Any], errors: BinaryIO, rest: list[Line]) -> None:
+    """The lines left when the completion window ended, each in the error file as ``batch_expired``."""
+    state["error_bytes"] = append(errors, [expired_record(line) for line in rest])
+    state["lines"] += len(rest)
+    state["failed"] += len(rest)
+    state["expired_at"] = int(time.time())
+    checkpoint.save(dict(state), "finalizing")
 
 
 def _publish(worker: Worker, job: Job, state: dict[str, Any]) -> None:

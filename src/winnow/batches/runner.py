@@ -54,6 +54,15 @@ class Line:
         )
 
 
+def expired_record(line: Line) -> bytes:
+    """A line the completion window ended before it was answered, as OpenAI's error file has it."""
+    error = {
+        "code": "batch_expired",
+        "message": "This request could not be executed before the completion window expired.",
+    }
+    return orjson.dumps({"id": f"batch_req_{hex_id()}", "custom_id": line.custom_id, "response": None, "error": error})
+
+
 def error_body(exc: WinnowError) -> dict[str, Any]:
     """OpenAI's error object for a line that failed (as the live route's error body reads)."""
     message = f"{exc.message}: {exc.details}" if exc.details else exc.message

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -73,8 +74,16 @@ def _status(job: Job) -> BatchStatus:
         return "cancelling"
     if job.status in ("running", "paused"):
         return "finalizing" if job.stage == "finalizing" else "in_progress"
+    if job.status == "completed" and (job.checkpoint or {}).get("expired_at"):
+        return "expired"
     mapped: dict[str, BatchStatus] = {"queued": "validating", "completed": "completed", "failed": "failed"}
     return mapped.get(job.status, "cancelled")
+
+
+def expires_at(job: Job) -> int:
+    """When the batch's completion window ends (set at create; 24 h after it for older rows)."""
+    saved = (job.checkpoint or {}).get("expires_at")
+    return int(saved) if saved is not None else int((job.created_at + WINDOW).timestamp())
 
 
 def render(job: Job) -> Batch:
@@ -91,9 +100,10 @@ def render(job: Job) -> Batch:
         error_file_id=state.get("error_file_id"),
         created_at=int(job.created_at.timestamp()),
         in_progress_at=_seconds(job.started_at),
-        expires_at=int((job.created_at + WINDOW).timestamp()),
+        expires_at=expires_at(job),
         finalizing_at=state.get("finalizing_at"),
         completed_at=ended if status == "completed" else None,
+        expired_at=state.get("expired_at"),
         failed_at=ended if status == "failed" else None,
         cancelling_at=state.get("cancelling_at") or (ended if status == "cancelled" else None),
         cancelled_at=ended if status == "cancelled" else None,
@@ -133,7 +143,8 @@ class BatchService:
             limits = (self.settings.fine_tuning_max_line_bytes, request.endpoint, _check_body)
             rows = check_batch_file(copy, *limits, max_requests=self.settings.batch_max_requests)
             batch = BatchInput(copy, rows, _sha256(copy))
-            job = self.store.create(request, batch, owner, kind=KIND, job_id=job_id)
+            window = {"expires_at": int(time.time() + self.settings.batch_completion_window_s)}
+            job = self.store.create(request, batch, owner, kind=KIND, job_id=job_id, checkpoint=window)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
