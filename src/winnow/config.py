@@ -292,6 +292,9 @@ class Settings(BaseSettings):
     batch_upstream_concurrency: int = Field(
         8, ge=1, description="Lines of one batch in flight at once to an upstream model (through its router)"
     )
+    batch_completion_window_s: float = Field(
+        86_400.0, ge=0, description="What a batch's completion_window 24h lasts, in seconds (tests shorten it)"
+    )
     ray: RaySettings = RaySettings()
     job_shard_rows: int = Field(
         1024, ge=1, description="Prompts per shard of an SDG job (whole chunks): the unit workers share a job by"

@@ -20,6 +20,7 @@ import httpx
 import openai
 import pytest
 
+from tests.api.fake_responses import fake_response, fake_response_stream
 from tests.conftest import LiveServer, bearer
 
 pytestmark = pytest.mark.slow  # a real `winnow serve` in front of the fake upstream
@@ -87,6 +88,9 @@ class FakeUpstream:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
+                if self.path.endswith("/responses"):
+                    self.wfile.write(fake_response_stream(body, ECHO_USAGE, STREAM_PIECES))
+                    return
                 head = {
                     "id": "chatcmpl-fake-stream",
                     "object": "chat.completion.chunk",
@@ -107,6 +111,17 @@ class FakeUpstream:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def model_fields(self) -> dict[str, Any]:
+        """A model config's fields for this upstream (key in FAKE_UPSTREAM_KEY, no retries)."""
+        return {
+            "type": "commercial",
+            "provider": "openai",
+            "base_url": f"{self.url}/v1",
+            "upstream_model": "up-model-1",
+            "api_key_env": "FAKE_UPSTREAM_KEY",
+            "max_retries": 0,
+        }
 
     def __enter__(self) -> FakeUpstream:
         self.thread.start()
@@ -141,6 +156,8 @@ def _echo(path: str, body: dict[str, Any]) -> dict[str, Any]:
     """A valid completion whose content (and a field of its own) is the request body as received."""
     if path.endswith("/embeddings"):
         return _embeddings(body)
+    if path.endswith("/responses"):
+        return fake_response(body, ECHO_USAGE)
     text = json.dumps(body, sort_keys=True)
     if path.endswith("/chat/completions"):
         choice = {
@@ -182,16 +199,7 @@ def fake() -> Iterator[FakeUpstream]:
 def gateway(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, str]]:
     """A real `winnow serve` whose models are the fake upstream: (server, admin key)."""
     data = tmp_path_factory.mktemp("gateway") / "data"
-    upstream = {
-        "type": "commercial",
-        "provider": "openai",
-        "base_url": f"{fake.url}/v1",
-        "upstream_model": "up-model-1",
-        "api_key_env": "FAKE_UPSTREAM_KEY",
-        "max_retries": 0,
-        "input_price_per_mtok": 1.0,
-        "output_price_per_mtok": 2.0,
-    }
+    upstream = {**fake.model_fields(), "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0}
     models = [
         {"id": "fake", **upstream},
         {"id": "fake-slow", **upstream, "timeout_s": 0.5},

@@ -9,11 +9,11 @@ import threading
 import time
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from winnow import telemetry
-from winnow.batches.runner import ChunkAnswerer, Meters, append, cut_to, read_lines
-from winnow.batches.service import KIND, render
+from winnow.batches.runner import ChunkAnswerer, Line, Meters, append, cut_to, expired_record, read_lines
+from winnow.batches.service import KIND, expires_at, render
 from winnow.db import Job
 from winnow.errors import NotFound
 from winnow.files import FileService
@@ -25,6 +25,9 @@ from winnow.usage.service import UsageMeter
 
 if TYPE_CHECKING:
     from winnow.jobs.worker import Worker
+
+
+now = time.time  # the clock the completion window is read on
 
 
 def files(worker: Worker) -> FileService:
@@ -51,6 +54,9 @@ async def run(worker: Worker, job: Job, cancelled: threading.Event) -> None:
         await worker.flush_usage()
         lines = read_lines(Path(job.prompts_path), state["lines"], settings.fine_tuning_max_line_bytes)
         while chunk := list(islice(lines, settings.batch_chunk_lines)):
+            if now() >= expires_at(job):  # the window ended: this and the rest are not answered
+                _expire(checkpoint, state, errors, [*chunk, *lines])
+                break
             with telemetry.span(
                 "batch.chunk", {"winnow.chunk.first_line": state["lines"], "winnow.chunk.rows": len(chunk)}
             ):
@@ -73,6 +79,15 @@ async def run(worker: Worker, job: Job, cancelled: threading.Event) -> None:
     checkpoint.save(dict(state), "finalizing")
     _publish(worker, job, state)
     worker.complete(job, state)
+
+
+def _expire(checkpoint: DbCheckpoint, state: dict[str, Any], errors: BinaryIO, rest: list[Line]) -> None:
+    """The lines left when the completion window ended, each in the error file as ``batch_expired``."""
+    state["error_bytes"] = append(errors, [expired_record(line) for line in rest])
+    state["lines"] += len(rest)
+    state["failed"] += len(rest)
+    state["expired_at"] = int(time.time())
+    checkpoint.save(dict(state), "finalizing")
 
 
 def _publish(worker: Worker, job: Job, state: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """Answering a batch: its lines, chunk by chunk, each through the same code as the live /v1 route
-(``winnow.models.openai_bodies``): a local model gets a chunk's lines in one generate call (as SDG
-does), an upstream model gets them through its router, ``batch_upstream_concurrency`` at a time.
+(``winnow.models.openai_bodies``, ``winnow.models.embedding_service``): a local model gets a chunk's
+lines in one generate (or embed) call (as SDG does), an upstream model gets them through its router, ``batch_upstream_concurrency`` at a time.
 Each chunk's answers are appended to the output (or error) file, then checkpointed with its usage
 rows in one transaction: after a crash the files are cut back to the checkpoint and the chunk is
 answered again, so every ``custom_id`` is answered once and billed once."""
@@ -22,10 +22,13 @@ from winnow.errors import WinnowError
 from winnow.finetune.data import file_lines
 from winnow.ids import hex_id
 from winnow.models.base import Completion, GenerationResult, Prompt, SamplingParams
+from winnow.models.embedding import Embedded, EmbedInput
+from winnow.models.embedding_service import embedding_answer, input_texts, local_embedder
 from winnow.models.openai_bodies import chat_request, chat_response, completion_request, completion_response
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest
+from winnow.schemas.openai_embeddings import EmbeddingRequest
 from winnow.usage.recorder import UsageEvent
 from winnow.usage.service import UsageMeter
 
@@ -49,6 +52,15 @@ class Line:
         return orjson.dumps(
             {"id": f"batch_req_{hex_id()}", "custom_id": self.custom_id, "response": response, "error": None}
         )
+
+
+def expired_record(line: Line) -> bytes:
+    """A line the completion window ended before it was answered, as OpenAI's error file has it."""
+    error = {
+        "code": "batch_expired",
+        "message": "This request could not be executed before the completion window expired.",
+    }
+    return orjson.dumps({"id": f"batch_req_{hex_id()}", "custom_id": line.custom_id, "response": None, "error": error})
 
 
 def error_body(exc: WinnowError) -> dict[str, Any]:
@@ -92,6 +104,7 @@ class ChunkAnswerer:
     async def answer(self, lines: Sequence[Line]) -> list[UsageEvent]:
         usage: list[UsageEvent] = []
         local: dict[tuple[str, str, str], list[tuple[Line, Any, list[Prompt], SamplingParams]]] = {}
+        embeds: dict[str, list[tuple[Line, EmbeddingRequest, list[EmbedInput]]]] = {}
         upstream: list[Line] = []
         for line in lines:
             try:
@@ -99,12 +112,18 @@ class ChunkAnswerer:
                 if isinstance(provider, OpenAIProvider):
                     upstream.append(line)
                     continue
+                if line.url == "/v1/embeddings":
+                    embedding = EmbeddingRequest.model_validate(line.body)
+                    local_embedder(self.models, embedding)  # a 400 for a model that does not embed
+                    embeds.setdefault(embedding.model, []).append((line, embedding, embedding.inputs()))
+                    continue
                 request, prompts, params = _prepare(line)
             except WinnowError as exc:
                 line.answered(exc.status_code, error_body(exc))
                 continue
             local.setdefault((request.model, line.url, repr(params)), []).append((line, request, prompts, params))
         calls = [self._local(group) for group in local.values()] + [self._upstream(line) for line in upstream]
+        calls += [self._embed(group) for group in embeds.values()]
         for events in await asyncio.gather(*calls):
             usage.extend(events)
         return usage
@@ -136,6 +155,36 @@ class ChunkAnswerer:
                 line.answered(200, completion_response(f"cmpl-{hex_id()}", request, line_prompts, mine, params))
         return events
 
+    async def _embed(self, group: list[tuple[Line, EmbeddingRequest, list[EmbedInput]]]) -> list[UsageEvent]:
+        """Embedding lines for one local model: all their inputs in one embed call, each line's
+        answer made as the live route makes it (a call refused for one line's input: each line alone)."""
+        embedder, options = local_embedder(self.models, group[0][1])
+        meter = self.meters(group[0][1].model)
+        meter.check([text for _, _, inputs in group for text in input_texts(inputs)])
+        started = time.perf_counter()
+        try:
+            embedded = await embedder.embed([x for _, _, inputs in group for x in inputs])
+        except WinnowError as exc:
+            if len(group) > 1 and exc.status_code < 500:
+                return [event for item in group for event in await self._embed([item])]
+            for line, *_ in group:
+                line.answered(exc.status_code, error_body(exc))
+            return []
+        billed: list[dict[str, Any]] = []
+        results: list[GenerationResult] = []
+        at = 0
+        for line, request, inputs in group:
+            part = Embedded(embedded.vectors[at : at + len(inputs)], embedded.tokens[at : at + len(inputs)])
+            at += len(inputs)
+            try:
+                line.answered(200, embedding_answer(request, options, part))
+            except WinnowError as exc:
+                line.answered(exc.status_code, error_body(exc))
+                continue
+            billed.append(line.body)
+            results.append(GenerationResult([], sum(part.tokens)))
+        return meter.record(billed, results, (time.perf_counter() - started) * 1000)
+
     async def _upstream(self, line: Line) -> list[UsageEvent]:
         """A line for an upstream model, forwarded as written through the model's router."""
         model = str(line.body["model"])
@@ -144,7 +193,7 @@ class ChunkAnswerer:
         path = line.url.removeprefix("/v1")
         meter = self.meters(model)
         async with self.gate:
-            meter.check([line.body.get("messages") or line.body.get("prompt")])
+            meter.check([line.body.get("messages") or line.body.get("prompt") or line.body.get("input")])
             started = time.perf_counter()
             try:
                 routed = await provider.router.call(lambda d: d.http.forward(path, line.body))

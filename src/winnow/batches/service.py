@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,17 +21,20 @@ from winnow.db.paging import Cursor, Page
 from winnow.errors import InvalidRequest, NotFound
 from winnow.files import FileService
 from winnow.files.batch import BATCH_URLS, check_batch_file
+from winnow.jobs.kinds import kind as job_kind
 from winnow.jobs.store import JobFilter, JobStore
 from winnow.schemas.openai import ChatCompletionRequest, CompletionRequest
 from winnow.schemas.openai_batches import Batch, BatchCreate, BatchRequestCounts, BatchStatus
+from winnow.schemas.openai_embeddings import EmbeddingRequest
 
 KIND = "batch"
 WINDOW = timedelta(hours=24)
-# The url a batch line may call -> its request body's model (an url of BATCH_URLS without one, such as
-# /v1/embeddings before that route exists here, is refused at create).
-BODIES: dict[str, type[ChatCompletionRequest] | type[CompletionRequest]] = {
+# The url a batch line may call -> its request body's model (an url of BATCH_URLS without one is
+# refused at create).
+BODIES: dict[str, type[ChatCompletionRequest] | type[CompletionRequest] | type[EmbeddingRequest]] = {
     "/v1/chat/completions": ChatCompletionRequest,
     "/v1/completions": CompletionRequest,
+    "/v1/embeddings": EmbeddingRequest,
 }
 
 
@@ -71,8 +75,16 @@ def _status(job: Job) -> BatchStatus:
         return "cancelling"
     if job.status in ("running", "paused"):
         return "finalizing" if job.stage == "finalizing" else "in_progress"
+    if job.status == "completed" and (job.checkpoint or {}).get("expired_at"):
+        return "expired"
     mapped: dict[str, BatchStatus] = {"queued": "validating", "completed": "completed", "failed": "failed"}
     return mapped.get(job.status, "cancelled")
+
+
+def expires_at(job: Job) -> int:
+    """When the batch's completion window ends (set at create; 24 h after it for older rows)."""
+    saved = (job.checkpoint or {}).get("expires_at")
+    return int(saved) if saved is not None else int((job.created_at + WINDOW).timestamp())
 
 
 def render(job: Job) -> Batch:
@@ -89,9 +101,10 @@ def render(job: Job) -> Batch:
         error_file_id=state.get("error_file_id"),
         created_at=int(job.created_at.timestamp()),
         in_progress_at=_seconds(job.started_at),
-        expires_at=int((job.created_at + WINDOW).timestamp()),
+        expires_at=expires_at(job),
         finalizing_at=state.get("finalizing_at"),
         completed_at=ended if status == "completed" else None,
+        expired_at=state.get("expired_at"),
         failed_at=ended if status == "failed" else None,
         cancelling_at=state.get("cancelling_at") or (ended if status == "cancelled" else None),
         cancelled_at=ended if status == "cancelled" else None,
@@ -131,17 +144,25 @@ class BatchService:
             limits = (self.settings.fine_tuning_max_line_bytes, request.endpoint, _check_body)
             rows = check_batch_file(copy, *limits, max_requests=self.settings.batch_max_requests)
             batch = BatchInput(copy, rows, _sha256(copy))
-            job = self.store.create(request, batch, owner, kind=KIND, job_id=job_id)
+            window = {"expires_at": int(time.time() + self.settings.batch_completion_window_s)}
+            job = self.store.create(request, batch, owner, kind=KIND, job_id=job_id, checkpoint=window)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return render(job)
 
     def get(self, owner: Principal, batch_id: str) -> Batch:
-        return self.store.get(batch_id, owner, KIND, render)
+        return self.store.get(_known(batch_id), owner, KIND, render)
 
     def list(self, owner: Principal, after: str | None, limit: int) -> Page[Batch]:
         return self.store.list(owner, Cursor(limit=limit, after=after), JobFilter(), KIND, render)
 
     def cancel(self, owner: Principal, batch_id: str) -> Batch:
-        return self.store.cancel(batch_id, owner, KIND, render)
+        return self.store.cancel(_known(batch_id), owner, KIND, render)
+
+
+def _known(batch_id: str) -> str:
+    """``batch_id``, or NotFound for an id no batch can have (OpenAI answers 404, not 400)."""
+    if not job_kind(KIND).pattern.match(batch_id):
+        raise NotFound("Batch not found", batch_id)
+    return batch_id

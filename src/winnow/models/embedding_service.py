@@ -10,7 +10,7 @@ from typing import Any
 from winnow.errors import InvalidRequest
 from winnow.ids import hex_id
 from winnow.metrics import Metrics
-from winnow.models.embedding import Embedder, Vectors, refuse_embedding, truncated
+from winnow.models.embedding import Embedded, Embedder, EmbedInput, Vectors, refuse_embedding, truncated
 from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.registry import ModelRegistry
 from winnow.schemas.openai_embeddings import EmbeddingRequest
@@ -37,6 +37,39 @@ def embedding_response(model: str, vectors: Vectors, encoding: str, tokens: int)
     }
 
 
+def input_texts(inputs: list[EmbedInput]) -> list[str]:
+    """The inputs as the budget check counts them (token ids as their numbers)."""
+    return [x if isinstance(x, str) else " ".join(map(str, x)) for x in inputs]
+
+
+def embedding_answer(body: EmbeddingRequest, options: dict[str, Any], embedded: Embedded) -> dict[str, Any]:
+    """A local model's vectors for one request as OpenAI's answer (the route's and a batch line's);
+    a 400 for ``dimensions`` the model cannot give."""
+    vectors = embedded.vectors
+    native = vectors.shape[1]
+    if body.dimensions is not None and body.dimensions != native:
+        truncate = bool(options.get("truncate_dimensions", False))
+        if not truncate or body.dimensions > native:
+            raise InvalidRequest(
+                f"dimensions={body.dimensions} is not supported by model {body.model!r}",
+                f"it gives {native}-dimensional embeddings"
+                + ("; ask for fewer" if truncate else " and is not trained to be shortened"),
+                param="dimensions",
+            )
+        vectors = truncated(vectors, body.dimensions)
+    return embedding_response(body.model, vectors, body.encoding_format, sum(embedded.tokens))
+
+
+def local_embedder(registry: ModelRegistry, body: EmbeddingRequest) -> tuple[Embedder, dict[str, Any]]:
+    """The local provider that embeds ``body.model`` and the model's options (400s otherwise)."""
+    config = registry.config(body.model)
+    refuse_embedding(config)
+    provider = registry.provider(body.model)
+    if not isinstance(provider, Embedder):
+        raise InvalidRequest(f"Model {body.model!r} cannot embed", f"provider {config.provider!r}", param="model")
+    return provider, config.options
+
+
 class EmbeddingService:
     """``create`` for the route, the batch runner and the SDK alike."""
 
@@ -50,33 +83,18 @@ class EmbeddingService:
     ) -> dict[str, Any]:
         """The answer to one request; ``sent`` is the body as the client sent it (forwarded as-is to
         an upstream model). 400s: not an embedding model, bad input, unsupported dimensions."""
-        config = self.registry.config(body.model)
-        refuse_embedding(config)
-        provider = self.registry.provider(body.model)
+        refuse_embedding(self.registry.config(body.model))
         inputs = body.inputs()
-        texts = [x if isinstance(x, str) else " ".join(map(str, x)) for x in inputs]
-        self.usage.check(key_id, body.model, texts)
+        self.usage.check(key_id, body.model, input_texts(inputs))
         started = time.perf_counter()
+        provider = self.registry.provider(body.model)
         if isinstance(provider, OpenAIProvider):
             return await self._forward(key_id, provider, sent, pin, started)
-        if not isinstance(provider, Embedder):
-            raise InvalidRequest(f"Model {body.model!r} cannot embed", f"provider {config.provider!r}", param="model")
-        truncate = bool(config.options.get("truncate_dimensions", False))
-        embedded = await provider.embed(inputs)
-        vectors = embedded.vectors
-        native = vectors.shape[1]
-        if body.dimensions is not None and body.dimensions != native:
-            if not truncate or body.dimensions > native:
-                raise InvalidRequest(
-                    f"dimensions={body.dimensions} is not supported by model {body.model!r}",
-                    f"it gives {native}-dimensional embeddings"
-                    + ("; ask for fewer" if truncate else " and is not trained to be shortened"),
-                    param="dimensions",
-                )
-            vectors = truncated(vectors, body.dimensions)
-        tokens = sum(embedded.tokens)
-        self._record(key_id, body.model, tokens, started, f"emb-{hex_id()}")
-        return embedding_response(body.model, vectors, body.encoding_format, tokens)
+        embedder, options = local_embedder(self.registry, body)
+        embedded = await embedder.embed(inputs)
+        answer = embedding_answer(body, options, embedded)
+        self._record(key_id, body.model, answer["usage"]["prompt_tokens"], started, f"emb-{hex_id()}")
+        return answer
 
     async def _forward(
         self, key_id: int | None, provider: OpenAIProvider, sent: dict[str, Any], pin: str | None, started: float

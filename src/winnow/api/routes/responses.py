@@ -2,7 +2,9 @@
 
 Every model, local or upstream, is answered through the chat-completions path (``chat_completion``,
 the same call ``/v1/chat/completions`` makes, so it is billed once, as a chat is, and refuses what a
-chat to that model would refuse); ``winnow.responses`` translates the request and the answer.
+chat to that model would refuse); ``winnow.responses`` translates the request and the answer. An
+upstream model that serves ``/responses`` itself gets the request passed through
+(``winnow.api.responses_upstream``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from winnow.api.deps import GenerationKey, OtherKey, RuntimeDep
+from winnow.api.responses_upstream import forward_response, serves_responses
 from winnow.api.routes.openai import chat_completion, generation_errors
 from winnow.api.routing import Router
 from winnow.errors import InvalidRequest
 from winnow.ids import hex_id
 from winnow.models.cache import CACHE_HEADER
+from winnow.models.providers.openai import OpenAIProvider
 from winnow.models.router import ATTEMPTS_HEADER, PIN_HEADER
 from winnow.responses import ResponseStore, Turn, chat_turn
 from winnow.responses.stream import chat_chunks, response_events
@@ -40,6 +44,10 @@ def _json(payload: dict[str, Any], headers: dict[str, str] | None = None) -> Res
 async def create_response(
     body: ResponseCreateRequest, request: Request, runtime: RuntimeDep, key: GenerationKey
 ) -> Response:
+    provider = runtime.models.provider(body.model)
+    if serves_responses(provider):
+        assert isinstance(provider, OpenAIProvider)
+        return await forward_response(runtime, key.id, provider, await request.json(), request.headers.get(PIN_HEADER))
     store = ResponseStore(runtime.db)
     history: list[dict[str, Any]] = []
     if body.previous_response_id is not None:

@@ -362,7 +362,13 @@ async def prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
         yield chunk
 
 
+# The events that end a streamed Response (``/responses`` sends no [DONE]).
+RESPONSE_ENDS = ("response.completed", "response.incomplete", "response.failed")
+
+
 def _finishes(chunk: Any) -> bool:
-    return isinstance(chunk, dict) and any(
-        isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ()
+    """Whether an event ends the answer: a choice's finish_reason, or a Response's last event."""
+    return isinstance(chunk, dict) and (
+        chunk.get("type") in RESPONSE_ENDS
+        or any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ())
     )
