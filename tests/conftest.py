@@ -94,6 +94,9 @@ def demo_only_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = tmp_path_factory.mktemp("config") / "demo-only.yaml"
     demo = [m.model_dump(mode="json", exclude_defaults=True) for m in default_models() if m.id != CHAT_MODEL_ID]
     config.write_text(json.dumps({"models": demo}))
+    # Set for the whole session, so that module-scoped servers (started before a test's own
+    # fixtures) run on it too; each test restores it (``_isolated_env``).
+    os.environ[CONFIG_ENV_VAR] = str(config)
     return config
 
 
@@ -111,7 +114,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, demo_only_config: Path) -> It
     monkeypatch.setenv("WINNOW_WORKERS", "0")
     monkeypatch.setenv(CONFIG_ENV_VAR, str(demo_only_config))
     yield
-    os.environ.pop(CONFIG_ENV_VAR, None)
+    os.environ[CONFIG_ENV_VAR] = str(demo_only_config)  # whatever the test (or a CLI's --config) set
 
 
 @pytest.fixture
