@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from winnow.schemas.common import Int, RequestModel, Timestamp, WireModel, now_utc
 from winnow.schemas.prompts import EXTENSION, PromptRef
@@ -135,6 +136,16 @@ class GenerateRequest(SamplingFields):
         json_schema_extra=EXTENSION,
     )
     model_id: str = Field(description="Model identifier to use for generation")
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _text_in_bounds(cls, value: Any) -> Any:
+        """A text prompt's length errors name ``prompt`` alone (not each member of the union)."""
+        if isinstance(value, str) and not value:
+            raise PydanticCustomError("string_too_short", "String should have at least 1 character")
+        if isinstance(value, str) and len(value) > MAX_PROMPT_CHARS:
+            raise PydanticCustomError("string_too_long", f"String should have at most {MAX_PROMPT_CHARS} characters")
+        return value
 
     def text(self) -> str:
         """The prompt's text (a reference must have been rendered first: ``winnow.prompts.use``)."""
